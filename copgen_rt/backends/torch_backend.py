@@ -1,0 +1,41 @@
+"""Eager PyTorch execution of the models, in the pipeline's device and precision."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from copgen_rt.models import Autoencoder, Denoiser
+
+
+class TorchDenoiser:
+    name = "torch"
+
+    def __init__(self, model: Denoiser):
+        self.model = model
+        param = next(model.parameters())
+        self.device, self.dtype = param.device, param.dtype
+
+    @torch.inference_mode()
+    def __call__(self, latents: list[Tensor], timesteps: list[Tensor]) -> list[Tensor]:
+        out = self.model([x.to(self.device, self.dtype) for x in latents],
+                         [t.to(self.device, torch.float32) for t in timesteps])
+        return [o.float() for o in out]
+
+
+class TorchVAE:
+    name = "torch"
+
+    def __init__(self, model: Autoencoder):
+        self.model = model
+        param = next(model.parameters())
+        self.device, self.dtype = param.device, param.dtype
+        self.scale_factor = model.scale_factor
+
+    @torch.inference_mode()
+    def encode_moments(self, x: Tensor) -> Tensor:
+        return self.model.encode_moments(x.to(self.device, self.dtype)).float()
+
+    @torch.inference_mode()
+    def decode(self, z: Tensor) -> Tensor:
+        return self.model.decode(z.to(self.device, self.dtype)).float()

@@ -1,0 +1,188 @@
+"""DPM-Solver++ samplers compiled into a fixed program of network calls.
+
+Every supported solver is a linear method: the input of each network call and the state after
+each step are linear combinations of the step's anchor state and the last few data predictions
+D = (u - sigma * eps) / alpha. A `SolverProgram` holds those coefficients as tensors computed
+before the loop, so the loop itself does no host work and no host synchronisation (it can be
+captured in a CUDA graph). `run_program` executes it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from copgen_rt.schedule import NoiseSchedule
+
+SOLVERS = ("reference", "dpmpp-2m", "ddim")
+HISTORY = 3  # coefficients act on [anchor, D_n, D_{n-1}, D_{n-2}]
+
+
+@dataclass(frozen=True)
+class SolverProgram:
+    name: str
+    steps: int
+    orders: tuple[int, ...]
+    times: Tensor  # (N,) continuous time of each network call, float64
+    net_timesteps: Tensor  # (N,) network timestep (1000 t), float32
+    x0_from_input: Tensor  # (N,) 1 / alpha
+    x0_from_eps: Tensor  # (N,) -sigma / alpha
+    anchor_coefs: Tensor  # (N, 4): anchor' = c . [anchor, D_n, D_{n-1}, D_{n-2}]
+    input_coefs: Tensor  # (N, 4): next input = c . [anchor', D_n, D_{n-1}, D_{n-2}]
+
+    @property
+    def num_calls(self) -> int:
+        return len(self.net_timesteps)
+
+    def to(self, device: torch.device | str) -> "SolverProgram":
+        moved = {k: getattr(self, k).to(device) for k in
+                 ("times", "net_timesteps", "x0_from_input", "x0_from_eps", "anchor_coefs", "input_coefs")}
+        return SolverProgram(self.name, self.steps, self.orders, **moved)
+
+
+def reference_orders(steps: int) -> list[int]:
+    """The orders of DPM-Solver 'fast' with order 3 (NFE = steps)."""
+    k = steps // 3 + 1
+    if steps % 3 == 0:
+        return [3] * (k - 2) + [2, 1]
+    if steps % 3 == 1:
+        return [3] * (k - 1) + [1]
+    return [3] * (k - 1) + [2]
+
+
+class _Builder:
+    def __init__(self, schedule: NoiseSchedule):
+        self.schedule = schedule
+        self.times: list[float] = []
+        self.anchor: list[list[float]] = []
+        self.input: list[list[float]] = []
+
+    def call(self, t: float, anchor=(1.0, 0.0, 0.0, 0.0), next_input=(1.0, 0.0, 0.0, 0.0)) -> None:
+        self.times.append(float(t))
+        self.anchor.append([float(c) for c in anchor])
+        self.input.append([float(c) for c in next_input])
+
+    def build(self, name: str, steps: int, orders: list[int]) -> SolverProgram:
+        s = self.schedule
+        t = np.asarray(self.times, np.float64)
+        alpha, sigma = s.alpha(t), s.sigma(t)
+        return SolverProgram(
+            name=name, steps=steps, orders=tuple(orders),
+            times=torch.from_numpy(t),
+            net_timesteps=torch.from_numpy(s.network_timestep(t)).float(),
+            x0_from_input=torch.from_numpy(1.0 / alpha).float(),
+            x0_from_eps=torch.from_numpy(-sigma / alpha).float(),
+            anchor_coefs=torch.tensor(self.anchor, dtype=torch.float32),
+            input_coefs=torch.tensor(self.input, dtype=torch.float32),
+        )
+
+
+def _singlestep(schedule: NoiseSchedule, grid: np.ndarray, orders: list[int], b: _Builder) -> None:
+    """DPM-Solver++ singlestep updates of orders 1-3 over consecutive grid points."""
+    s_ = schedule
+    i = 0
+    for order in orders:
+        s, t = grid[i], grid[i + order]
+        lam_s, lam_t = s_.lambda_(s), s_.lambda_(t)
+        h = lam_t - lam_s
+        ratio_t = s_.sigma(t) / s_.sigma(s)
+        a_t = s_.alpha(t)
+        phi_1 = np.expm1(-h)
+        if order == 1:
+            b.call(s, anchor=(ratio_t, -a_t * phi_1, 0, 0))
+        elif order == 2:
+            r1 = (s_.lambda_(grid[i + 1]) - lam_s) / h
+            s1 = s_.inverse_lambda(lam_s + r1 * h)
+            phi_11 = np.expm1(-r1 * h)
+            b.call(s, next_input=(s_.sigma(s1) / s_.sigma(s), -s_.alpha(s1) * phi_11, 0, 0))
+            c = 0.5 / r1 * a_t * phi_1
+            b.call(s1, anchor=(ratio_t, -c, -a_t * phi_1 + c, 0))
+        else:
+            r1 = (s_.lambda_(grid[i + 1]) - lam_s) / h
+            r2 = (s_.lambda_(grid[i + 2]) - lam_s) / h
+            s1 = s_.inverse_lambda(lam_s + r1 * h)
+            s2 = s_.inverse_lambda(lam_s + r2 * h)
+            phi_11, phi_12 = np.expm1(-r1 * h), np.expm1(-r2 * h)
+            phi_22 = phi_12 / (r2 * h) + 1.0
+            phi_2 = phi_1 / h + 1.0
+            a_s1, a_s2 = s_.alpha(s1), s_.alpha(s2)
+            b.call(s, next_input=(s_.sigma(s1) / s_.sigma(s), -a_s1 * phi_11, 0, 0))
+            c2 = r2 / r1 * a_s2 * phi_22
+            b.call(s1, next_input=(s_.sigma(s2) / s_.sigma(s), c2, -a_s2 * phi_12 - c2, 0))
+            c3 = a_t * phi_2 / r2
+            b.call(s2, anchor=(ratio_t, c3, 0, -a_t * phi_1 - c3))
+        i += order
+
+
+def _multistep_2m(schedule: NoiseSchedule, grid: np.ndarray, b: _Builder) -> list[int]:
+    """DPM-Solver++(2M): first step order 1; the last one too when steps < 10 (lower-order final)."""
+    s_ = schedule
+    steps = len(grid) - 1
+    orders = []
+    lam = s_.lambda_(grid)
+    for i in range(steps):
+        s, t = grid[i], grid[i + 1]
+        h = lam[i + 1] - lam[i]
+        a_t, ratio_t = s_.alpha(t), s_.sigma(t) / s_.sigma(s)
+        phi_1 = np.expm1(-h)
+        order = 1 if i == 0 or (steps < 10 and i == steps - 1) else 2
+        if order == 1:
+            b.call(s, anchor=(ratio_t, -a_t * phi_1, 0, 0))
+        else:
+            r0 = (lam[i] - lam[i - 1]) / h
+            c = 0.5 * a_t * phi_1 / r0
+            b.call(s, anchor=(ratio_t, -a_t * phi_1 - c, c, 0))
+        orders.append(order)
+    return orders
+
+
+def time_grid(schedule: NoiseSchedule, steps: int, skip_type: str, t_start: float = 1.0,
+              t_end: float = 1e-3) -> np.ndarray:
+    if skip_type == "time_uniform":
+        return np.linspace(t_start, t_end, steps + 1)
+    if skip_type == "logSNR":
+        lams = np.linspace(schedule.lambda_(t_start), schedule.lambda_(t_end), steps + 1)
+        return schedule.inverse_lambda(lams)
+    raise ValueError(f"unknown time grid {skip_type!r}")
+
+
+def build_program(schedule: NoiseSchedule, solver: str = "reference", steps: int = 50) -> SolverProgram:
+    """`reference`: DPM-Solver++ singlestep 'fast' order 3 on a uniform-t grid (the published
+    sampler); `dpmpp-2m`: DPM-Solver++(2M) on a logSNR grid; `ddim`: first order (= DDIM)."""
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    b = _Builder(schedule)
+    if solver == "reference":
+        orders = reference_orders(steps)
+        _singlestep(schedule, time_grid(schedule, steps, "time_uniform"), orders, b)
+    elif solver == "dpmpp-2m":
+        orders = _multistep_2m(schedule, time_grid(schedule, steps, "logSNR"), b)
+    elif solver == "ddim":
+        orders = [1] * steps
+        _singlestep(schedule, time_grid(schedule, steps, "logSNR"), orders, b)
+    else:
+        raise ValueError(f"unknown solver {solver!r}; choose one of {', '.join(SOLVERS)}")
+    return b.build(solver, steps, orders)
+
+
+EpsFn = Callable[[Tensor, Tensor, int], Tensor]  # (input state, network timestep, call index) -> eps
+
+
+def run_program(program: SolverProgram, x_init: Tensor, eps_fn: EpsFn) -> Tensor:
+    """Integrate from x_init (noise at t=1) with the program; state and arithmetic in float32."""
+    anchor = x_init
+    u = x_init
+    zero = torch.zeros_like(x_init)
+    d_prev, d_prev2 = zero, zero
+    a, c = program.anchor_coefs, program.input_coefs
+    for n in range(program.num_calls):
+        eps = eps_fn(u, program.net_timesteps[n], n).to(x_init.dtype)
+        d = u * program.x0_from_input[n] + eps * program.x0_from_eps[n]
+        anchor = a[n, 0] * anchor + a[n, 1] * d + a[n, 2] * d_prev + a[n, 3] * d_prev2
+        u = c[n, 0] * anchor + c[n, 1] * d + c[n, 2] * d_prev + c[n, 3] * d_prev2
+        d_prev, d_prev2 = d, d_prev
+    return anchor

@@ -1,0 +1,108 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from conftest import TINY
+from copgen_rt import Pipeline, specs
+from copgen_rt.weights import (CheckpointError, convert, find_weights, make_random_weights,
+                               read_checkpoint, load_denoiser, resolve_weights)
+
+
+@pytest.mark.parametrize("name", ["copgen-base", "copgen-large", "copgen-huge"])
+def test_strict_loading_of_synthetic_real_size_checkpoints(tmp_path, name):
+    spec = specs.get(name)
+    make_random_weights(spec, tmp_path, seed=1, dtype=torch.float16, vaes=["DEM_DEM"])
+    ckpt = read_checkpoint(tmp_path / "denoiser.safetensors")
+    assert ckpt.is_random and ckpt.metadata["spec"] == name
+    model = load_denoiser(spec, ckpt, dtype=torch.float16)
+    expected = {"copgen-base": 286_986_562, "copgen-large": 501_092_674, "copgen-huge": 951_274_306}
+    assert sum(p.numel() for p in model.parameters()) == expected[name]
+    assert model.in_blocks[0].attn.qkv.weight.dtype == torch.float16
+    manifest = json.loads((tmp_path / "weights.json").read_text())
+    assert manifest["random"] is True and set(manifest["files"]) == {"denoiser", "vae/DEM_DEM"}
+
+
+def test_released_pth_layout_and_training_form(tmp_path, tiny_spec):
+    """`.pth` state dicts (weights-only unpickling) and the VAE training `.pt` form both load."""
+    base = tmp_path / "release"
+    sd = load_file(str(TINY / "denoiser.safetensors"))
+    (base / "models/copgen/cop_gen_base").mkdir(parents=True)
+    torch.save(sd, base / "models/copgen/cop_gen_base/500000_nnet_ema.pth")
+    vae = load_file(str(TINY / "vae-DEM_DEM.safetensors"))
+    folder = base / "models/vae/DEM_64x64_DEM_latent_8"
+    folder.mkdir(parents=True)
+    training = {"step": 50, "model": {}, "ema": {**{f"ema_model.{k}": v for k, v in vae.items()},
+                                                 "ema_model.loss.logvar": torch.zeros(()),
+                                                 "initted": torch.ones(())}}
+    torch.save(training, folder / "model-50.pt")
+    spec = tiny_spec.replace(release=specs.get("copgen-base").release)
+    found = resolve_weights(spec, base)
+    assert found.denoiser.name == "500000_nnet_ema.pth"
+    pipe = Pipeline.from_weights(spec, found.denoiser, vaes={"DEM_DEM": found.vaes["DEM_DEM"]})
+    assert pipe.vae("DEM_DEM") is not None and not pipe.is_random
+    out = convert(spec, base, tmp_path / "converted", dtype=torch.bfloat16)
+    converted = read_checkpoint(out / "vae" / "DEM_DEM.safetensors")
+    assert set(converted.state_dict) == set(vae)
+    assert converted.state_dict["encoder.conv_in.weight"].dtype == torch.bfloat16
+    again = find_weights(spec, out)
+    assert again.denoiser == out / "denoiser.safetensors"
+
+
+def _one_line(err: Exception) -> str:
+    text = str(err)
+    assert "\n" not in text
+    return text
+
+
+def test_mismatched_checkpoints_name_the_first_bad_key(tmp_path, tiny_spec):
+    sd = load_file(str(TINY / "denoiser.safetensors"))
+    bad = dict(sd)
+    bad["pos_embed"] = torch.zeros(1, 833, 64)
+    save_file(bad, tmp_path / "shape.safetensors")
+    with pytest.raises(CheckpointError) as e:
+        Pipeline.from_weights(tiny_spec, tmp_path / "shape.safetensors")
+    assert "'pos_embed' has shape (1, 833, 64), the spec expects (1, 834, 64)" in _one_line(e.value)
+
+    missing = {k: v for k, v in sd.items() if k != "norm.weight"}
+    save_file(missing, tmp_path / "missing.safetensors")
+    with pytest.raises(CheckpointError, match="missing key 'norm.weight'"):
+        Pipeline.from_weights(tiny_spec, tmp_path / "missing.safetensors")
+
+    extra = {**sd, "module.extra": torch.zeros(2)}
+    save_file(extra, tmp_path / "extra.safetensors")
+    with pytest.raises(CheckpointError, match="unexpected key 'module.extra'"):
+        Pipeline.from_weights(tiny_spec, tmp_path / "extra.safetensors")
+
+    with pytest.raises(CheckpointError, match="denoiser of copgen-base"):  # wrong spec entirely
+        Pipeline.from_weights("copgen-base", TINY / "denoiser.safetensors", device="meta")
+
+
+def test_corrupt_and_unsafe_files(tmp_path, tiny_spec):
+    trunc = tmp_path / "trunc.safetensors"
+    trunc.write_bytes((TINY / "denoiser.safetensors").read_bytes()[:5000])
+    with pytest.raises(CheckpointError) as e:
+        read_checkpoint(trunc)
+    assert "not a readable checkpoint" in _one_line(e.value)
+    junk = tmp_path / "junk.pth"
+    junk.write_bytes(b"definitely not a checkpoint")
+    with pytest.raises(CheckpointError, match="not a readable checkpoint"):
+        read_checkpoint(junk)
+    unsafe = tmp_path / "unsafe.pth"
+    torch.save({"weights": torch.zeros(1), "f": print}, unsafe)  # needs code to unpickle
+    with pytest.raises(CheckpointError, match="not a readable checkpoint"):
+        read_checkpoint(unsafe)
+    with pytest.raises(CheckpointError, match="no such checkpoint"):
+        read_checkpoint(tmp_path / "absent.pth")
+
+
+def test_hub_id_offline_is_one_line(monkeypatch, tiny_spec):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(CheckpointError) as e:
+        resolve_weights(specs.get("copgen-base"), "mespinosami/copgen-base")
+    assert "Hugging Face hub" in _one_line(e.value)
+    with pytest.raises(CheckpointError, match="no such weights directory"):
+        resolve_weights(tiny_spec, "./not/here")
