@@ -10,13 +10,10 @@ from pathlib import Path
 import click
 
 from copgen_rt import specs
+from copgen_rt.scenes.run import OutputExistsError
 
 # distinct exit codes, documented in the README
 EXIT_INPUT, EXIT_CHECKPOINT, EXIT_OUTPUT_EXISTS, EXIT_INTERNAL = 3, 4, 5, 1
-
-
-class OutputExistsError(Exception):
-    pass
 
 
 def _fail(code: int, message: str):
@@ -35,7 +32,7 @@ def friendly_errors(fn):
             return fn(*args, **kwargs)
         except CheckpointError as e:
             _fail(EXIT_CHECKPOINT, str(e))
-        except OutputExistsError as e:
+        except (OutputExistsError, FileExistsError) as e:
             _fail(EXIT_OUTPUT_EXISTS, str(e))
         except (ValueError, KeyError, FileNotFoundError, IsADirectoryError, PermissionError) as e:
             msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
@@ -78,14 +75,170 @@ def main():
     warnings.simplefilter("default")
 
 
+def scene_options(fn):
+    """Options shared by `infer` and `info SCENE` (what is read, how it is tiled)."""
+    options = [
+        click.option("--cond", "conds", multiple=True, metavar="PRODUCT=PATH",
+                     help="another input, e.g. --cond S1RTC=s1.tif --cond DEM=dem.tif"),
+        click.option("--modality", "product", help="product of SCENE: S2L2A, S2L1C, S1RTC, DEM, LULC, CLOUD"),
+        click.option("--bands", help="band names of SCENE in file order, comma-separated"),
+        click.option("--generate", help="modalities or products to generate (default: all not given)"),
+        click.option("--date", help="acquisition date YYYY-MM-DD (default: from metadata, else generated)"),
+        click.option("--overlap", default=360.0, show_default=True, type=float,
+                     help="tile overlap in metres (multiple of 60)"),
+        click.option("--samples", default=1, show_default=True, type=click.IntRange(1, 1000),
+                     help="samples per tile; > 1 writes per-pixel mean and standard deviation"),
+        click.option("--steps", default=50, show_default=True, type=click.IntRange(1, 1000)),
+        click.option("--batch-size", type=click.IntRange(1, 4096), help="tiles per sampler call"),
+        click.option("--s1-units", type=click.Choice(["auto", "db", "linear"]), default="auto",
+                     show_default=True),
+        click.option("--lulc-values", type=click.Choice(["auto", "index", "code"]), default="auto",
+                     show_default=True, help="land cover as class indices 0-9 or Esri codes"),
+        click.option("--s2-offset", type=float, default=None,
+                     help="add to S2 DNs, e.g. -1000 to remove the baseline-04.00 BOA offset "
+                          "(default 0: DNs as distributed, as in training)"),
+        click.option("--out", default="copgen-out", show_default=True, type=click.Path(file_okay=False)),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def _parse_date(text: str | None):
+    import datetime as dt
+
+    if not text:
+        return None
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"--date {text!r}: expected YYYY-MM-DD") from None
+
+
+def _scene_job(spec: specs.ModelSpec, scene: str, p: dict, batch_size: int, solver: str, others: str,
+               seed: int, overwrite: bool):
+    from copgen_rt.scenes.reader import open_input
+    from copgen_rt.scenes.run import SceneJob, SceneOptions
+
+    date = _parse_date(p["date"])
+    common = dict(s1_units=p["s1_units"], lulc_values=p["lulc_values"], s2_offset=p["s2_offset"], date=date)
+    bands = tuple(b.strip() for b in p["bands"].split(",")) if p["bands"] else None
+    inputs = [open_input(scene, product=p["product"], bands=bands, **common)]
+    for item in p["conds"]:
+        product, sep, path = item.partition("=")
+        if not sep or not path:
+            raise ValueError(f"--cond {item!r}: expected PRODUCT=PATH, e.g. S1RTC=s1.tif")
+        inputs.append(open_input(path, product=product, **common))
+    generate = None
+    if p["generate"]:
+        wanted = []
+        for token in (t.strip() for t in p["generate"].split(",") if t.strip()):
+            matches = [m.name for m in spec.modalities if token in (m.name, m.product)]
+            if not matches:
+                raise ValueError(f"--generate {token}: not a modality or product of {spec.name}")
+            wanted += matches
+        generate = tuple(wanted)
+    options = SceneOptions(generate=generate, steps=p["steps"], solver=solver, others=others, seed=seed,
+                           overlap_m=p["overlap"], batch_size=batch_size, samples=p["samples"], date=date,
+                           overwrite=overwrite)
+    return SceneJob(spec, inputs, Path(p["out"]), options)
+
+
+def default_scene() -> str:
+    from importlib.resources import files
+
+    return str(files("copgen_rt") / "assets" / "chips" / "S2L2A_433D_629L_3_1.tif")
+
+
+def demo_weights() -> str:
+    from importlib.resources import files
+
+    return str(files("copgen_rt") / "assets" / "demo")
+
+
 @main.command("info")
+@click.argument("scene", required=False, type=click.Path(dir_okay=False))
 @model_option
 @spec_json_option
+@scene_options
 @friendly_errors
-def info_cmd(model: str, spec_json: str | None):
-    """Print the modality table of a model spec."""
+def info_cmd(scene, model, spec_json, **p):
+    """Print a spec's modality table, or what `infer SCENE` would read, tile and write."""
     spec = resolve_spec(model, spec_json)
-    click.echo(describe_spec(spec))
+    if scene is None:
+        click.echo(describe_spec(spec))
+        return
+    job = _scene_job(spec, scene, p, batch_size=p["batch_size"] or 4, solver="reference",
+                     others="reference", seed=0, overwrite=True)
+    click.echo(job.describe())
+
+
+@main.command("infer")
+@click.argument("scene", required=False, type=click.Path(dir_okay=False))
+@click.option("--model", "--spec", "model", default=None,
+              help="model spec (default: copgen-demo without --weights, copgen-base with)")
+@spec_json_option
+@click.option("--weights", help="weights directory or hub id (default: the bundled random demo model)")
+@scene_options
+@click.option("--solver", default="reference", show_default=True,
+              type=click.Choice(["reference", "dpmpp-2m", "ddim"]))
+@click.option("--others", default="reference", show_default=True, type=click.Choice(["reference", "marginal"]),
+              help="modalities neither given nor generated: reference behaviour or pure noise")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
+@click.option("--dtype", type=click.Choice(["fp32", "fp16", "bf16"]),
+              help="denoiser precision (default: fp32 on CPU, bf16 on GPU)")
+@click.option("--overwrite", is_flag=True, help="replace existing outputs")
+@click.option("--quiet", "-q", is_flag=True, help="no progress bar")
+@click.option("--verbose", "-v", is_flag=True, help="print the plan before running")
+@friendly_errors
+def infer_cmd(scene, model, spec_json, weights, solver, others, seed, device, dtype, overwrite, quiet,
+              verbose, **p):
+    """Generate the missing modalities of SCENE (default: a bundled real chip) as COGs."""
+    import torch
+
+    from copgen_rt.pipeline import Pipeline
+    from copgen_rt.scenes.run import check_outputs, run_scene
+
+    if weights is None and model not in (None, "copgen-demo") and not spec_json:
+        raise ValueError(f"--model {model} needs --weights (a directory or a hub id)")
+    spec = resolve_spec(model or ("copgen-demo" if weights is None else "copgen-base"), spec_json)
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = dtype or ("bf16" if device.startswith("cuda") else "fp32")
+    batch = p["batch_size"] or _default_batch_size(spec, device)
+    job = _scene_job(spec, scene or default_scene(), p, batch, solver, others, seed, overwrite)
+    check_outputs(job)  # before loading any weights
+    pipeline = Pipeline.from_pretrained(spec, weights or demo_weights(), device=device, dtype=dtype)
+    if pipeline.is_random:
+        click.echo("copgen-rt: RANDOM WEIGHTS: outputs are synthetic, not predictions "
+                   "(pass --weights for a real model)", err=True)
+    if verbose:
+        click.echo(job.describe(), err=True)
+    from tqdm import tqdm
+
+    with tqdm(total=len(job.plan), unit="tile", disable=quiet, desc="copgen-rt", file=sys.stderr) as bar:
+        result = run_scene(job, pipeline, progress=bar.update)
+    if not quiet:
+        note = f", {result.skipped} without data" if result.skipped else ""
+        note += f", {result.resumed} resumed" if result.resumed else ""
+        click.echo(f"{result.tiles} tiles in {result.seconds:.1f} s{note}; wrote:", err=True)
+    for path in result.outputs:
+        click.echo(str(path))
+
+
+def _default_batch_size(spec: specs.ModelSpec, device: str) -> int:
+    """Tiles per call from free memory: ~40 activations of (tokens x width) floats per sample."""
+    import os
+
+    import torch
+
+    per_sample = 4 * spec.num_tokens * spec.denoiser.embed_dim * 40 + 4 * spec.denoiser.num_heads * \
+        spec.num_tokens ** 2 * 2
+    if device.startswith("cuda"):
+        free, _ = torch.cuda.mem_get_info(torch.device(device))
+        return max(1, min(64, int(free * 0.5 // per_sample)))
+    free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    return max(1, min(8, int(free * 0.25 // per_sample)))  # CPUs saturate at small batches
 
 
 def describe_spec(spec: specs.ModelSpec) -> str:

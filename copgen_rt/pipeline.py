@@ -195,9 +195,11 @@ class Pipeline:
 
         program = build_program(self.schedule, solver, steps)
         result = sample(spec, self.denoiser, program, generate, latents, x_init, others, others_noise)
-        if not decode:
-            return result
-        return {name: self._decode(name, z, physical_units) for name, z in result.items()}
+        return self.decode(result, physical_units) if decode else result
+
+    def decode(self, latents: Mapping[str, Tensor], physical_units: bool = True) -> dict[str, Tensor]:
+        """Final latents -> model-space pixels (physical_units=False) or physical values."""
+        return {name: self._decode(name, z, physical_units) for name, z in latents.items()}
 
     # --- helpers ------------------------------------------------------------------------------
 

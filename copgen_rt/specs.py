@@ -81,6 +81,7 @@ class Modality:
     gsd: float | None = None  # ground sampling distance in metres (None for scalars)
     vae: str | None = None  # key into ModelSpec.vaes; None for scalars (identity "autoencoder")
     description: str = ""
+    product: str = ""  # the input product it is read from (see PRODUCTS), e.g. "S2L2A"
 
     @property
     def is_image(self) -> bool:
@@ -251,6 +252,16 @@ _S1 = LogRange("db", -55.787186, 40.225800, 2.6380407689430285e-06, units="linea
 _DEM = LogRange("log1p", 0.000006, 9.088, 5.899129519093549e-06, units="m")
 _S2 = Reflectance()
 
+# Input products as users hold them: band layout of the usual files, in file order.
+PRODUCTS: dict[str, tuple[str, ...]] = {
+    "S2L2A": ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B11", "B12"),
+    "S2L1C": ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10", "B11", "B12"),
+    "S1RTC": ("VV", "VH"),
+    "DEM": ("DEM",),
+    "LULC": ("LULC",),
+    "CLOUD": ("cloud_mask",),
+}
+
 # (name, processing, latent shape, bands, gsd, VAE scale factor, released VAE folder, description)
 _COPGEN_TABLE = (
     ("3d_cartesian_lat_lon", LatLon(), (1, 1, 3), (), None, None, None, "location"),
@@ -283,8 +294,10 @@ def _copgen(name: str, denoiser: DenoiserSpec, denoiser_files: tuple[str, ...],
     modalities, vaes, vae_files = [], {}, {}
     for key, proc, latent, bands, gsd, scale, folder, desc in _COPGEN_TABLE:
         is_image = scale is not None
+        product = {"S2L1C_cloud_mask": "CLOUD"}.get(key, key.split("_")[0]) if is_image else ""
         modalities.append(Modality(key, proc, latent, patch_size=2 if is_image else 1, bands=bands,
-                                   gsd=gsd, vae=key if is_image else None, description=desc))
+                                   gsd=gsd, vae=key if is_image else None, description=desc,
+                                   product=product))
         if is_image:
             channels = len(proc.codes) if isinstance(proc, Classes) else len(bands)
             vaes[key] = VAESpec(in_channels=channels, scale_factor=scale)
@@ -302,7 +315,8 @@ _BETA_MODALITIES = (("dem", "DEM hillshade thumbnail"), ("s1_rtc", "Sentinel-1 R
 
 def _copgen_beta() -> ModelSpec:
     modalities = tuple(Modality(n, RGB8(), (4, 32, 32), patch_size=2, bands=("R", "G", "B"),
-                                vae="sd-kl-f8", description=d) for n, d in _BETA_MODALITIES)
+                                vae="sd-kl-f8", description=d, product=p)
+                       for (n, d), p in zip(_BETA_MODALITIES, ("DEM", "S1RTC", "S2L1C", "S2L2A")))
     vae = VAESpec(in_channels=3, scale_factor=0.18215, z_channels=4)
     release = ReleaseSpec(denoiser_hub_id="mespinosami/COP-GEN-Beta", vae_hub_id=None,
                           denoiser_files=("nnet_ema_114000.pth", "nnet_ema.pth"),

@@ -231,6 +231,7 @@ def write_safetensors(sd: Mapping[str, Tensor], path: Path, metadata: Mapping[st
     os.close(fd)
     try:
         save_file({k: v.contiguous() for k, v in sd.items()}, tmp, metadata=dict(metadata))
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -1,0 +1,283 @@
+"""Scene inputs: recognise what a raster holds and read footprint windows on native grids.
+
+A `SceneInput` says which product a file is (S2L2A, S2L1C, S1RTC, DEM, LULC, CLOUD), its bands
+in file order and its units. A `ModalityReader` reads any window of one spec modality on that
+modality's native grid of the scene frame (resampled with GDAL where the file is on another
+grid), in the physical units the processing expects, with a validity mask.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from affine import Affine
+from rasterio.crs import CRS
+from rasterio.enums import Resampling
+from rasterio.vrt import WarpedVRT
+from rasterio.windows import Window
+
+from copgen_rt.specs import PRODUCTS, Classes, Modality
+
+SUPPORTED_DTYPES = {"uint8", "uint16", "int16", "uint32", "int32", "float32", "float64"}
+S1_UNITS = ("auto", "db", "linear")
+LULC_VALUES = ("auto", "index", "code")
+
+
+class SceneError(ValueError):
+    """An input raster cannot be used as given (message is one line)."""
+
+
+@dataclass(frozen=True)
+class SceneInput:
+    path: Path
+    product: str
+    bands: tuple[str, ...]  # band name of each file band, file order
+    crs: CRS
+    transform: Affine
+    width: int
+    height: int
+    nodata: float | None
+    units: str  # S1: "db" | "linear"; LULC/CLOUD: "index" | "code"; others: ""
+    date: dt.date | None
+    dn_offset: float = 0.0  # added to S2 DNs before use
+    boa_offset: float | None = None  # BOA_ADD_OFFSET found in the metadata, if any
+
+    @property
+    def bounds(self) -> tuple[float, float, float, float]:
+        left, top = self.transform.c, self.transform.f
+        return (left, top + self.height * self.transform.e, left + self.width * self.transform.a, top)
+
+    def describe(self) -> str:
+        res = f"{abs(self.transform.a):g} m" if self.crs.is_projected else f"{abs(self.transform.a):g} deg"
+        extra = f", units {self.units}" if self.units else ""
+        when = f", date {self.date}" if self.date else ""
+        if self.product.startswith("S2"):
+            extra += f", DN offset {self.dn_offset:+g}" + (
+                f" (metadata BOA_ADD_OFFSET {self.boa_offset:g})" if self.boa_offset is not None else "")
+        return (f"{self.path.name}: {self.product} ({len(self.bands)} bands: {' '.join(self.bands)}), "
+                f"{self.width}x{self.height} px at {res}, {self.crs.to_string()}{extra}{when}")
+
+
+_BAND_RE = re.compile(r"^B0?(\d{1,2}A?)$", re.IGNORECASE)
+
+
+def _canonical_band(name: str) -> str | None:
+    text = (name or "").strip()
+    m = _BAND_RE.match(text)
+    if m:
+        num = m.group(1).upper()
+        return "B8A" if num == "8A" else f"B{int(num):02d}"
+    upper = text.upper()
+    return upper if upper in {"VV", "VH", "DEM", "LULC"} else None
+
+
+def _date_from_tags(tags: dict[str, str]) -> dt.date | None:
+    for key in ("datetime", "DATETIME", "TIFFTAG_DATETIME", "ACQUISITION_DATE", "DATE_ACQUIRED",
+                "SENSING_TIME", "PRODUCT_START_TIME", "date"):
+        value = tags.get(key)
+        if value:
+            match = re.match(r"(\d{4})[-:](\d{2})[-:](\d{2})", value)
+            if match:
+                try:
+                    return dt.date(*map(int, match.groups()))
+                except ValueError:
+                    continue
+    return None
+
+
+def _guess_product(src, names: list[str | None]) -> tuple[str, tuple[str, ...]]:
+    if all(names):  # every band is named: trust the names
+        known = set(names)
+        for product in ("S2L1C" if "B10" in known else "S2L2A", "S1RTC", "DEM", "LULC"):
+            if known <= set(PRODUCTS[product]):
+                return product, tuple(names)
+    by_count = {12: "S2L2A", 13: "S2L1C", 2: "S1RTC"}
+    if src.count in by_count:
+        product = by_count[src.count]
+        return product, PRODUCTS[product]
+    if src.count == 1:
+        product = "LULC" if src.dtypes[0] == "uint8" else "DEM"
+        return product, PRODUCTS[product]
+    raise SceneError(f"{src.name}: {src.count} bands: cannot tell which product this is; "
+                     "pass --modality and --bands")
+
+
+def open_input(path: str | Path, product: str | None = None, bands: tuple[str, ...] | None = None,
+               s1_units: str = "auto", lulc_values: str = "auto", s2_offset: float | None = None,
+               date: dt.date | None = None) -> SceneInput:
+    """Open and recognise one input raster; every problem is a one-line SceneError."""
+    path = Path(path)
+    if not path.exists():
+        raise SceneError(f"{path}: no such file")
+    try:
+        src = rasterio.open(path)
+    except rasterio.errors.RasterioIOError as e:
+        raise SceneError(f"{path}: not a readable raster ({str(e).splitlines()[0][:120]})") from None
+    with src:
+        if src.crs is None:
+            raise SceneError(f"{path}: no CRS: outputs could not be georeferenced; assign one first "
+                             "(e.g. gdal_edit.py -a_srs EPSG:32633)")
+        if src.transform.b != 0 or src.transform.d != 0:
+            raise SceneError(f"{path}: rotated rasters are not supported; warp to north-up first")
+        dtype = src.dtypes[0]
+        if dtype not in SUPPORTED_DTYPES:
+            raise SceneError(f"{path}: unsupported data type {dtype}")
+        if src.width < 2 or src.height < 2:
+            raise SceneError(f"{path}: {src.width}x{src.height} px is too small to be a scene")
+        names = [_canonical_band(d) for d in src.descriptions]
+        if product is None:
+            product, file_bands = _guess_product(src, names)
+        else:
+            product = product.upper()
+            if product not in PRODUCTS:
+                raise SceneError(f"unknown product {product!r}; choose {', '.join(PRODUCTS)}")
+            file_bands = tuple(known for known in names) if all(names) else PRODUCTS[product]
+        if bands is not None:
+            file_bands = tuple(_canonical_band(b) or b for b in bands)
+        if len(file_bands) != src.count:
+            raise SceneError(f"{path}: {src.count} bands, but {product} expects {len(file_bands)} "
+                             f"({' '.join(file_bands)}); pass --bands to say which is which")
+        units = ""
+        if product == "S1RTC":
+            units = _s1_units(src, s1_units)
+        elif product in ("LULC", "CLOUD"):
+            units = _class_values(src, product, lulc_values)
+        # S2 DNs are used as distributed by default (the model was trained on Major TOM DNs,
+        # baseline >= 04.00 L2A offset included); --s2-offset -1000 removes that offset.
+        offset = float(s2_offset or 0.0) if product.startswith("S2") else 0.0
+        return SceneInput(path=path, product=product, bands=tuple(file_bands), crs=src.crs,
+                          transform=src.transform, width=src.width, height=src.height,
+                          nodata=src.nodata, units=units, date=date or _date_from_tags(src.tags()),
+                          dn_offset=offset, boa_offset=_boa_offset(src.tags()))
+
+
+def _boa_offset(tags: dict[str, str]) -> float | None:
+    for key, value in tags.items():
+        if "ADD_OFFSET" in key.upper():
+            try:
+                return float(value)
+            except ValueError:
+                return None
+    return None
+
+
+def _sample(src, max_side: int = 256) -> np.ma.MaskedArray:
+    factor = max(1, math.ceil(max(src.width, src.height) / max_side))
+    shape = (src.count, max(1, src.height // factor), max(1, src.width // factor))
+    return src.read(out_shape=shape, masked=True, resampling=Resampling.nearest)
+
+
+def _s1_units(src, requested: str) -> str:
+    if requested != "auto":
+        return requested
+    text = " ".join(filter(None, [*src.descriptions, *(src.units or ()), *src.tags().values()])).lower()
+    if "db" in text.split() or "decibel" in text:
+        return "db"
+    values = _sample(src).compressed()
+    values = values[np.isfinite(values)]
+    # linear gamma0 is positive and mostly < 1; dB backscatter is mostly negative
+    return "db" if values.size and np.median(values) < 0 else "linear"
+
+
+def _class_values(src, product: str, requested: str) -> str:
+    if requested != "auto":
+        return requested
+    values = np.unique(_sample(src).compressed())
+    if product == "LULC":
+        if np.isin(values, [10, 11]).any():
+            return "code"
+        return "index"  # indices 0..9 (Major TOM / TerraMesh chips); codes would use 10, 11
+    return "code"  # cloud mask codes and indices coincide (0..3)
+
+
+# --- frame and per-modality readers -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SceneFrame:
+    """The scene's extent in a projected CRS: every modality's native grid is derived from it."""
+
+    crs: CRS
+    left: float
+    top: float
+    width_m: float
+    height_m: float
+
+    @classmethod
+    def of(cls, scene: SceneInput) -> "SceneFrame":
+        if not scene.crs.is_projected:
+            raise SceneError(f"{scene.path}: CRS {scene.crs.to_string()} is not projected; "
+                             "warp to a metric CRS (e.g. UTM) first")
+        left, bottom, right, top = scene.bounds
+        return cls(scene.crs, left, top, right - left, top - bottom)
+
+    def grid(self, gsd: float) -> tuple[Affine, int, int]:
+        """Transform and size of the native grid at `gsd` metres covering the frame."""
+        width = max(1, math.ceil(self.width_m / gsd - 1e-6))
+        height = max(1, math.ceil(self.height_m / gsd - 1e-6))
+        return Affine(gsd, 0.0, self.left, 0.0, -gsd, self.top), width, height
+
+
+class ModalityReader:
+    """Reads windows of one modality on its native grid, in physical units, with a valid mask."""
+
+    def __init__(self, scene: SceneInput, modality: Modality, frame: SceneFrame):
+        band_index = []
+        for band in modality.bands or scene.bands[:1]:
+            if band not in scene.bands:
+                raise SceneError(f"{scene.path.name}: band {band} of {modality.name} is missing")
+            band_index.append(scene.bands.index(band) + 1)
+        self.scene, self.modality, self.band_index = scene, modality, band_index
+        self.transform, self.width, self.height = frame.grid(modality.gsd)
+        src_res = abs(scene.transform.a) if scene.crs == frame.crs else None
+        if isinstance(modality.processing, Classes):
+            resampling = Resampling.nearest
+        elif src_res is not None and src_res < modality.gsd:
+            resampling = Resampling.average
+        else:
+            resampling = Resampling.bilinear
+        self._src = rasterio.open(scene.path)
+        self._vrt = WarpedVRT(self._src, crs=frame.crs, transform=self.transform, width=self.width,
+                              height=self.height, resampling=resampling,
+                              src_nodata=scene.nodata, nodata=scene.nodata)
+
+    def close(self) -> None:
+        self._vrt.close()
+        self._src.close()
+
+    def read(self, col: int, row: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+        """(C, size, size) float32 physical values and (size, size) bool validity; outside -> invalid."""
+        channels = len(self.band_index)
+        data = np.zeros((channels, size, size), np.float32)
+        valid = np.zeros((size, size), bool)
+        c0, r0 = max(col, 0), max(row, 0)
+        c1, r1 = min(col + size, self.width), min(row + size, self.height)
+        if c1 <= c0 or r1 <= r0:
+            return data, valid
+        window = Window(c0, r0, c1 - c0, r1 - r0)
+        block = self._vrt.read(self.band_index, window=window, masked=True)
+        mask = ~np.ma.getmaskarray(block).any(axis=0)
+        values = block.filled(0).astype(np.float32)
+        mask &= np.isfinite(values).all(axis=0)
+        values = self._to_physical(np.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0))
+        data[:, r0 - row:r1 - row, c0 - col:c1 - col] = values
+        valid[r0 - row:r1 - row, c0 - col:c1 - col] = mask
+        return data, valid
+
+    def _to_physical(self, values: np.ndarray) -> np.ndarray:
+        scene, proc = self.scene, self.modality.processing
+        if scene.product == "S1RTC" and scene.units == "db":
+            return np.power(10.0, values / 10.0, dtype=np.float32)
+        if isinstance(proc, Classes) and scene.units == "index":
+            codes = np.asarray(proc.codes, np.float32)
+            index = np.clip(values, 0, len(codes) - 1).astype(np.int64)
+            return codes[index]
+        if scene.dn_offset:
+            return values + np.float32(scene.dn_offset)
+        return values

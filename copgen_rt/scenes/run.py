@@ -1,0 +1,486 @@
+"""Whole scenes: inputs -> tiles -> batches -> pipeline -> blend -> COG writers.
+
+`SceneJob` plans everything up front (what is read, what is generated, which files are written)
+so that `copgen-rt info scene.tif` and `copgen-rt infer` share one description, and `run` then
+streams tiles through the pipeline in row-major order with bounded memory.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import datetime as dt
+import hashlib
+import json
+import math
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+import torch
+from rasterio.warp import transform as warp_transform
+
+from copgen_rt import __version__, processing
+from copgen_rt.pipeline import Pipeline
+from copgen_rt.scenes.blend import RowBlender
+from copgen_rt.scenes.reader import ModalityReader, SceneError, SceneFrame, SceneInput
+from copgen_rt.scenes.tiling import Tile, TilingPlan, blend_weights, plan_tiles
+from copgen_rt.scenes.writer import CogWriter
+from copgen_rt.specs import Classes, Date, LatLon, LogRange, ModelSpec, Modality, Reflectance
+
+BASE_GSD = 10.0  # validity masks are kept on the finest grid
+LOCATION, DATE = "location", "date"
+
+
+class OutputExistsError(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class SceneOptions:
+    generate: tuple[str, ...] | None = None  # spec modality names; None = everything not given
+    steps: int = 50
+    solver: str = "reference"
+    others: str = "reference"
+    seed: int = 0
+    overlap_m: float = 360.0
+    batch_size: int = 4
+    samples: int = 1
+    date: dt.date | None = None
+    overwrite: bool = False
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    modality: Modality
+    kind: str  # "mean" (values), "std" or "confidence"
+    path: Path
+
+
+def _scalar_names(spec: ModelSpec) -> tuple[str | None, str | None]:
+    loc = next((m.name for m in spec.modalities if isinstance(m.processing, LatLon)), None)
+    date = next((m.name for m in spec.modalities if isinstance(m.processing, Date)), None)
+    return loc, date
+
+
+def tile_seed(seed: int, tile: Tile) -> int:
+    """A tile's seed depends only on the run seed and its position: batch and order do not matter."""
+    state = np.random.SeedSequence([seed % 2**63, tile.row, tile.col]).generate_state(2, np.uint32)
+    return int(state[0]) << 31 ^ int(state[1])
+
+
+@dataclass
+class SceneJob:
+    spec: ModelSpec
+    inputs: list[SceneInput]
+    out_dir: Path
+    options: SceneOptions
+    frame: SceneFrame = field(init=False)
+    plan: TilingPlan = field(init=False)
+    conditions: dict[str, SceneInput] = field(init=False)  # image modality -> the input it comes from
+    scalar_conditions: list[str] = field(init=False)
+    generate: list[str] = field(init=False)
+    outputs: list[OutputSpec] = field(init=False)
+
+    def __post_init__(self) -> None:
+        if not self.inputs:
+            raise SceneError("no input scene")
+        self.frame = SceneFrame.of(self.inputs[0])
+        self.plan = plan_tiles(self.frame, self.options.overlap_m)
+        self.conditions = {}
+        for scene in self.inputs:
+            matched = [m for m in self.spec.modalities if m.is_image and m.product == scene.product
+                       and all(b in scene.bands for b in (m.bands or scene.bands[:1]))]
+            if not matched:
+                raise SceneError(f"{scene.path.name}: no modality of {self.spec.name} can be read from "
+                                 f"{scene.product} bands {' '.join(scene.bands)}")
+            for m in matched:
+                if m.name in self.conditions:
+                    raise SceneError(f"{m.name} is given twice ({self.conditions[m.name].path.name} and "
+                                     f"{scene.path.name})")
+                self.conditions[m.name] = scene
+        loc, date_name = _scalar_names(self.spec)
+        wanted = set(self.options.generate or ())
+        for name in wanted:
+            self.spec.modality(name)
+            if name in self.conditions:
+                raise SceneError(f"{name} is both given (from {self.conditions[name].path.name}) and "
+                                 "asked for")
+        self.scalar_conditions = []
+        if loc and loc not in wanted:
+            self.scalar_conditions.append(loc)
+        if date_name and self.date is not None and date_name not in wanted:
+            self.scalar_conditions.append(date_name)
+        if self.options.generate:
+            self.generate = self.spec.canonical(wanted)
+        else:
+            given = set(self.conditions) | set(self.scalar_conditions)
+            self.generate = [n for n in self.spec.names if n not in given]
+        if not self.generate:
+            raise SceneError("nothing to generate: every modality is given")
+        stem = self.inputs[0].path.stem
+        self.outputs = []
+        for name in self.generate:
+            m = self.spec.modality(name)
+            if not m.is_image:
+                continue
+            self.outputs.append(OutputSpec(m, "mean", self.out_dir / f"{stem}_{name}.tif"))
+            if self.options.samples > 1:
+                kind = "confidence" if isinstance(m.processing, Classes) else "std"
+                self.outputs.append(OutputSpec(m, kind, self.out_dir / f"{stem}_{name}_{kind}.tif"))
+
+    @property
+    def date(self) -> dt.date | None:
+        return self.options.date or next((s.date for s in self.inputs if s.date), None)
+
+    @property
+    def sidecar(self) -> Path:
+        return self.out_dir / f"{self.inputs[0].path.stem}_tiles.json"
+
+    @property
+    def work_dir(self) -> Path:
+        return self.out_dir / f".copgen-work-{self.inputs[0].path.stem}"
+
+    def describe(self) -> str:
+        lines = ["inputs:"] + [f"  {s.describe()}" for s in self.inputs]
+        lines.append("conditions: " + ", ".join(list(self.conditions) + self.scalar_conditions))
+        if self.date is None:
+            lines.append("date: unknown (pass --date to condition on it); generated per tile")
+        lines.append("generate: " + ", ".join(self.generate))
+        lines.append("tiling: " + self.plan.describe())
+        o = self.options
+        calls = len(self.plan) * o.samples * o.steps
+        lines.append(f"work: {len(self.plan)} tiles x {o.samples} sample(s) x {o.steps} steps = "
+                     f"{calls} denoiser evaluations per sample row, batch {o.batch_size}")
+        lines.append("outputs: " + ", ".join(p.path.name for p in self.outputs) + f", {self.sidecar.name}")
+        return "\n".join(lines)
+
+
+# --- reading tiles ------------------------------------------------------------------------------
+
+
+@dataclass
+class TileInputs:
+    tile: Tile
+    conditions: dict[str, np.ndarray]  # physical values per image modality (C, h, w)
+    valid: np.ndarray  # (192, 192) bool on the 10 m grid: any input had data
+    location: tuple[float, float]  # tile centre (lat, lon)
+
+
+class TileReader:
+    def __init__(self, job: SceneJob):
+        self.job = job
+        self.readers = {name: ModalityReader(scene, job.spec.modality(name), job.frame)
+                        for name, scene in job.conditions.items()}
+        self.base_px = round(job.plan.footprint_m / BASE_GSD)
+
+    def close(self) -> None:
+        for r in self.readers.values():
+            r.close()
+
+    def read(self, tile: Tile) -> TileInputs | None:
+        """Conditions of one tile with gaps filled, or None if no input has data there."""
+        valid = np.zeros((self.base_px, self.base_px), bool)
+        conditions = {}
+        for name, reader in self.readers.items():
+            m = reader.modality
+            size = round(self.job.plan.footprint_m / m.gsd)
+            col, row = tile.pixel_origin(m.gsd)
+            data, ok = reader.read(col, row, size)
+            conditions[name] = _fill_gaps(data, ok, m)
+            factor = round(m.gsd / BASE_GSD)
+            valid |= np.repeat(np.repeat(ok, factor, 0), factor, 1)
+        if self.readers and not valid.any():
+            return None
+        if not self.readers:
+            valid[:] = True
+        return TileInputs(tile, conditions, valid, self._centre_latlon(tile))
+
+    def _centre_latlon(self, tile: Tile) -> tuple[float, float]:
+        f, half = self.job.frame, self.job.plan.footprint_m / 2
+        x, y = f.left + tile.x_m + half, f.top - tile.y_m - half
+        lon, lat = warp_transform(f.crs, "EPSG:4326", [x], [y])
+        return float(lat[0]), float(lon[0])
+
+
+def _fill_gaps(data: np.ndarray, valid: np.ndarray, m: Modality) -> np.ndarray:
+    """Give nodata pixels a neutral value (per-band mean, or the most common class) so the model
+    sees plausible input; their outputs are masked as nodata afterwards."""
+    if valid.all() or not valid.any():
+        return data
+    out = data.copy()
+    for c in range(out.shape[0]):
+        band = out[c]
+        if isinstance(m.processing, Classes):
+            values, counts = np.unique(band[valid], return_counts=True)
+            band[~valid] = values[counts.argmax()]
+        else:
+            band[~valid] = band[valid].mean()
+    return out
+
+
+# --- output encoding ----------------------------------------------------------------------------
+
+
+def _encoding(m: Modality, kind: str) -> dict:
+    """dtype, nodata, band names and units of one output file."""
+    p = m.processing
+    if isinstance(p, Classes):
+        if kind == "confidence":
+            return dict(dtype="float32", nodata=float("nan"), names=["confidence"], units=["1"])
+        return dict(dtype="uint8", nodata=255, names=[m.name], units=["class code"], categorical=True)
+    suffix = "" if kind == "mean" else f" {kind}"
+    if isinstance(p, LogRange) and p.log == "db":
+        units = ["dB"] * len(m.bands)
+    elif isinstance(p, Reflectance):
+        units = ["DN"] * len(m.bands)
+    else:
+        units = [p.units] * len(m.bands)
+    return dict(dtype="float32", nodata=float("nan"), names=[b + suffix for b in m.bands], units=units,
+                scales=[1.0 / p.scale] * len(m.bands) if isinstance(p, Reflectance) and kind == "mean" else None)
+
+
+def _to_file_units(m: Modality, values: np.ndarray) -> np.ndarray:
+    p = m.processing
+    if isinstance(p, LogRange) and p.log == "db":  # backscatter is written in dB
+        return 10.0 * np.log10(np.maximum(values, 1e-12))
+    return values
+
+
+class _Output:
+    """One output file: its blender (values + validity channel) and its writer."""
+
+    def __init__(self, job: SceneJob, out: OutputSpec, tags: dict[str, str]):
+        m = out.modality
+        self.spec, self.modality = out, m
+        enc = _encoding(m, out.kind)
+        transform, width, height = job.frame.grid(m.gsd)
+        self.channels = len(m.processing.codes) if isinstance(m.processing, Classes) and out.kind == "mean" \
+            else len(enc["names"])
+        self.nodata = enc["nodata"]
+        self.writer = CogWriter(out.path, job.frame.crs, transform, width, height, len(enc["names"]),
+                                enc["dtype"], enc["nodata"], enc["names"], enc["units"], tags,
+                                categorical=enc.get("categorical", False), scales=enc.get("scales"))
+        self.blender = RowBlender(self.channels + 1, width, height, self._emit)
+
+    def _emit(self, row: int, sums: np.ndarray, weights: np.ndarray) -> None:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = sums / weights
+        valid = (weights > 0) & (mean[-1] >= 0.5)
+        values = mean[:-1]
+        p = self.modality.processing
+        if isinstance(p, Classes) and self.spec.kind == "mean":
+            codes = np.asarray(p.codes, np.uint8)[np.nan_to_num(values, nan=-1).argmax(axis=0)]
+            out = np.where(valid, codes, self.nodata)[None]
+        else:
+            out = np.where(valid[None], values, np.nan)
+        self.writer.write_rows(row, out)
+
+
+# --- running ------------------------------------------------------------------------------------
+
+
+@dataclass
+class SceneResult:
+    outputs: list[Path]
+    tiles: int
+    skipped: int
+    resumed: int
+    seconds: float
+    network_seconds: float
+    peak_buffer_rows: int
+
+
+def _run_key(job: SceneJob, pipeline: Pipeline) -> str:
+    o = job.options
+    parts = {"spec": job.spec.name, "weights": pipeline.provenance.files, "seed": o.seed,
+             "steps": o.steps, "solver": o.solver, "others": o.others, "samples": o.samples,
+             "overlap": o.overlap_m, "generate": job.generate, "date": str(job.date),
+             "inputs": [(str(s.path.resolve()), s.path.stat().st_size, s.path.stat().st_mtime_ns,
+                         s.product, s.bands, s.units, s.dn_offset) for s in job.inputs]}
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+def _provenance_tags(job: SceneJob, pipeline: Pipeline) -> dict[str, str]:
+    o = job.options
+    tags = {
+        "COPGEN_SOFTWARE": f"copgen-rt {__version__}",
+        "COPGEN_MODEL": job.spec.name,
+        "COPGEN_WEIGHTS": "; ".join(f"{k}={Path(v).name}:{h}" for (k, v), h in
+                                    zip(pipeline.provenance.files.items(), pipeline.provenance.hashes().values())),
+        "COPGEN_SEED": str(o.seed), "COPGEN_STEPS": str(o.steps), "COPGEN_SOLVER": o.solver,
+        "COPGEN_OTHERS": o.others, "COPGEN_SAMPLES": str(o.samples), "COPGEN_OVERLAP_M": f"{o.overlap_m:g}",
+        "COPGEN_CONDITIONS": "; ".join(f"{n}<-{s.path.name}" for n, s in job.conditions.items())
+                             + "".join(f"; {n}" for n in job.scalar_conditions),
+        "COPGEN_DATE": str(job.date) if job.date else "unknown (generated)",
+        "COPGEN_S2_DN_OFFSET": ", ".join(f"{s.path.name}:{s.dn_offset:+g}" for s in job.inputs
+                                         if s.product.startswith("S2")) or "n/a",
+        "COPGEN_RANDOM_WEIGHTS": "true" if pipeline.is_random else "false",
+    }
+    tags["TIFFTAG_IMAGEDESCRIPTION"] = (
+        "RANDOM WEIGHTS: synthetic output, not a prediction. " if pipeline.is_random else "") + \
+        f"Generated by copgen-rt {__version__} with {job.spec.name}"
+    return tags
+
+
+def check_outputs(job: SceneJob) -> None:
+    if job.options.overwrite:
+        return
+    for path in [o.path for o in job.outputs] + [job.sidecar]:
+        if path.exists():
+            raise OutputExistsError(f"{path} exists; pass --overwrite to replace it")
+
+
+def run_scene(job: SceneJob, pipeline: Pipeline, progress: Callable[[int], None] | None = None
+              ) -> SceneResult:
+    """Generate every tile, blend and write. Interrupted runs resume from the work folder."""
+    if pipeline.spec.name != job.spec.name:
+        raise SceneError("the job and the pipeline use different specs")
+    check_outputs(job)
+    start = time.perf_counter()
+    job.out_dir.mkdir(parents=True, exist_ok=True)
+    work = job.work_dir
+    key = _run_key(job, pipeline)
+    if work.exists() and (work / "run.json").exists():
+        if json.loads((work / "run.json").read_text()).get("key") != key:
+            shutil.rmtree(work)
+    (work / "latents").mkdir(parents=True, exist_ok=True)
+    (work / "run.json").write_text(json.dumps({"key": key}))
+
+    tags = _provenance_tags(job, pipeline)
+    outputs = [_Output(job, o, tags) for o in job.outputs]
+    reader = TileReader(job)
+    tiles = job.plan.tiles
+    loc_name, date_name = _scalar_names(job.spec)
+    weights_cache: dict[float, np.ndarray] = {}
+    sidecar: dict[str, dict] = {}
+    skipped = resumed = 0
+    network = 0.0
+    peak_rows = 0
+    try:
+        with cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="copgen-read") as pool:
+            for batch_tiles, batch_inputs in _prefetched_batches(pool, reader, tiles, job.options.batch_size):
+                present = [t for t in batch_inputs if t is not None]
+                skipped += len(batch_tiles) - len(present)
+                if present:
+                    t0 = time.perf_counter()
+                    latents, n_resumed = _batch_latents(job, pipeline, present, loc_name, date_name, work)
+                    resumed += n_resumed
+                    decoded = pipeline.decode(latents, physical_units=False)
+                    network += time.perf_counter() - t0
+                    _accumulate(job, outputs, present, decoded, weights_cache)
+                    _record_scalars(job, present, latents, sidecar, loc_name, date_name)
+                last = batch_tiles[-1]
+                done_row = last.row if last.col == job.plan.n_cols - 1 else last.row - 1
+                final_m = job.plan.rows_final_after(done_row) if done_row >= 0 else 0.0
+                for out in outputs:
+                    peak_rows = max(peak_rows, out.blender.buffered_rows)
+                    out.blender.flush(out.blender.height if math.isinf(final_m)
+                                      else math.floor(final_m / out.modality.gsd + 1e-6))
+                if progress:
+                    progress(len(batch_tiles))
+        paths = [out.writer.close() for out in outputs]
+    except BaseException:
+        for out in outputs:
+            out.writer.abort()
+        raise
+    finally:
+        reader.close()
+    _write_json(job.sidecar, {"tiles": sidecar, "plan": job.plan.describe(), **tags})
+    shutil.rmtree(work, ignore_errors=True)
+    return SceneResult(paths + [job.sidecar], len(tiles), skipped, resumed,
+                       time.perf_counter() - start, network, peak_rows)
+
+
+def _prefetched_batches(pool: cf.ThreadPoolExecutor, reader: TileReader, tiles: Sequence[Tile],
+                        batch_size: int) -> Iterator[tuple[list[Tile], list[TileInputs | None]]]:
+    """Read batch k+1 in a thread while batch k computes."""
+    batches = [list(tiles[i:i + batch_size]) for i in range(0, len(tiles), batch_size)]
+    read = lambda batch: [reader.read(t) for t in batch]  # noqa: E731
+    pending = pool.submit(read, batches[0]) if batches else None
+    for k, batch in enumerate(batches):
+        result = pending.result()
+        pending = pool.submit(read, batches[k + 1]) if k + 1 < len(batches) else None
+        yield batch, result
+
+
+def _batch_latents(job: SceneJob, pipeline: Pipeline, present: list[TileInputs], loc_name, date_name,
+                   work: Path) -> tuple[dict[str, torch.Tensor], int]:
+    """Final latents of every present tile: loaded if a previous run finished it, else sampled."""
+    from safetensors.torch import load_file, save_file
+
+    o = job.options
+    cached = [work / "latents" / f"{t.tile.key}.safetensors" for t in present]
+    todo = [i for i, p in enumerate(cached) if not p.exists()]
+    per_tile: list[dict[str, torch.Tensor] | None] = [
+        None if i in todo else load_file(str(cached[i])) for i in range(len(present))]
+    if todo:
+        conditions: dict[str, object] = {
+            name: torch.from_numpy(np.stack([present[i].conditions[name] for i in todo]))
+            for name in job.conditions}
+        if loc_name in job.scalar_conditions:
+            conditions[loc_name] = torch.tensor([present[i].location for i in todo])
+        if date_name in job.scalar_conditions:
+            conditions[date_name] = [job.date] * len(todo)
+        latents = pipeline.generate(job.generate, conditions, n_samples=o.samples, steps=o.steps,
+                                    solver=o.solver, others=o.others, decode=False,
+                                    seed=[tile_seed(o.seed, present[i].tile) for i in todo],
+                                    batch_size=len(todo))
+        for j, i in enumerate(todo):
+            rows = slice(j * o.samples, (j + 1) * o.samples)
+            per_tile[i] = {n: z[rows].contiguous() for n, z in latents.items()}
+            tmp = cached[i].with_suffix(".tmp")
+            save_file(per_tile[i], str(tmp))
+            tmp.replace(cached[i])
+    merged = {n: torch.cat([t[n] for t in per_tile]) for n in job.generate}
+    return merged, len(present) - len(todo)
+
+
+def _accumulate(job: SceneJob, outputs: list[_Output], present: list[TileInputs],
+                decoded: dict[str, torch.Tensor], weights_cache: dict[float, np.ndarray]) -> None:
+    n = job.options.samples
+    for out in outputs:
+        m = out.modality
+        x = decoded[m.name]
+        x = x.reshape(len(present), n, *x.shape[1:])
+        if isinstance(m.processing, Classes):
+            scores = ((x + 1.0) / 2.0).mean(dim=1).numpy()
+            if out.spec.kind == "confidence":
+                clipped = np.clip(scores, 0, None)
+                values = (clipped.max(axis=1) / np.maximum(clipped.sum(axis=1), 1e-6))[:, None]
+            else:
+                values = scores
+        else:
+            phys = processing.postprocess(m, x.reshape(-1, *x.shape[2:]))
+            phys = _to_file_units(m, phys.numpy()).reshape(len(present), n, *x.shape[2:])
+            values = phys.mean(axis=1) if out.spec.kind == "mean" else phys.std(axis=1, ddof=1)
+        size = values.shape[-1]
+        if m.gsd not in weights_cache:
+            weights_cache[m.gsd] = blend_weights(size, round(job.options.overlap_m / m.gsd))
+        w = weights_cache[m.gsd]
+        factor = round(m.gsd / BASE_GSD)
+        for t, v in zip(present, values):
+            valid = t.valid.reshape(size, factor, size, factor).mean(axis=(1, 3))
+            col, row = t.tile.pixel_origin(m.gsd)
+            out.blender.add(col, row, np.concatenate([v, valid[None]], axis=0), w)
+
+
+def _record_scalars(job, present, latents, sidecar, loc_name, date_name) -> None:
+    n = job.options.samples
+    for i, t in enumerate(present):
+        entry: dict[str, object] = {"centre_lat_lon": [round(t.location[0], 6), round(t.location[1], 6)]}
+        rows = slice(i * n, (i + 1) * n)
+        if loc_name in job.generate:
+            entry["generated_lat_lon"] = processing.vector_to_latlon(latents[loc_name][rows]).tolist()
+        if date_name in job.generate:
+            days = processing.vector_to_date(latents[date_name][rows]).tolist()
+            entry["generated_date"] = [f"{y:04d}-{m:02d}-{d:02d}" for d, m, y in days]
+        sidecar[t.tile.key] = entry
+
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=1) + "\n")
+    tmp.replace(path)
