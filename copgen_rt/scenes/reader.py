@@ -130,6 +130,8 @@ def open_input(path: str | Path, product: str | None = None, bands: tuple[str, .
             raise SceneError(f"{path}: unsupported data type {dtype}")
         if src.width < 2 or src.height < 2:
             raise SceneError(f"{path}: {src.width}x{src.height} px is too small to be a scene")
+        if not _has_data(src):
+            raise SceneError(f"{path}: no valid pixel (everything is nodata)")
         names = [_canonical_band(d) for d in src.descriptions]
         if product is None:
             product, file_bands = _guess_product(src, names)
@@ -165,6 +167,16 @@ def _boa_offset(tags: dict[str, str]) -> float | None:
             except ValueError:
                 return None
     return None
+
+
+def _has_data(src) -> bool:
+    """Any valid pixel? Scans block by block and stops at the first one (bounded memory)."""
+    is_float = np.dtype(src.dtypes[0]).kind == "f"
+    for _, window in src.block_windows(1):
+        mask = src.read_masks(1, window=window) > 0
+        if mask.any() and (not is_float or np.isfinite(src.read(1, window=window)[mask]).any()):
+            return True
+    return False
 
 
 def _sample(src, max_side: int = 256) -> np.ma.MaskedArray:
@@ -224,8 +236,46 @@ class SceneFrame:
         return Affine(gsd, 0.0, self.left, 0.0, -gsd, self.top), width, height
 
 
-class ModalityReader:
-    """Reads windows of one modality on its native grid, in physical units, with a valid mask."""
+class GridReader:
+    """Reads windows of some bands of a scene on a grid of the frame (GDAL warping as needed)."""
+
+    def __init__(self, scene: SceneInput, frame: SceneFrame, gsd: float, band_index: list[int],
+                 resampling: Resampling):
+        self.scene, self.band_index = scene, band_index
+        self.transform, self.width, self.height = frame.grid(gsd)
+        self._src = rasterio.open(scene.path)
+        self._vrt = WarpedVRT(self._src, crs=frame.crs, transform=self.transform, width=self.width,
+                              height=self.height, resampling=resampling, src_nodata=scene.nodata,
+                              nodata=scene.nodata, dtype="float32")
+
+    def close(self) -> None:
+        self._vrt.close()
+        self._src.close()
+
+    def read(self, col: int, row: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+        """(C, size, size) float32 values and (size, size) validity; outside the scene -> invalid."""
+        data = np.zeros((len(self.band_index), size, size), np.float32)
+        valid = np.zeros((size, size), bool)
+        c0, r0 = max(col, 0), max(row, 0)
+        c1, r1 = min(col + size, self.width), min(row + size, self.height)
+        if c1 <= c0 or r1 <= r0:
+            return data, valid
+        block = self._vrt.read(self.band_index, window=Window(c0, r0, c1 - c0, r1 - r0), masked=True)
+        values = block.filled(0)
+        mask = ~np.ma.getmaskarray(block).any(axis=0) & np.isfinite(values).all(axis=0)
+        data[:, r0 - row:r1 - row, c0 - col:c1 - col] = np.nan_to_num(values, nan=0.0, posinf=0.0,
+                                                                      neginf=0.0)
+        valid[r0 - row:r1 - row, c0 - col:c1 - col] = mask
+        return data, valid
+
+
+def coverage_reader(scene: SceneInput, frame: SceneFrame, gsd: float) -> GridReader:
+    """Where a scene has data, on a fine grid (nearest: a pixel is valid iff its source pixel is)."""
+    return GridReader(scene, frame, gsd, list(range(1, len(scene.bands) + 1)), Resampling.nearest)
+
+
+class ModalityReader(GridReader):
+    """Reads one modality on its native grid, in the physical units the processing expects."""
 
     def __init__(self, scene: SceneInput, modality: Modality, frame: SceneFrame):
         band_index = []
@@ -233,42 +283,18 @@ class ModalityReader:
             if band not in scene.bands:
                 raise SceneError(f"{scene.path.name}: band {band} of {modality.name} is missing")
             band_index.append(scene.bands.index(band) + 1)
-        self.scene, self.modality, self.band_index = scene, modality, band_index
-        self.transform, self.width, self.height = frame.grid(modality.gsd)
-        src_res = abs(scene.transform.a) if scene.crs == frame.crs else None
         if isinstance(modality.processing, Classes):
             resampling = Resampling.nearest
-        elif src_res is not None and src_res < modality.gsd:
+        elif scene.crs == frame.crs and abs(scene.transform.a) < modality.gsd:
             resampling = Resampling.average
         else:
             resampling = Resampling.bilinear
-        self._src = rasterio.open(scene.path)
-        self._vrt = WarpedVRT(self._src, crs=frame.crs, transform=self.transform, width=self.width,
-                              height=self.height, resampling=resampling,
-                              src_nodata=scene.nodata, nodata=scene.nodata)
-
-    def close(self) -> None:
-        self._vrt.close()
-        self._src.close()
+        super().__init__(scene, frame, modality.gsd, band_index, resampling)
+        self.modality = modality
 
     def read(self, col: int, row: int, size: int) -> tuple[np.ndarray, np.ndarray]:
-        """(C, size, size) float32 physical values and (size, size) bool validity; outside -> invalid."""
-        channels = len(self.band_index)
-        data = np.zeros((channels, size, size), np.float32)
-        valid = np.zeros((size, size), bool)
-        c0, r0 = max(col, 0), max(row, 0)
-        c1, r1 = min(col + size, self.width), min(row + size, self.height)
-        if c1 <= c0 or r1 <= r0:
-            return data, valid
-        window = Window(c0, r0, c1 - c0, r1 - r0)
-        block = self._vrt.read(self.band_index, window=window, masked=True)
-        mask = ~np.ma.getmaskarray(block).any(axis=0)
-        values = block.filled(0).astype(np.float32)
-        mask &= np.isfinite(values).all(axis=0)
-        values = self._to_physical(np.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0))
-        data[:, r0 - row:r1 - row, c0 - col:c1 - col] = values
-        valid[r0 - row:r1 - row, c0 - col:c1 - col] = mask
-        return data, valid
+        data, valid = super().read(col, row, size)
+        return self._to_physical(data), valid
 
     def _to_physical(self, values: np.ndarray) -> np.ndarray:
         scene, proc = self.scene, self.modality.processing

@@ -25,7 +25,8 @@ from rasterio.warp import transform as warp_transform
 from copgen_rt import __version__, processing
 from copgen_rt.pipeline import Pipeline
 from copgen_rt.scenes.blend import RowBlender
-from copgen_rt.scenes.reader import ModalityReader, SceneError, SceneFrame, SceneInput
+from copgen_rt.scenes.reader import (ModalityReader, SceneError, SceneFrame, SceneInput,
+                                     coverage_reader)
 from copgen_rt.scenes.tiling import Tile, TilingPlan, blend_weights, plan_tiles
 from copgen_rt.scenes.writer import CogWriter
 from copgen_rt.specs import Classes, Date, LatLon, LogRange, ModelSpec, Modality, Reflectance
@@ -174,10 +175,12 @@ class TileReader:
         self.job = job
         self.readers = {name: ModalityReader(scene, job.spec.modality(name), job.frame)
                         for name, scene in job.conditions.items()}
+        sources = {id(s): s for s in job.conditions.values()}.values()
+        self.coverage = [coverage_reader(s, job.frame, BASE_GSD) for s in sources]
         self.base_px = round(job.plan.footprint_m / BASE_GSD)
 
     def close(self) -> None:
-        for r in self.readers.values():
+        for r in [*self.readers.values(), *self.coverage]:
             r.close()
 
     def read(self, tile: Tile) -> TileInputs | None:
@@ -190,8 +193,9 @@ class TileReader:
             col, row = tile.pixel_origin(m.gsd)
             data, ok = reader.read(col, row, size)
             conditions[name] = _fill_gaps(data, ok, m)
-            factor = round(m.gsd / BASE_GSD)
-            valid |= np.repeat(np.repeat(ok, factor, 0), factor, 1)
+        col, row = tile.pixel_origin(BASE_GSD)
+        for reader in self.coverage:
+            valid |= reader.read(col, row, self.base_px)[1]
         if self.readers and not valid.any():
             return None
         if not self.readers:
@@ -268,7 +272,7 @@ class _Output:
     def _emit(self, row: int, sums: np.ndarray, weights: np.ndarray) -> None:
         with np.errstate(invalid="ignore", divide="ignore"):
             mean = sums / weights
-        valid = (weights > 0) & (mean[-1] >= 0.5)
+        valid = (weights > 0) & (mean[-1] > 1e-6)  # any part of the pixel had input data
         values = mean[:-1]
         p = self.modality.processing
         if isinstance(p, Classes) and self.spec.kind == "mean":

@@ -1,0 +1,243 @@
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+from affine import Affine
+from click.testing import CliRunner
+
+from copgen_rt import Pipeline, specs
+from copgen_rt.cli import default_scene, demo_weights, main
+from copgen_rt.scenes.reader import SceneError, open_input
+from copgen_rt.scenes.run import SceneJob, SceneOptions, run_scene
+from copgen_rt.scenes.tiling import blend_ramp
+from scene_helpers import CHIPS, EchoPipeline, smooth_s2, write_raster
+
+DEMO = specs.get("copgen-demo")
+
+
+@pytest.fixture(scope="module")
+def demo():
+    return Pipeline.from_pretrained(DEMO, demo_weights())
+
+
+def _job(tmp_path, inputs, **options):
+    return SceneJob(DEMO, [open_input(p) for p in inputs], tmp_path / "out",
+                    SceneOptions(**{"steps": 2, **options}))
+
+
+def test_recognition_of_the_real_chips():
+    s2 = open_input(default_scene())
+    assert s2.product == "S2L2A" and s2.bands[8] == "B8A" and len(s2.bands) == 12
+    assert open_input(CHIPS / "S2L1C_433D_629L_3_1.tif").product == "S2L1C"
+    s1 = open_input(CHIPS / "S1RTC_433D_629L_3_1.tif")
+    assert (s1.product, s1.units) == ("S1RTC", "db") and s1.date is not None
+    assert open_input(CHIPS / "DEM_433D_629L_3_1.tif").product == "DEM"
+    lulc = open_input(CHIPS / "LULC_433D_629L_3_1.tif")
+    assert (lulc.product, lulc.units) == ("LULC", "index")
+
+
+def test_real_chip_end_to_end_georeferenced(tmp_path, demo):
+    inputs = [default_scene(), CHIPS / "S1RTC_433D_629L_3_1.tif"]
+    job = SceneJob(DEMO, [open_input(inputs[0]), open_input(inputs[1], product="S1RTC")],
+                   tmp_path / "out", SceneOptions(steps=2, generate=("DEM_DEM", "LULC_LULC",
+                                                                     "S2L1C_B05_B06_B07_B11_B12_B8A")))
+    assert "mean_timestamps" in job.scalar_conditions  # date from the S1 metadata
+    result = run_scene(job, demo)
+    with rasterio.open(default_scene()) as src:
+        crs, transform = src.crs, src.transform
+    names = {p.name: p for p in result.outputs}
+    with rasterio.open(names["S2L2A_433D_629L_3_1_LULC_LULC.tif"]) as lulc:
+        assert lulc.crs == crs and lulc.transform == transform and (lulc.width, lulc.height) == (224, 224)
+        assert lulc.dtypes[0] == "uint8" and lulc.nodata == 255
+        assert set(np.unique(lulc.read(1))) <= {0, 1, 2, 4, 5, 7, 8, 9, 10, 11}
+        tags = lulc.tags()
+        assert tags["COPGEN_RANDOM_WEIGHTS"] == "true" and "RANDOM WEIGHTS" in tags["TIFFTAG_IMAGEDESCRIPTION"]
+        assert tags["COPGEN_MODEL"] == "copgen-demo" and tags["COPGEN_STEPS"] == "2"
+        assert "S1RTC_vh_vv<-S1RTC_433D_629L_3_1.tif" in tags["COPGEN_CONDITIONS"]
+        assert lulc.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG"
+    with rasterio.open(names["S2L2A_433D_629L_3_1_S2L1C_B05_B06_B07_B11_B12_B8A.tif"]) as s2:
+        assert s2.transform == Affine(20, 0, transform.c, 0, -20, transform.f)
+        assert s2.descriptions == ("B05", "B06", "B07", "B8A", "B11", "B12")
+        assert s2.dtypes[0] == "float32" and np.isnan(s2.nodata)
+    with rasterio.open(names["S2L2A_433D_629L_3_1_DEM_DEM.tif"]) as dem:
+        assert dem.res == (30, 30) and dem.units == ("m",) and (dem.read(1) > 0).all()
+
+
+def test_tiling_and_blending_reproduce_the_input_exactly(tmp_path):
+    """Odd size, several km: an echoing pipeline must give back the input, pixel for pixel."""
+    data = smooth_s2(517, 389)
+    path = write_raster(tmp_path / "scene.tif", data)
+    job = _job(tmp_path, [path], generate=("S2L1C_B02_B03_B04_B08", "S2L1C_B05_B06_B07_B11_B12_B8A"),
+               batch_size=3)
+    assert job.plan.n_rows == 4 and job.plan.n_cols == 3
+    result = run_scene(job, EchoPipeline())
+    with rasterio.open(result.outputs[0]) as out:
+        assert out.shape == (517, 389)
+        echoed = out.read()
+    expected = data[[3, 2, 1, 7]].astype(np.float32)  # B04 B03 B02 B08
+    assert np.abs(echoed - expected).max() < 0.05
+    with rasterio.open(result.outputs[1]) as out20:  # 20 m: the average of 2x2 blocks of the input
+        assert out20.shape == (259, 195)
+        b05 = out20.read(1)
+    ref = data[4, :516, :388].astype(np.float64).reshape(258, 2, 194, 2).mean(axis=(1, 3))
+    assert np.abs(b05[:258, :194] - ref).max() < 0.05
+
+
+def test_no_seams_between_disagreeing_tiles(tmp_path):
+    path = write_raster(tmp_path / "scene.tif", smooth_s2(400, 400))
+    job = _job(tmp_path, [path], generate=("DEM_DEM",), overlap_m=480.0)
+    result = run_scene(job, EchoPipeline())
+    with rasterio.open(result.outputs[0]) as out:
+        dem = out.read(1).astype(np.float64)
+    # each tile outputs its own constant; blending must ramp between them, never step
+    levels = np.unique(np.round(dem, 3))
+    assert len(levels) > 4
+    jumps = max(np.abs(np.diff(dem, axis=0)).max(), np.abs(np.diff(dem, axis=1)).max())
+    spread = dem.max() - dem.min()
+    overlap_px = 480 // 30
+    assert jumps < spread * 3.0 / overlap_px  # a step would be ~ the whole spread
+    ramp = blend_ramp(64, overlap_px)
+    assert ramp.min() > 0 and ramp[overlap_px: 64 - overlap_px].min() == 1.0
+
+
+def test_nodata_holes_and_another_crs(tmp_path, demo):
+    data = smooth_s2(300, 260)
+    data[:, 100:180, 60:200] = -9999
+    transform = Affine(10, 0, 4321000, 0, -10, 3210000)
+    path = write_raster(tmp_path / "laea.tif", data, crs="EPSG:3035", transform=transform, nodata=-9999)
+    job = _job(tmp_path, [path], generate=("S1RTC_vh_vv",))
+    result = run_scene(job, demo)
+    with rasterio.open(result.outputs[0]) as out:
+        assert out.crs.to_epsg() == 3035 and out.transform == transform
+        s1 = out.read(1)
+    hole = np.zeros((300, 260), bool)
+    hole[100:180, 60:200] = True
+    assert np.isnan(s1[hole]).all() and np.isfinite(s1[~hole]).all()
+
+
+def test_determinism_across_batch_sizes(tmp_path, demo):
+    path = write_raster(tmp_path / "scene.tif", smooth_s2(250, 250))
+    outs = []
+    for batch in (1, 3):
+        job = SceneJob(DEMO, [open_input(path)], tmp_path / f"b{batch}",
+                       SceneOptions(steps=2, batch_size=batch, generate=("DEM_DEM",)))
+        with rasterio.open(run_scene(job, demo).outputs[0]) as out:
+            outs.append(out.read())
+    assert np.allclose(outs[0], outs[1], rtol=1e-4, atol=1e-3)
+
+
+def test_interrupted_run_resumes_without_recomputing(tmp_path, demo):
+    path = write_raster(tmp_path / "scene.tif", smooth_s2(400, 300))
+    make = lambda out: SceneJob(DEMO, [open_input(path)], out,  # noqa: E731
+                                SceneOptions(steps=2, batch_size=2, generate=("DEM_DEM",)))
+    job = make(tmp_path / "out")
+    seen = []
+
+    def stop_after_two_batches(n):
+        seen.append(n)
+        if len(seen) == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_scene(job, demo, progress=stop_after_two_batches)
+    assert not any(p.path.exists() for p in job.outputs)  # nothing half-written under a final name
+    assert len(list(job.work_dir.glob("latents/*.safetensors"))) == 4
+    resumed = run_scene(job, demo)
+    assert resumed.resumed == 4 and resumed.tiles == 6
+    fresh = run_scene(make(tmp_path / "fresh"), demo)
+    with rasterio.open(resumed.outputs[0]) as a, rasterio.open(fresh.outputs[0]) as b:
+        assert np.array_equal(a.read(), b.read())
+    assert not job.work_dir.exists()
+
+
+def test_memory_is_bounded_by_width_not_area(tmp_path):
+    small = write_raster(tmp_path / "small.tif", smooth_s2(400, 300))
+    tall = write_raster(tmp_path / "tall.tif", smooth_s2(1600, 300))
+    peaks = []
+    for path in (small, tall):
+        job = SceneJob(DEMO, [open_input(path)], tmp_path / path.stem,
+                       SceneOptions(steps=1, generate=("S2L1C_B02_B03_B04_B08",)))
+        peaks.append(run_scene(job, EchoPipeline()).peak_buffer_rows)
+    assert peaks[1] == peaks[0] <= 192 + 156
+
+
+def test_samples_write_mean_and_std(tmp_path, demo):
+    job = _job(tmp_path, [default_scene()], generate=("DEM_DEM", "S2L1C_cloud_mask"), samples=3)
+    result = run_scene(job, demo)
+    names = sorted(p.name for p in result.outputs)
+    assert any(n.endswith("DEM_DEM_std.tif") for n in names)
+    assert any(n.endswith("S2L1C_cloud_mask_confidence.tif") for n in names)
+    std = next(p for p in result.outputs if p.name.endswith("DEM_DEM_std.tif"))
+    with rasterio.open(std) as out:
+        std_values = out.read(1)
+    assert (std_values >= 0).all() and (std_values > 0).mean() > 0.9  # 0 only where all clamp
+    sidecar = json.loads(next(p for p in result.outputs if p.suffix == ".json").read_text())
+    assert len(sidecar["tiles"]) == 4
+
+
+# --- the command line -------------------------------------------------------------------------
+
+
+def _cli(args):
+    return CliRunner().invoke(main, args)
+
+
+def test_cli_default_job_and_refusal_to_overwrite(tmp_path):
+    out = tmp_path / "o"
+    r = _cli(["infer", "--out", str(out), "--steps", "2", "-q"])
+    assert r.exit_code == 0, r.output
+    assert "RANDOM WEIGHTS" in r.output and len(list(out.glob("*.tif"))) == 7
+    again = _cli(["infer", "--out", str(out), "--steps", "2", "-q"])
+    assert again.exit_code == 5 and "--overwrite" in again.output
+    info = _cli(["info", default_scene()])
+    assert info.exit_code == 0 and "2 x 2 = 4 tiles" in info.output
+
+
+@pytest.mark.parametrize("case,message", [
+    ("five_bands", "5 bands: cannot tell"),
+    ("no_crs", "no CRS"),
+    ("complex", "unsupported data type"),
+    ("all_nodata", "no valid pixel"),
+    ("one_pixel", "too small"),
+    ("garbage", "not a readable raster"),
+    ("geographic", "not projected"),
+    ("missing", "no such file"),
+])
+def test_bad_inputs_fail_in_one_line(tmp_path, case, message):
+    path = tmp_path / f"{case}.tif"
+    if case == "five_bands":
+        write_raster(path, np.ones((5, 50, 50), np.int16))
+    elif case == "no_crs":
+        write_raster(path, np.ones((12, 50, 50), np.int16), crs=None)
+    elif case == "complex":
+        write_raster(path, np.ones((2, 50, 50), np.complex64))
+    elif case == "all_nodata":
+        write_raster(path, np.zeros((12, 50, 50), np.int16), nodata=0)
+    elif case == "one_pixel":
+        write_raster(path, np.ones((12, 1, 1), np.int16))
+    elif case == "garbage":
+        path.write_bytes(b"II*\x00 this is not a tiff")
+    elif case == "geographic":
+        write_raster(path, np.ones((12, 50, 50), np.int16), crs="EPSG:4326",
+                     transform=Affine(0.0001, 0, 10, 0, -0.0001, 50))
+    r = _cli(["infer", str(path), "--out", str(tmp_path / "o"), "--steps", "1", "-q"])
+    assert r.exit_code == 3, r.output
+    lines = [line for line in r.output.splitlines() if line.startswith("copgen-rt: error")]
+    assert len(lines) == 1 and message in lines[0] and "Traceback" not in r.output
+
+
+def test_bad_options_fail_in_one_line(tmp_path):
+    r = _cli(["infer", "--generate", "S3OLCI", "--out", str(tmp_path), "-q"])
+    assert r.exit_code == 3 and "not a modality or product" in r.output
+    r = _cli(["infer", "--overlap", "100", "--out", str(tmp_path), "-q"])
+    assert r.exit_code == 3 and "multiple of 60" in r.output
+    r = _cli(["infer", "--cond", "S1RTC", "--out", str(tmp_path), "-q"])
+    assert r.exit_code == 3 and "PRODUCT=PATH" in r.output
+    r = _cli(["infer", "--model", "copgen-base", "--out", str(tmp_path), "-q"])
+    assert r.exit_code == 3 and "needs --weights" in r.output
+    r = _cli(["infer", "--frobnicate"])
+    assert r.exit_code == 2
