@@ -1,0 +1,1 @@
+"""Per-component export to ONNX and TensorRT (installed as `copgen_rt.export`)."""

@@ -1,0 +1,1 @@
+"""Triton kernels for the denoiser (installed as `copgen_rt.kernels`)."""
