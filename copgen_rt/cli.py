@@ -13,7 +13,7 @@ from copgen_rt import specs
 from copgen_rt.scenes.run import OutputExistsError
 
 # distinct exit codes, documented in the README
-EXIT_INPUT, EXIT_CHECKPOINT, EXIT_OUTPUT_EXISTS, EXIT_INTERNAL = 3, 4, 5, 1
+EXIT_INPUT, EXIT_CHECKPOINT, EXIT_OUTPUT_EXISTS, EXIT_MISSING, EXIT_EXPORT, EXIT_INTERNAL = 3, 4, 5, 6, 7, 1
 
 
 def _fail(code: int, message: str):
@@ -26,17 +26,22 @@ def friendly_errors(fn):
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        from copgen_rt.export.onnx import ExportError
         from copgen_rt.weights import CheckpointError
 
         try:
             return fn(*args, **kwargs)
         except CheckpointError as e:
             _fail(EXIT_CHECKPOINT, str(e))
+        except ExportError as e:
+            _fail(EXIT_EXPORT, str(e))
         except (OutputExistsError, FileExistsError) as e:
             _fail(EXIT_OUTPUT_EXISTS, str(e))
         except (ValueError, KeyError, FileNotFoundError, IsADirectoryError, PermissionError) as e:
             msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
             _fail(EXIT_INPUT, str(msg).splitlines()[0] if str(msg) else type(e).__name__)
+        except ImportError as e:
+            _fail(EXIT_MISSING, str(e).splitlines()[0])
         except MemoryError:
             _fail(EXIT_INTERNAL, "out of memory: lower --batch-size")
         except KeyboardInterrupt:
@@ -179,6 +184,10 @@ def info_cmd(scene, model, spec_json, **p):
               help="model spec (default: copgen-demo without --weights, copgen-base with)")
 @spec_json_option
 @click.option("--weights", help="weights directory or hub id (default: the bundled random demo model)")
+@click.option("--engine", type=click.Path(file_okay=False),
+              help="an export folder of `copgen-rt export` (onnxruntime or TensorRT) instead of --weights")
+@click.option("--backend", type=click.Choice(["torch", "triton", "onnxruntime"]), default="torch",
+              show_default=True, help="denoiser backend when running from --weights")
 @scene_options
 @click.option("--solver", default="reference", show_default=True,
               type=click.Choice(["reference", "dpmpp-2m", "ddim"]))
@@ -192,23 +201,34 @@ def info_cmd(scene, model, spec_json, **p):
 @click.option("--quiet", "-q", is_flag=True, help="no progress bar")
 @click.option("--verbose", "-v", is_flag=True, help="print the plan before running")
 @friendly_errors
-def infer_cmd(scene, model, spec_json, weights, solver, others, seed, device, dtype, overwrite, quiet,
-              verbose, **p):
+def infer_cmd(scene, model, spec_json, weights, engine, backend, solver, others, seed, device, dtype,
+              overwrite, quiet, verbose, **p):
     """Generate the missing modalities of SCENE (default: a bundled real chip) as COGs."""
     import torch
 
     from copgen_rt.pipeline import Pipeline
     from copgen_rt.scenes.run import check_outputs, run_scene
 
-    if weights is None and model not in (None, "copgen-demo") and not spec_json:
+    if engine and weights:
+        raise ValueError("give --weights or --engine, not both")
+    if weights is None and engine is None and model not in (None, "copgen-demo") and not spec_json:
         raise ValueError(f"--model {model} needs --weights (a directory or a hub id)")
-    spec = resolve_spec(model or ("copgen-demo" if weights is None else "copgen-base"), spec_json)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = dtype or ("bf16" if device.startswith("cuda") else "fp32")
+    if engine:
+        from copgen_rt.export.manifest import Manifest
+
+        spec = specs.from_dict(Manifest.load(Path(engine)).spec)
+    else:
+        spec = resolve_spec(model or ("copgen-demo" if weights is None else "copgen-base"), spec_json)
     batch = p["batch_size"] or _default_batch_size(spec, device)
     job = _scene_job(spec, scene or default_scene(), p, batch, solver, others, seed, overwrite)
     check_outputs(job)  # before loading any weights
-    pipeline = Pipeline.from_pretrained(spec, weights or demo_weights(), device=device, dtype=dtype)
+    if engine:
+        pipeline = Pipeline.from_export(engine, device=device)
+    else:
+        pipeline = Pipeline.from_pretrained(spec, weights or demo_weights(), device=device, dtype=dtype,
+                                            backend={"denoiser": backend})
     if pipeline.is_random:
         click.echo("copgen-rt: RANDOM WEIGHTS: outputs are synthetic, not predictions "
                    "(pass --weights for a real model)", err=True)
@@ -292,6 +312,69 @@ def convert_cmd(model, spec_json, weights, out, dtype, overwrite):
     _refuse_existing(Path(out) / "weights.json", overwrite)
     convert(spec, weights, out, parse_dtype(dtype) if dtype else None)
     click.echo(f"wrote {out}")
+
+
+def _parse_batch(text: str) -> tuple[int, int, int]:
+    try:
+        lo, opt, hi = (int(v) for v in text.split(":"))
+    except ValueError:
+        raise ValueError(f"--batch {text!r}: expected MIN:OPT:MAX, e.g. 1:8:32") from None
+    if not 1 <= lo <= opt <= hi:
+        raise ValueError(f"--batch {text}: need 1 <= MIN <= OPT <= MAX")
+    return lo, opt, hi
+
+
+@main.command("export")
+@click.option("--model", "--spec", "model", default=None,
+              help="model spec (default: copgen-demo without --weights, copgen-base with)")
+@spec_json_option
+@click.option("--weights", help="weights directory or hub id (default: the bundled random demo model)")
+@click.option("--format", "fmt", type=click.Choice(["onnx", "tensorrt"]), default="onnx", show_default=True)
+@click.option("--precision", type=click.Choice(["fp32", "fp16", "bf16"]), default="fp32", show_default=True,
+              help="engine precision (ONNX graphs are fp32; fp16/bf16 apply to TensorRT engines)")
+@click.option("--batch", default="1:4:16", show_default=True, help="dynamic batch MIN:OPT:MAX")
+@click.option("--modalities", help="VAEs to export (default: every VAE found), comma-separated")
+@click.option("--out", required=True, type=click.Path(file_okay=False))
+@click.option("--overwrite", is_flag=True)
+@friendly_errors
+def export_cmd(model, spec_json, weights, fmt, precision, batch, modalities, out, overwrite):
+    """Export the denoiser and each VAE encoder/decoder to ONNX (and TensorRT engines)."""
+    from copgen_rt.export.onnx import export_weights
+    from copgen_rt.export.tensorrt import _require_tensorrt, build_engines, build_plan
+    from copgen_rt.weights import resolve_weights
+
+    batch_range = _parse_batch(batch)
+    if fmt == "onnx" and precision != "fp32":
+        raise ValueError("ONNX graphs are exported in fp32; use --format tensorrt for fp16/bf16 engines")
+    if fmt == "tensorrt":
+        _require_tensorrt()  # fail before the (long) export
+    spec = resolve_spec(model or ("copgen-demo" if weights is None else "copgen-base"), spec_json)
+    _refuse_existing(Path(out) / "manifest.json", overwrite)
+    files = resolve_weights(spec, weights or demo_weights())
+    names = [m.strip() for m in modalities.split(",")] if modalities else None
+    manifest = export_weights(spec, files, Path(out), names, batch_range,
+                              progress=lambda name: click.echo(f"exporting {name}", err=True))
+    manifest.tensorrt = build_plan(manifest, precision if fmt == "tensorrt" else "fp32", list(batch_range))
+    manifest.save(Path(out))
+    for c in manifest.components:
+        click.echo(f"{c.file}: parity {c.parity.get('max_rel_err', float('nan')):.1e} vs torch")
+    if fmt == "tensorrt":
+        build_engines(Path(out), precision, list(batch_range), log=lambda m: click.echo(m, err=True))
+    click.echo(f"wrote {out}")
+
+
+@main.command("build-engines")
+@click.argument("folder", type=click.Path(file_okay=False, exists=True))
+@click.option("--precision", type=click.Choice(["fp32", "fp16", "bf16"]), default="fp16", show_default=True)
+@click.option("--batch", help="MIN:OPT:MAX (default: the export's)")
+@friendly_errors
+def build_engines_cmd(folder, precision, batch):
+    """Build TensorRT engines for an ONNX export folder (on the GPU that will run them)."""
+    from copgen_rt.export.tensorrt import build_engines
+
+    build_engines(Path(folder), precision, list(_parse_batch(batch)) if batch else None,
+                  log=lambda m: click.echo(m, err=True))
+    click.echo(f"engines in {folder}")
 
 
 def _refuse_existing(path: Path, overwrite: bool) -> None:

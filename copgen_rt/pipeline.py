@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from copgen_rt import processing, specs
-from copgen_rt.backends import DenoiserBackend, TorchDenoiser, TorchVAE, VAEBackend
+from copgen_rt.backends import DenoiserBackend, TorchVAE, VAEBackend, make_denoiser_backend
 from copgen_rt.models.autoencoder import posterior_sample
 from copgen_rt.sampler import NoiseSource, row_seeds, sample
 from copgen_rt.schedule import NoiseSchedule
@@ -91,20 +91,32 @@ class Pipeline:
     def from_weights(cls, spec: ModelSpec | str, denoiser: str | Path,
                      vaes: Mapping[str, str | Path] | None = None, device=None,
                      dtype: torch.dtype | str = torch.float32,
-                     vae_dtype: torch.dtype | str = torch.float32) -> "Pipeline":
-        """Checkpoint files: the denoiser and {modality: VAE file} (VAEs load on first use)."""
+                     vae_dtype: torch.dtype | str = torch.float32,
+                     backend: str | Mapping[str, str] = "torch") -> "Pipeline":
+        """Checkpoint files: the denoiser and {modality: VAE file} (VAEs load on first use).
+
+        `backend` is one name for every component or {"denoiser": ..., "vae": ...}: "torch",
+        "triton" (denoiser only) or "onnxruntime" (exported on first use into a cache folder).
+        """
         spec = specs.get(spec) if isinstance(spec, str) else spec
         device = _device(device)
+        choice = {"denoiser": backend, "vae": backend} if isinstance(backend, str) else \
+            {"denoiser": "torch", "vae": "torch", **backend}
         ckpt = read_checkpoint(denoiser)
-        backend = TorchDenoiser(load_denoiser(spec, ckpt, device, parse_dtype(dtype)))
+        model = load_denoiser(spec, ckpt, device, parse_dtype(dtype))
         provenance = Provenance(spec.name, {"denoiser": str(ckpt.path)}, ckpt.is_random)
+        if choice["denoiser"] == "onnxruntime":
+            from copgen_rt.backends.onnxruntime_backend import cached_onnx_denoiser
+
+            den_backend = cached_onnx_denoiser(spec, model, ckpt.path)
+        else:
+            den_backend = make_denoiser_backend(choice["denoiser"], model)
         vae_files: dict[str, Path] = {}
         for name, path in (vaes or {}).items():
             key = spec.modality(name).vae if name in spec.names else name
             if key not in spec.vaes:
                 raise ValueError(f"{name}: not a modality with a VAE in {spec.name}")
             vae_files[key] = Path(path)
-        pipe = cls(spec, backend, provenance=provenance, device=device)
         vae_dtype = parse_dtype(vae_dtype)
 
         def load_vae(modality: str) -> VAEBackend:
@@ -114,11 +126,25 @@ class Pipeline:
             vckpt: Checkpoint = read_checkpoint(vae_files[key])
             provenance.files[f"vae/{key}"] = str(vckpt.path)
             provenance.random = provenance.random or vckpt.is_random
-            return TorchVAE(load_autoencoder(spec, modality, vckpt, device, vae_dtype))
+            vae = load_autoencoder(spec, modality, vckpt, device, vae_dtype)
+            if choice["vae"] == "onnxruntime":
+                from copgen_rt.backends.onnxruntime_backend import cached_onnx_vae
 
-        pipe._vae_loader = load_vae
-        pipe._vae_files = vae_files
-        return pipe
+                return cached_onnx_vae(spec, key, vae, vckpt.path)
+            if choice["vae"] != "torch":
+                raise ValueError(f"unknown VAE backend {choice['vae']!r}; choose torch or onnxruntime")
+            return TorchVAE(vae)
+
+        return cls(spec, den_backend, load_vae, provenance, device)
+
+    @classmethod
+    def from_export(cls, folder: str | Path, device=None, providers: Sequence[str] | None = None
+                    ) -> "Pipeline":
+        """An export folder of `copgen-rt export`: ONNX files (onnxruntime) or TensorRT engines."""
+        from copgen_rt.backends.exported import load_export
+
+        spec, denoiser_backend, vae_loader, provenance = load_export(Path(folder), providers)
+        return cls(spec, denoiser_backend, vae_loader, provenance, _device(device))
 
     @classmethod
     def from_pretrained(cls, spec: ModelSpec | str, weights: str | Path, **kwargs) -> "Pipeline":

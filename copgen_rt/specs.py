@@ -405,3 +405,48 @@ def from_json(path: str | Path) -> ModelSpec:
                                         patch_size=int(patch.get(m.name, m.patch_size))))
     return base.replace(name=name, modalities=tuple(mods), denoiser=denoiser, vaes=vaes,
                         schedule=schedule, release=ReleaseSpec())
+
+
+# --- serialisation (export manifests carry their spec) -------------------------------------------
+
+_PROCESSING_KINDS = {cls.__name__: cls for cls in (Reflectance, LogRange, Classes, LatLon, Date, RGB8)}
+
+
+def to_dict(spec: ModelSpec) -> dict:
+    """A JSON-ready description of a spec; `from_dict` gives the same spec back."""
+
+    def encode(obj):
+        if dataclasses.is_dataclass(obj):
+            data = {f.name: encode(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+            if type(obj).__name__ in _PROCESSING_KINDS:
+                data["kind"] = type(obj).__name__
+            return data
+        if isinstance(obj, Mapping):
+            return {k: encode(v) for k, v in obj.items()}
+        if isinstance(obj, tuple):
+            return [encode(v) for v in obj]
+        return obj
+
+    return encode(spec)
+
+
+def from_dict(data: Mapping) -> ModelSpec:
+    def tup(v):
+        return tuple(tup(x) for x in v) if isinstance(v, list) else v
+
+    def processing(d: Mapping) -> Processing:
+        d = dict(d)
+        return _PROCESSING_KINDS[d.pop("kind")](**{k: tup(v) for k, v in d.items()})
+
+    modalities = tuple(
+        Modality(**{**{k: tup(v) for k, v in m.items() if k != "processing"},
+                    "processing": processing(m["processing"])}) for m in data["modalities"])
+    release = dict(data.get("release", {}))
+    release = ReleaseSpec(**{**{k: tup(v) for k, v in release.items() if k != "vae_files"},
+                             "vae_files": {k: tup(v) for k, v in release.get("vae_files", {}).items()}})
+    return ModelSpec(
+        name=data["name"], family=data["family"], modalities=modalities,
+        denoiser=DenoiserSpec(**data["denoiser"]),
+        vaes={k: VAESpec(**{kk: tup(vv) for kk, vv in v.items()}) for k, v in data["vaes"].items()},
+        schedule=ScheduleSpec(**data.get("schedule", {})), release=release,
+        posterior_per_copy=data.get("posterior_per_copy", False))

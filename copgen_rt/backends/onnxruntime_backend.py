@@ -1,0 +1,107 @@
+"""onnxruntime execution of exported components (CPU here; CUDA/TensorRT providers when present)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+
+def _session(path: Path, providers: Sequence[str] | None):
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise ImportError("onnxruntime is not installed: pip install copgen-rt[onnx]") from None
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    available = ort.get_available_providers()
+    chosen = [p for p in (providers or available) if p in available] or ["CPUExecutionProvider"]
+    return ort.InferenceSession(str(path), options, providers=chosen)
+
+
+class OrtDenoiser:
+    name = "onnxruntime"
+
+    def __init__(self, path: Path, input_names: list[str], output_names: list[str],
+                 providers: Sequence[str] | None = None):
+        self.session = _session(path, providers)
+        self.input_names, self.output_names = input_names, output_names
+
+    def __call__(self, latents: list[Tensor], timesteps: list[Tensor]) -> list[Tensor]:
+        device = latents[0].device
+        feeds = {n: np.ascontiguousarray(t.detach().float().cpu().numpy())
+                 for n, t in zip(self.input_names, [*latents, *timesteps])}
+        outs = self.session.run(self.output_names, feeds)
+        return [torch.from_numpy(o).to(device) for o in outs]
+
+
+class OrtVAE:
+    name = "onnxruntime"
+
+    def __init__(self, encoder: Path | None, decoder: Path | None,
+                 providers: Sequence[str] | None = None):
+        self.encoder = _session(encoder, providers) if encoder else None
+        self.decoder = _session(decoder, providers) if decoder else None
+
+    @staticmethod
+    def _run(session, name: str, x: Tensor) -> Tensor:
+        out = session.run(None, {name: np.ascontiguousarray(x.detach().float().cpu().numpy())})[0]
+        return torch.from_numpy(out).to(x.device)
+
+    def encode_moments(self, x: Tensor) -> Tensor:
+        if self.encoder is None:
+            raise RuntimeError("this export has no VAE encoder for the modality")
+        return self._run(self.encoder, "x", x)
+
+    def decode(self, z: Tensor) -> Tensor:
+        if self.decoder is None:
+            raise RuntimeError("this export has no VAE decoder for the modality")
+        return self._run(self.decoder, "z", z)
+
+
+def cache_dir() -> Path:
+    import os
+
+    root = os.environ.get("COPGEN_RT_CACHE") or Path.home() / ".cache" / "copgen-rt"
+    return Path(root) / "onnx"
+
+
+def _cache_key(spec, component: str, checkpoint: Path) -> str:
+    import hashlib
+    import json
+
+    from copgen_rt import specs
+    from copgen_rt.weights import file_sha256
+
+    data = json.dumps([specs.to_dict(spec), component, file_sha256(checkpoint)], sort_keys=True)
+    return hashlib.sha256(data.encode()).hexdigest()[:24]
+
+
+def cached_onnx_denoiser(spec, model, checkpoint: Path) -> OrtDenoiser:
+    """Export the denoiser once per (spec, checkpoint) into the cache, then run it."""
+    from copgen_rt.export.onnx import export_models
+
+    folder = cache_dir() / _cache_key(spec, "denoiser", checkpoint)
+    if not (folder / "manifest.json").exists():
+        export_models(spec, model, {}, folder, weights={}, random_weights=False)
+    return _denoiser_from_manifest(folder, None)
+
+
+def cached_onnx_vae(spec, key: str, vae, checkpoint: Path) -> OrtVAE:
+    from copgen_rt.export.onnx import export_models
+
+    folder = cache_dir() / _cache_key(spec, f"vae/{key}", checkpoint)
+    if not (folder / "manifest.json").exists():
+        export_models(spec, None, {key: vae}, folder, weights={}, random_weights=False)
+    return OrtVAE(folder / f"vae_encoder/{key}.onnx", folder / f"vae_decoder/{key}.onnx")
+
+
+def _denoiser_from_manifest(folder: Path, providers) -> OrtDenoiser:
+    from copgen_rt.export.manifest import Manifest
+
+    c = Manifest.load(folder).component("denoiser")
+    return OrtDenoiser(folder / c.file, [t.name for t in c.inputs], [t.name for t in c.outputs], providers)
