@@ -93,7 +93,10 @@ def scene_options(fn):
                      help="tile overlap in metres (multiple of 60)"),
         click.option("--samples", default=1, show_default=True, type=click.IntRange(1, 1000),
                      help="samples per tile; > 1 writes per-pixel mean and standard deviation"),
-        click.option("--steps", default=50, show_default=True, type=click.IntRange(1, 1000)),
+        click.option("--preset", type=click.Choice(["exact", "fast", "draft"]),
+                     help="exact = the reference sampler (50 steps); fast/draft = fewer steps "
+                          "(docs/solvers.md); --solver/--steps override"),
+        click.option("--steps", type=click.IntRange(1, 1000), help="network calls (default: preset's)"),
         click.option("--batch-size", type=click.IntRange(1, 4096), help="tiles per sampler call"),
         click.option("--s1-units", type=click.Choice(["auto", "db", "linear"]), default="auto",
                      show_default=True),
@@ -143,7 +146,8 @@ def _scene_job(spec: specs.ModelSpec, scene: str, p: dict, batch_size: int, solv
                 raise ValueError(f"--generate {token}: not a modality or product of {spec.name}")
             wanted += matches
         generate = tuple(wanted)
-    options = SceneOptions(generate=generate, steps=p["steps"], solver=solver, others=others, seed=seed,
+    options = SceneOptions(generate=generate, steps=p["steps"], solver=solver, preset=p["preset"],
+                           others=others, seed=seed,
                            overlap_m=p["overlap"], batch_size=batch_size, samples=p["samples"], date=date,
                            overwrite=overwrite)
     return SceneJob(spec, inputs, Path(p["out"]), options)
@@ -169,11 +173,14 @@ def demo_weights() -> str:
 @friendly_errors
 def info_cmd(scene, model, spec_json, **p):
     """Print a spec's modality table, or what `infer SCENE` would read, tile and write."""
+    from copgen_rt.device import choose
+
     spec = resolve_spec(model, spec_json)
     if scene is None:
         click.echo(describe_spec(spec))
+        click.echo(choose().describe())
         return
-    job = _scene_job(spec, scene, p, batch_size=p["batch_size"] or 4, solver="reference",
+    job = _scene_job(spec, scene, p, batch_size=p["batch_size"] or 4, solver=None,
                      others="reference", seed=0, overwrite=True)
     click.echo(job.describe())
 
@@ -189,14 +196,14 @@ def info_cmd(scene, model, spec_json, **p):
 @click.option("--backend", type=click.Choice(["torch", "triton", "onnxruntime"]), default="torch",
               show_default=True, help="denoiser backend when running from --weights")
 @scene_options
-@click.option("--solver", default="reference", show_default=True,
-              type=click.Choice(["reference", "dpmpp-2m", "ddim"]))
+@click.option("--solver", type=click.Choice(["reference", "dpmpp-2m", "dpmpp-3m", "ddim"]),
+              help="default: the preset's (reference for exact)")
 @click.option("--others", default="reference", show_default=True, type=click.Choice(["reference", "marginal"]),
               help="modalities neither given nor generated: reference behaviour or pure noise")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
 @click.option("--dtype", type=click.Choice(["fp32", "fp16", "bf16"]),
-              help="denoiser precision (default: fp32 on CPU, bf16 on GPU)")
+              help="denoiser precision (default: what the device runs natively; see `info`)")
 @click.option("--overwrite", is_flag=True, help="replace existing outputs")
 @click.option("--quiet", "-q", is_flag=True, help="no progress bar")
 @click.option("--verbose", "-v", is_flag=True, help="print the plan before running")
@@ -204,8 +211,7 @@ def info_cmd(scene, model, spec_json, **p):
 def infer_cmd(scene, model, spec_json, weights, engine, backend, solver, others, seed, device, dtype,
               overwrite, quiet, verbose, **p):
     """Generate the missing modalities of SCENE (default: a bundled real chip) as COGs."""
-    import torch
-
+    from copgen_rt.device import choose as choose_device
     from copgen_rt.pipeline import Pipeline
     from copgen_rt.scenes.run import check_outputs, run_scene
 
@@ -213,8 +219,8 @@ def infer_cmd(scene, model, spec_json, weights, engine, backend, solver, others,
         raise ValueError("give --weights or --engine, not both")
     if weights is None and engine is None and model not in (None, "copgen-demo") and not spec_json:
         raise ValueError(f"--model {model} needs --weights (a directory or a hub id)")
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    dtype = dtype or ("bf16" if device.startswith("cuda") else "fp32")
+    choice = choose_device(device, dtype)
+    device, dtype = choice.device, choice.dtype
     if engine:
         from copgen_rt.export.manifest import Manifest
 
@@ -233,6 +239,7 @@ def infer_cmd(scene, model, spec_json, weights, engine, backend, solver, others,
         click.echo("copgen-rt: RANDOM WEIGHTS: outputs are synthetic, not predictions "
                    "(pass --weights for a real model)", err=True)
     if verbose:
+        click.echo(choice.describe(), err=True)
         click.echo(job.describe(), err=True)
     from tqdm import tqdm
 

@@ -17,7 +17,7 @@ from copgen_rt.backends import DenoiserBackend, TorchVAE, VAEBackend, make_denoi
 from copgen_rt.models.autoencoder import posterior_sample
 from copgen_rt.sampler import NoiseSource, row_seeds, sample
 from copgen_rt.schedule import NoiseSchedule
-from copgen_rt.solvers import build_program
+from copgen_rt.solvers import build_program, resolve_preset
 from copgen_rt.specs import ModelSpec
 from copgen_rt.weights import (Checkpoint, CheckpointError, file_sha256, load_autoencoder,
                                load_denoiser, parse_dtype, read_checkpoint, resolve_weights)
@@ -172,8 +172,8 @@ class Pipeline:
     # --- generation ---------------------------------------------------------------------------
 
     def generate(self, generate: Sequence[str], conditions: Mapping[str, object] | None = None,
-                 conditions_are_latents: bool = False, n_samples: int = 1, steps: int = 50,
-                 solver: str = "reference", others: str = "reference",
+                 conditions_are_latents: bool = False, n_samples: int = 1, steps: int | None = None,
+                 solver: str | None = None, others: str = "reference", preset: str | None = None,
                  seed: int | Sequence[int] | None = None,
                  initial_noise: Mapping[str, Tensor] | None = None,
                  others_noise: Callable[[int, str], Tensor] | None = None,
@@ -188,6 +188,7 @@ class Pipeline:
         cond_names = spec.canonical(conditions)
         if n_samples < 1:
             raise ValueError("n_samples must be >= 1")
+        program = build_program(self.schedule, *resolve_preset(preset, solver, steps))
         both = set(generate) & set(cond_names)
         if both:
             raise ValueError(f"modalities both generated and conditioned: {', '.join(sorted(both))}")
@@ -219,7 +220,6 @@ class Pipeline:
         if others_noise is None:
             others_noise = lambda call, name: noise.draw(spec.modality(name).latent_shape)  # noqa: E731
 
-        program = build_program(self.schedule, solver, steps)
         result = sample(spec, self.denoiser, program, generate, latents, x_init, others, others_noise)
         return self.decode(result, physical_units) if decode else result
 

@@ -18,8 +18,22 @@ from torch import Tensor
 
 from copgen_rt.schedule import NoiseSchedule
 
-SOLVERS = ("reference", "dpmpp-2m", "ddim")
+SOLVERS = ("reference", "dpmpp-2m", "dpmpp-3m", "ddim")
 HISTORY = 3  # coefficients act on [anchor, D_n, D_{n-1}, D_{n-2}]
+
+# Step counts chosen from benchmarks/solver_accuracy.py (exact Gaussian ODE): dpmpp-3m at 20
+# steps is ~3x closer to the exact ODE solution than the reference sampler at 50, and at 10
+# steps about as close (docs/solvers.md).
+PRESETS: dict[str, tuple[str, int]] = {"exact": ("reference", 50), "fast": ("dpmpp-3m", 20),
+                                       "draft": ("dpmpp-3m", 10)}
+
+
+def resolve_preset(preset: str | None, solver: str | None, steps: int | None) -> tuple[str, int]:
+    """Explicit solver/steps win over the preset; with neither, the `exact` preset."""
+    if preset is not None and preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose {', '.join(PRESETS)}")
+    base_solver, base_steps = PRESETS[preset or "exact"]
+    return solver or base_solver, steps or base_steps
 
 
 @dataclass(frozen=True)
@@ -118,24 +132,33 @@ def _singlestep(schedule: NoiseSchedule, grid: np.ndarray, orders: list[int], b:
         i += order
 
 
-def _multistep_2m(schedule: NoiseSchedule, grid: np.ndarray, b: _Builder) -> list[int]:
-    """DPM-Solver++(2M): first step order 1; the last one too when steps < 10 (lower-order final)."""
+def _multistep(schedule: NoiseSchedule, grid: np.ndarray, max_order: int, b: _Builder) -> list[int]:
+    """DPM-Solver++(2M/3M) data-prediction multistep updates. The order ramps up over the first
+    steps (no history yet) and, below 10 steps, back down over the last ones (lower-order final)."""
     s_ = schedule
     steps = len(grid) - 1
-    orders = []
     lam = s_.lambda_(grid)
+    orders = []
     for i in range(steps):
-        s, t = grid[i], grid[i + 1]
+        order = min(max_order, i + 1, steps - i) if steps < 10 else min(max_order, i + 1)
         h = lam[i + 1] - lam[i]
-        a_t, ratio_t = s_.alpha(t), s_.sigma(t) / s_.sigma(s)
+        a_t, ratio_t = s_.alpha(grid[i + 1]), s_.sigma(grid[i + 1]) / s_.sigma(grid[i])
         phi_1 = np.expm1(-h)
-        order = 1 if i == 0 or (steps < 10 and i == steps - 1) else 2
-        if order == 1:
-            b.call(s, anchor=(ratio_t, -a_t * phi_1, 0, 0))
-        else:
+        phi_2 = phi_1 / h + 1.0
+        phi_3 = phi_2 / h - 0.5
+        coef = np.array([-a_t * phi_1, 0.0, 0.0])  # on [D_n, D_{n-1}, D_{n-2}]
+        if order >= 2:
             r0 = (lam[i] - lam[i - 1]) / h
-            c = 0.5 * a_t * phi_1 / r0
-            b.call(s, anchor=(ratio_t, -a_t * phi_1 - c, c, 0))
+            d1_0 = np.array([1.0, -1.0, 0.0]) / r0
+            if order == 2:
+                coef += -0.5 * a_t * phi_1 * d1_0
+            else:
+                r1 = (lam[i - 1] - lam[i - 2]) / h
+                d1_1 = np.array([0.0, 1.0, -1.0]) / r1
+                d1 = d1_0 + r0 / (r0 + r1) * (d1_0 - d1_1)
+                d2 = (d1_0 - d1_1) / (r0 + r1)
+                coef += a_t * phi_2 * d1 - a_t * phi_3 * d2
+        b.call(grid[i], anchor=(ratio_t, *coef))
         orders.append(order)
     return orders
 
@@ -152,15 +175,16 @@ def time_grid(schedule: NoiseSchedule, steps: int, skip_type: str, t_start: floa
 
 def build_program(schedule: NoiseSchedule, solver: str = "reference", steps: int = 50) -> SolverProgram:
     """`reference`: DPM-Solver++ singlestep 'fast' order 3 on a uniform-t grid (the published
-    sampler); `dpmpp-2m`: DPM-Solver++(2M) on a logSNR grid; `ddim`: first order (= DDIM)."""
+    sampler); `dpmpp-2m`/`dpmpp-3m`: DPM-Solver++(2M/3M) multistep on a logSNR grid; `ddim`:
+    first order (= DDIM)."""
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
     b = _Builder(schedule)
     if solver == "reference":
         orders = reference_orders(steps)
         _singlestep(schedule, time_grid(schedule, steps, "time_uniform"), orders, b)
-    elif solver == "dpmpp-2m":
-        orders = _multistep_2m(schedule, time_grid(schedule, steps, "logSNR"), b)
+    elif solver in ("dpmpp-2m", "dpmpp-3m"):
+        orders = _multistep(schedule, time_grid(schedule, steps, "logSNR"), int(solver[-2]), b)
     elif solver == "ddim":
         orders = [1] * steps
         _singlestep(schedule, time_grid(schedule, steps, "logSNR"), orders, b)

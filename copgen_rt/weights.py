@@ -123,6 +123,12 @@ def _load(model_factory, ckpt: Checkpoint, what: str, device, dtype) -> nn.Modul
     check_state_dict(model, ckpt.state_dict, what)
     sd = {k: v.to(device=device, dtype=dtype) for k, v in ckpt.state_dict.items()}
     model.load_state_dict(sd, strict=True, assign=True)
+    if dtype != torch.float32:  # low precision for matmuls only: norms and embeddings stay fp32
+        for module in model.modules():
+            if isinstance(module, (nn.LayerNorm, nn.GroupNorm)):
+                module.float()
+        if isinstance(model, Denoiser):
+            model.pos_embed.data = model.pos_embed.data.float()
     return model.eval().requires_grad_(False)
 
 

@@ -131,7 +131,7 @@ def test_cli_export_then_infer_with_engine(tmp_path):
     assert r.exit_code == 0, r.output
     args = ["--generate", "DEM_DEM", "--steps", "3", "-q"]
     a = runner.invoke(main, ["infer", "--engine", str(tmp_path / "x"), "--out", str(tmp_path / "a"), *args])
-    b = runner.invoke(main, ["infer", "--out", str(tmp_path / "b"), *args])
+    b = runner.invoke(main, ["infer", "--dtype", "fp32", "--out", str(tmp_path / "b"), *args])
     assert a.exit_code == 0 and b.exit_code == 0, a.output + b.output
     import rasterio
 

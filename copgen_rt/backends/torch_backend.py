@@ -13,13 +13,15 @@ class TorchDenoiser:
 
     def __init__(self, model: Denoiser):
         self.model = model
-        param = next(model.parameters())
-        self.device, self.dtype = param.device, param.dtype
+        weight = model.in_blocks[0].attn.qkv.weight if len(model.in_blocks) else model.mid_block.attn.qkv.weight
+        self.device, self.dtype = weight.device, weight.dtype
 
     @torch.inference_mode()
     def __call__(self, latents: list[Tensor], timesteps: list[Tensor]) -> list[Tensor]:
-        out = self.model([x.to(self.device, self.dtype) for x in latents],
-                         [t.to(self.device, torch.float32) for t in timesteps])
+        low = self.dtype != torch.float32  # matmuls in low precision, norms and residuals fp32
+        with torch.autocast(self.device.type, dtype=self.dtype, enabled=low):
+            out = self.model([x.to(self.device, torch.float32) for x in latents],
+                             [t.to(self.device, torch.float32) for t in timesteps])
         return [o.float() for o in out]
 
 

@@ -109,9 +109,11 @@ class Denoiser(nn.Module):
             raise ValueError(f"expected {n_mod} latents and timesteps, got {len(latents)}, {len(timesteps)}")
         d = self.pos_embed.shape[-1]
         dtype = self.pos_embed.dtype
-        time_tokens = torch.stack([timestep_embedding(t, d) for t in timesteps], dim=1).to(dtype)
-        patches = [embed(x.to(dtype)) for embed, x in zip(self.patch_embeds, latents)]
-        x = torch.cat([time_tokens, *patches], dim=1) + self.pos_embed
+        # The residual stream is float32 whatever the weights: with bf16/fp16 weights the caller
+        # runs under autocast, so matmuls are low precision and LayerNorm statistics fp32.
+        time_tokens = torch.stack([timestep_embedding(t, d) for t in timesteps], dim=1)
+        patches = [embed(x.to(dtype)).float() for embed, x in zip(self.patch_embeds, latents)]
+        x = torch.cat([time_tokens, *patches], dim=1) + self.pos_embed.float()
 
         skips = []
         for blk in self.in_blocks:
@@ -125,7 +127,7 @@ class Denoiser(nn.Module):
         outputs, start = [], n_mod
         for head, (c, h, w), p in zip(self.decoder_preds, self.latent_shapes, self.patch_sizes):
             n = (h // p) * (w // p)
-            tokens = head(x[:, start:start + n])  # (B, N, p*p*C), channel fastest
+            tokens = head(x[:, start:start + n]).float()  # (B, N, p*p*C), channel fastest
             start += n
             b = tokens.shape[0]
             img = tokens.view(b, h // p, w // p, p, p, c).permute(0, 5, 1, 3, 2, 4)

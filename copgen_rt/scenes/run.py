@@ -29,6 +29,7 @@ from copgen_rt.scenes.reader import (ModalityReader, SceneError, SceneFrame, Sce
                                      coverage_reader)
 from copgen_rt.scenes.tiling import Tile, TilingPlan, blend_weights, plan_tiles
 from copgen_rt.scenes.writer import CogWriter
+from copgen_rt.solvers import resolve_preset
 from copgen_rt.specs import Classes, Date, LatLon, LogRange, ModelSpec, Modality, Reflectance
 
 BASE_GSD = 10.0  # validity masks are kept on the finest grid
@@ -42,8 +43,9 @@ class OutputExistsError(Exception):
 @dataclass(frozen=True)
 class SceneOptions:
     generate: tuple[str, ...] | None = None  # spec modality names; None = everything not given
-    steps: int = 50
-    solver: str = "reference"
+    steps: int | None = None  # None: from the preset
+    solver: str | None = None
+    preset: str | None = None  # exact (default), fast, draft
     others: str = "reference"
     seed: int = 0
     overlap_m: float = 360.0
@@ -51,6 +53,11 @@ class SceneOptions:
     samples: int = 1
     date: dt.date | None = None
     overwrite: bool = False
+
+    @property
+    def sampler(self) -> tuple[str, int]:
+        """(solver, steps) after applying the preset."""
+        return resolve_preset(self.preset, self.solver, self.steps)
 
 
 @dataclass(frozen=True)
@@ -152,9 +159,9 @@ class SceneJob:
         lines.append("generate: " + ", ".join(self.generate))
         lines.append("tiling: " + self.plan.describe())
         o = self.options
-        calls = len(self.plan) * o.samples * o.steps
-        lines.append(f"work: {len(self.plan)} tiles x {o.samples} sample(s) x {o.steps} steps = "
-                     f"{calls} denoiser evaluations per sample row, batch {o.batch_size}")
+        solver, steps = o.sampler
+        lines.append(f"work: {len(self.plan)} tiles x {o.samples} sample(s) x {steps} steps ({solver}) = "
+                     f"{len(self.plan) * o.samples * steps} denoiser evaluations, batch {o.batch_size}")
         lines.append("outputs: " + ", ".join(p.path.name for p in self.outputs) + f", {self.sidecar.name}")
         return "\n".join(lines)
 
@@ -300,7 +307,7 @@ class SceneResult:
 def _run_key(job: SceneJob, pipeline: Pipeline) -> str:
     o = job.options
     parts = {"spec": job.spec.name, "weights": pipeline.provenance.files, "seed": o.seed,
-             "steps": o.steps, "solver": o.solver, "others": o.others, "samples": o.samples,
+             "sampler": o.sampler, "others": o.others, "samples": o.samples,
              "overlap": o.overlap_m, "generate": job.generate, "date": str(job.date),
              "inputs": [(str(s.path.resolve()), s.path.stat().st_size, s.path.stat().st_mtime_ns,
                          s.product, s.bands, s.units, s.dn_offset) for s in job.inputs]}
@@ -314,7 +321,8 @@ def _provenance_tags(job: SceneJob, pipeline: Pipeline) -> dict[str, str]:
         "COPGEN_MODEL": job.spec.name,
         "COPGEN_WEIGHTS": "; ".join(f"{k}={Path(v).name}:{h}" for (k, v), h in
                                     zip(pipeline.provenance.files.items(), pipeline.provenance.hashes().values())),
-        "COPGEN_SEED": str(o.seed), "COPGEN_STEPS": str(o.steps), "COPGEN_SOLVER": o.solver,
+        "COPGEN_SEED": str(o.seed), "COPGEN_STEPS": str(o.sampler[1]), "COPGEN_SOLVER": o.sampler[0],
+        "COPGEN_PRESET": o.preset or ("exact" if o.solver is None and o.steps is None else "custom"),
         "COPGEN_OTHERS": o.others, "COPGEN_SAMPLES": str(o.samples), "COPGEN_OVERLAP_M": f"{o.overlap_m:g}",
         "COPGEN_CONDITIONS": "; ".join(f"{n}<-{s.path.name}" for n, s in job.conditions.items())
                              + "".join(f"; {n}" for n in job.scalar_conditions),
@@ -428,8 +436,9 @@ def _batch_latents(job: SceneJob, pipeline: Pipeline, present: list[TileInputs],
             conditions[loc_name] = torch.tensor([present[i].location for i in todo])
         if date_name in job.scalar_conditions:
             conditions[date_name] = [job.date] * len(todo)
-        latents = pipeline.generate(job.generate, conditions, n_samples=o.samples, steps=o.steps,
-                                    solver=o.solver, others=o.others, decode=False,
+        solver, steps = o.sampler
+        latents = pipeline.generate(job.generate, conditions, n_samples=o.samples, steps=steps,
+                                    solver=solver, others=o.others, decode=False,
                                     seed=[tile_seed(o.seed, present[i].tile) for i in todo],
                                     batch_size=len(todo))
         for j, i in enumerate(todo):
