@@ -12,6 +12,7 @@ import datetime as dt
 import hashlib
 import json
 import math
+import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -345,6 +346,45 @@ def check_outputs(job: SceneJob) -> None:
             raise OutputExistsError(f"{path} exists; pass --overwrite to replace it")
 
 
+def prepare_work_dir(job: SceneJob, pipeline: Pipeline) -> Path:
+    """The folder of finished tiles' latents, emptied if it belongs to different settings."""
+    job.out_dir.mkdir(parents=True, exist_ok=True)
+    work = job.work_dir
+    key = _run_key(job, pipeline)
+    run_file = work / "run.json"
+    if run_file.exists() and json.loads(run_file.read_text()).get("key") != key:
+        shutil.rmtree(work, ignore_errors=True)
+    (work / "latents").mkdir(parents=True, exist_ok=True)
+    if not run_file.exists():
+        tmp = work / f".run.json.{os.getpid()}"
+        tmp.write_text(json.dumps({"key": key}))
+        tmp.replace(run_file)
+    return work
+
+
+def precompute_latents(job: SceneJob, pipeline: Pipeline, start: int, stop: int) -> int:
+    """Sample and store the final latents of tiles[start:stop] (no decoding or writing), so that
+    several workers can share one scene; `run_scene` then finds them and only decodes, blends
+    and writes. `start` must sit on a batch boundary: batches are then the same as in a
+    single-process run, and so are the results, bit for bit. Returns the tiles with data."""
+    if start % job.options.batch_size:
+        raise ValueError(f"tile range must start on a multiple of the batch size {job.options.batch_size}")
+    work = prepare_work_dir(job, pipeline)
+    loc_name, date_name = _scalar_names(job.spec)
+    reader = TileReader(job)
+    done = 0
+    try:
+        tiles = job.plan.tiles[start:stop]
+        for i in range(0, len(tiles), job.options.batch_size):
+            present = [t for t in map(reader.read, tiles[i:i + job.options.batch_size]) if t is not None]
+            if present:
+                _batch_latents(job, pipeline, present, loc_name, date_name, work)
+            done += len(present)
+    finally:
+        reader.close()
+    return done
+
+
 def run_scene(job: SceneJob, pipeline: Pipeline, progress: Callable[[int], None] | None = None
               ) -> SceneResult:
     """Generate every tile, blend and write. Interrupted runs resume from the work folder."""
@@ -352,14 +392,7 @@ def run_scene(job: SceneJob, pipeline: Pipeline, progress: Callable[[int], None]
         raise SceneError("the job and the pipeline use different specs")
     check_outputs(job)
     start = time.perf_counter()
-    job.out_dir.mkdir(parents=True, exist_ok=True)
-    work = job.work_dir
-    key = _run_key(job, pipeline)
-    if work.exists() and (work / "run.json").exists():
-        if json.loads((work / "run.json").read_text()).get("key") != key:
-            shutil.rmtree(work)
-    (work / "latents").mkdir(parents=True, exist_ok=True)
-    (work / "run.json").write_text(json.dumps({"key": key}))
+    work = prepare_work_dir(job, pipeline)
 
     tags = _provenance_tags(job, pipeline)
     outputs = [_Output(job, o, tags) for o in job.outputs]
