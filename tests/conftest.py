@@ -9,6 +9,18 @@ from safetensors.torch import load_file
 
 FIXTURES = Path(__file__).parent / "fixtures"
 TINY = FIXTURES / "copgen-tiny"
+BETA = FIXTURES / "copgen-beta-tiny"
+
+
+class Spy:
+    """Wraps a denoiser backend and records what each network call received."""
+
+    def __init__(self, inner):
+        self.inner, self.calls = inner, []
+
+    def __call__(self, latents, timesteps):
+        self.calls.append(([x.clone() for x in latents], [t.clone() for t in timesteps]))
+        return self.inner(latents, timesteps)
 
 
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -41,3 +53,28 @@ def tiny_pipeline(tiny_spec):
                                  vaes={"DEM_DEM": TINY / "vae-DEM_DEM.safetensors",
                                        "S1RTC_vh_vv": TINY / "vae-S1RTC_vh_vv.safetensors"},
                                  device="cpu")
+
+
+@pytest.fixture(scope="session")
+def beta_spec():
+    from copgen_rt import specs
+
+    return specs.from_json(BETA / "spec.json")
+
+
+@pytest.fixture(scope="session")
+def beta_json() -> dict:
+    return json.loads((BETA / "spec.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def beta_golden() -> dict[str, torch.Tensor]:
+    return load_file(str(BETA / "golden.safetensors"))
+
+
+@pytest.fixture(scope="session")
+def beta_pipeline(beta_spec):
+    from copgen_rt import Pipeline
+
+    return Pipeline.from_weights(beta_spec, BETA / "denoiser.safetensors",
+                                 vaes={"sd-kl-f8": BETA / "vae.safetensors"}, device="cpu")

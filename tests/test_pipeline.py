@@ -3,18 +3,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from conftest import Spy
 from copgen_rt.weights import CheckpointError
-
-
-class Spy:
-    """Wraps a denoiser backend and records what each network call received."""
-
-    def __init__(self, inner):
-        self.inner, self.calls = inner, []
-
-    def __call__(self, latents, timesteps):
-        self.calls.append(([x.clone() for x in latents], [t.clone() for t in timesteps]))
-        return self.inner(latents, timesteps)
 
 
 @pytest.fixture()

@@ -26,6 +26,21 @@ def test_strict_loading_of_synthetic_real_size_checkpoints(tmp_path, name):
     assert manifest["random"] is True and set(manifest["files"]) == {"denoiser", "vae/DEM_DEM"}
 
 
+def test_strict_loading_of_a_synthetic_real_size_beta_checkpoint(tmp_path):
+    spec = specs.get("copgen-beta")
+    make_random_weights(spec, tmp_path, dtype=torch.float16)
+    pipe = Pipeline.from_pretrained("copgen-beta", tmp_path, device="cpu", dtype=torch.float16,
+                                    vae_dtype=torch.float16)
+    assert pipe.is_random and spec.num_tokens == 1028
+    denoiser = pipe.denoiser.model
+    assert len(denoiser.state_dict()) == 290 and denoiser.pos_embed.shape == (1, 1028, 1024)
+    assert sum(p.numel() for p in denoiser.parameters()) == 286_648_384
+    vae = pipe.vae("dem").model  # one shared VAE for the four modalities
+    assert all(pipe.vae(n).model is vae for n in spec.names)
+    assert len(vae.state_dict()) == 248 and sum(p.numel() for p in vae.parameters()) == 83_653_863
+    assert vae.encoder.conv_in.weight.dtype == torch.float16
+
+
 def test_released_pth_layout_and_training_form(tmp_path, tiny_spec):
     """`.pth` state dicts (weights-only unpickling) and the VAE training `.pt` form both load."""
     base = tmp_path / "release"
