@@ -387,3 +387,18 @@ def build_engines_cmd(folder, precision, batch):
 def _refuse_existing(path: Path, overwrite: bool) -> None:
     if path.exists() and not overwrite:
         raise OutputExistsError(f"{path} exists; pass --overwrite to replace it")
+
+
+@main.command("bench")
+@click.option("--device", default=None, help="cpu or cuda (default: cuda if available)")
+@click.option("--quick", is_flag=True, help="a smoke run on the tiny model (seconds)")
+@click.option("--out", default="benchmarks/results", show_default=True, type=click.Path(file_okay=False))
+@friendly_errors
+def bench_cmd(device, quick, out):
+    """Measure matmul peak, denoiser calls per backend/precision, presets and scenes on this machine."""
+    from copgen_rt import bench
+    from copgen_rt.device import choose
+
+    results = bench.run(Path(out), device=choose(device).device, quick=quick,
+                        log=lambda line: click.echo(line, err=True))
+    click.echo(str(bench.write_reports(results, Path(out)).with_suffix(".md")))

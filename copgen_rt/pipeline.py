@@ -92,17 +92,23 @@ class Pipeline:
                      vaes: Mapping[str, str | Path] | None = None, device=None,
                      dtype: torch.dtype | str = torch.float32,
                      vae_dtype: torch.dtype | str = torch.float32,
-                     backend: str | Mapping[str, str] = "torch") -> "Pipeline":
+                     backend: str | Mapping[str, str] = "torch", cuda_graphs: bool = True) -> "Pipeline":
         """Checkpoint files: the denoiser and {modality: VAE file} (VAEs load on first use).
 
         `backend` is one name for every component or {"denoiser": ..., "vae": ...}: "torch",
         "triton" (denoiser only) or "onnxruntime" (exported on first use into a cache folder).
+        `dtype="auto"` picks what the device runs natively (`copgen_rt.device`). On CUDA the torch
+        denoiser replays CUDA graphs per batch bucket unless `cuda_graphs=False`.
         """
         spec = specs.get(spec) if isinstance(spec, str) else spec
         device = _device(device)
         choice = {"denoiser": backend, "vae": backend} if isinstance(backend, str) else \
             {"denoiser": "torch", "vae": "torch", **backend}
         ckpt = read_checkpoint(denoiser)
+        if dtype == "auto":
+            from copgen_rt.device import choose
+
+            dtype = choose(str(device)).dtype
         model = load_denoiser(spec, ckpt, device, parse_dtype(dtype))
         provenance = Provenance(spec.name, {"denoiser": str(ckpt.path)}, ckpt.is_random)
         if choice["denoiser"] == "onnxruntime":
@@ -111,6 +117,10 @@ class Pipeline:
             den_backend = cached_onnx_denoiser(spec, model, ckpt.path)
         else:
             den_backend = make_denoiser_backend(choice["denoiser"], model)
+            if cuda_graphs and device.type == "cuda" and choice["denoiser"] == "torch":
+                from copgen_rt.backends.cuda_graphs import CudaGraphDenoiser
+
+                den_backend = CudaGraphDenoiser(den_backend)
         vae_files: dict[str, Path] = {}
         for name, path in (vaes or {}).items():
             key = spec.modality(name).vae if name in spec.names else name

@@ -1,4 +1,4 @@
-"""Helpers for scene tests: synthetic rasters and a pipeline stand-in that echoes its inputs."""
+"""Helpers for scene tests: a pipeline stand-in that echoes its inputs (rasters: scenes.synthetic)."""
 
 from __future__ import annotations
 
@@ -11,34 +11,9 @@ from affine import Affine
 
 from copgen_rt import processing, specs
 from copgen_rt.pipeline import Provenance
+from copgen_rt.scenes.synthetic import smooth_s2, write_raster  # noqa: F401 (re-exported for tests)
 
 CHIPS = Path(__file__).parent / "data" / "majortom"
-
-
-def write_raster(path: Path, data: np.ndarray, crs="EPSG:32633", transform=None, nodata=None,
-                 descriptions=None, tags=None) -> Path:
-    count, height, width = data.shape
-    transform = transform or Affine(10, 0, 500000, 0, -10, 5200000)
-    with rasterio.open(path, "w", driver="GTiff", width=width, height=height, count=count,
-                       dtype=data.dtype, crs=crs, transform=transform, nodata=nodata) as dst:
-        dst.write(data)
-        if descriptions:
-            for i, d in enumerate(descriptions, 1):
-                dst.set_band_description(i, d)
-        if tags:
-            dst.update_tags(**tags)
-    return path
-
-
-def smooth_s2(height: int, width: int, seed: int = 0) -> np.ndarray:
-    """12-band int16 DNs varying smoothly in space (so any seam would show)."""
-    y, x = np.mgrid[0:height, 0:width].astype(np.float64)
-    rng = np.random.default_rng(seed)
-    bands = []
-    for b in range(12):
-        fx, fy, phase = rng.uniform(0.002, 0.01), rng.uniform(0.002, 0.01), rng.uniform(0, 6)
-        bands.append(1500 + 800 * np.sin(fx * x + phase) * np.cos(fy * y) + 30 * b)
-    return np.stack(bands).astype(np.int16)
 
 
 class EchoPipeline:

@@ -19,9 +19,30 @@ class TorchDenoiser:
     @torch.inference_mode()
     def __call__(self, latents: list[Tensor], timesteps: list[Tensor]) -> list[Tensor]:
         low = self.dtype != torch.float32  # matmuls in low precision, norms and residuals fp32
-        with torch.autocast(self.device.type, dtype=self.dtype, enabled=low):
+        # no autocast weight cache: weights are stored in low precision already, and the cache
+        # must be off for CUDA graph capture
+        with torch.autocast(self.device.type, dtype=self.dtype, enabled=low, cache_enabled=False):
             out = self.model([x.to(self.device, torch.float32) for x in latents],
                              [t.to(self.device, torch.float32) for t in timesteps])
+        return [o.float() for o in out]
+
+
+class ReferenceStyleDenoiser:
+    """Executes the way the reference implementation does, as a benchmark baseline: fp32 weights
+    under `torch.autocast` with the device's default low precision (bf16 on CPU, fp16 on CUDA),
+    weights cast at every call; `precision="fp32"` is its autocast-disabled path."""
+
+    name = "eager-reference"
+
+    def __init__(self, model: Denoiser, precision: str = "autocast"):
+        self.model = model.float()
+        self.device = next(model.parameters()).device
+        self.autocast = precision == "autocast"
+
+    @torch.inference_mode()
+    def __call__(self, latents: list[Tensor], timesteps: list[Tensor]) -> list[Tensor]:
+        with torch.autocast(self.device.type, enabled=self.autocast):
+            out = self.model([x.to(self.device) for x in latents], [t.to(self.device) for t in timesteps])
         return [o.float() for o in out]
 
 

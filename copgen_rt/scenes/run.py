@@ -469,11 +469,8 @@ def _batch_latents(job: SceneJob, pipeline: Pipeline, present: list[TileInputs],
             conditions[loc_name] = torch.tensor([present[i].location for i in todo])
         if date_name in job.scalar_conditions:
             conditions[date_name] = [job.date] * len(todo)
-        solver, steps = o.sampler
-        latents = pipeline.generate(job.generate, conditions, n_samples=o.samples, steps=steps,
-                                    solver=solver, others=o.others, decode=False,
-                                    seed=[tile_seed(o.seed, present[i].tile) for i in todo],
-                                    batch_size=len(todo))
+        latents = _generate_splitting_on_oom(job, pipeline, conditions,
+                                             [tile_seed(o.seed, present[i].tile) for i in todo])
         for j, i in enumerate(todo):
             rows = slice(j * o.samples, (j + 1) * o.samples)
             per_tile[i] = {n: z[rows].contiguous() for n, z in latents.items()}
@@ -482,6 +479,26 @@ def _batch_latents(job: SceneJob, pipeline: Pipeline, present: list[TileInputs],
             tmp.replace(cached[i])
     merged = {n: torch.cat([t[n] for t in per_tile]) for n in job.generate}
     return merged, len(present) - len(todo)
+
+
+def _generate_splitting_on_oom(job: SceneJob, pipeline: Pipeline, conditions: dict,
+                               seeds: list[int]) -> dict[str, torch.Tensor]:
+    """Sample a batch; if the device runs out of memory, halve it (tiles keep their own seeds)."""
+    o = job.options
+    solver, steps = o.sampler
+    try:
+        return pipeline.generate(job.generate, conditions, n_samples=o.samples, steps=steps, solver=solver,
+                                 others=o.others, decode=False, seed=seeds, batch_size=len(seeds))
+    except torch.cuda.OutOfMemoryError:
+        if len(seeds) == 1:
+            raise
+        torch.cuda.empty_cache()
+    half = len(seeds) // 2
+    parts = []
+    for sl in (slice(0, half), slice(half, None)):
+        sub = {k: v[sl] for k, v in conditions.items()}
+        parts.append(_generate_splitting_on_oom(job, pipeline, sub, seeds[sl]))
+    return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
 
 
 def _accumulate(job: SceneJob, outputs: list[_Output], present: list[TileInputs],
