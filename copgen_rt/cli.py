@@ -106,6 +106,7 @@ def scene_options(fn):
                      help="add to S2 DNs, e.g. -1000 to remove the baseline-04.00 BOA offset "
                           "(default 0: DNs as distributed, as in training)"),
         click.option("--out", default="copgen-out", show_default=True, type=click.Path(file_okay=False)),
+        click.option("--quicklook", is_flag=True, help="also write PNG pictures of the outputs"),
     ]
     for option in reversed(options):
         fn = option(fn)
@@ -147,7 +148,7 @@ def _scene_job(spec: specs.ModelSpec, scene: str, p: dict, batch_size: int, solv
             wanted += matches
         generate = tuple(wanted)
     options = SceneOptions(generate=generate, steps=p["steps"], solver=solver, preset=p["preset"],
-                           others=others, seed=seed,
+                           others=others, seed=seed, quicklook=p["quicklook"],
                            overlap_m=p["overlap"], batch_size=batch_size, samples=p["samples"], date=date,
                            overwrite=overwrite)
     return SceneJob(spec, inputs, Path(p["out"]), options)

@@ -42,6 +42,7 @@ class Classes:
     codes: tuple[int, ...]
     names: tuple[str, ...]
     units: str = "class code"
+    colors: tuple[str, ...] = ()  # display colour per class (quicklooks), "#rrggbb"
 
 
 @dataclass(frozen=True)
@@ -245,8 +246,11 @@ LULC_CLASSES = Classes(
     codes=(0, 1, 2, 4, 5, 7, 8, 9, 10, 11),
     names=("NoData", "Water", "Trees", "Flooded Vegetation", "Crops", "Built-up Areas",
            "Bare Ground", "Snow/Ice", "Clouds", "Rangeland"),
+    colors=("#000000", "#419bdf", "#397d49", "#7a87c6", "#e49635", "#c4281b", "#a59b8f", "#a8ebff",
+            "#616161", "#e3e2c3"),  # the Esri 10 m land cover palette
 )
-CLOUD_CLASSES = Classes(codes=(0, 1, 2, 3), names=("Clear", "Thick", "Thin", "Shadow"))
+CLOUD_CLASSES = Classes(codes=(0, 1, 2, 3), names=("Clear", "Thick", "Thin", "Shadow"),
+                        colors=("#2b5d2b", "#ffffff", "#b0b0b0", "#303030"))
 
 _S1 = LogRange("db", -55.787186, 40.225800, 2.6380407689430285e-06, units="linear gamma0")
 _DEM = LogRange("log1p", 0.000006, 9.088, 5.899129519093549e-06, units="m")

@@ -241,3 +241,19 @@ def test_bad_options_fail_in_one_line(tmp_path):
     assert r.exit_code == 3 and "needs --weights" in r.output
     r = _cli(["infer", "--frobnicate"])
     assert r.exit_code == 2
+
+
+def test_quicklooks(tmp_path, demo):
+    from PIL import Image
+
+    job = _job(tmp_path, [default_scene()], generate=("DEM_DEM", "LULC_LULC", "S1RTC_vh_vv"), quicklook=True)
+    result = run_scene(job, demo)
+    pngs = [p for p in result.outputs if p.suffix == ".png"]
+    assert len(pngs) == 3
+    for png in pngs:
+        with Image.open(png) as img:
+            assert img.mode == "RGB" and img.size[0] > 0
+    lulc = next(p for p in pngs if "LULC" in p.name)
+    colours = {tuple(c) for c in np.asarray(Image.open(lulc)).reshape(-1, 3)}
+    palette = {tuple(int(h[i:i + 2], 16) for i in (1, 3, 5)) for h in DEMO.modality("LULC_LULC").processing.colors}
+    assert colours <= palette

@@ -54,6 +54,7 @@ class SceneOptions:
     samples: int = 1
     date: dt.date | None = None
     overwrite: bool = False
+    quicklook: bool = False  # also write PNG pictures of the outputs
 
     @property
     def sampler(self) -> tuple[str, int]:
@@ -341,7 +342,8 @@ def _provenance_tags(job: SceneJob, pipeline: Pipeline) -> dict[str, str]:
 def check_outputs(job: SceneJob) -> None:
     if job.options.overwrite:
         return
-    for path in [o.path for o in job.outputs] + [job.sidecar]:
+    pictures = [o.path.with_suffix(".png") for o in job.outputs if job.options.quicklook]
+    for path in [o.path for o in job.outputs] + [job.sidecar] + pictures:
         if path.exists():
             raise OutputExistsError(f"{path} exists; pass --overwrite to replace it")
 
@@ -434,6 +436,10 @@ def run_scene(job: SceneJob, pipeline: Pipeline, progress: Callable[[int], None]
     finally:
         reader.close()
     _write_json(job.sidecar, {"tiles": sidecar, "plan": job.plan.describe(), **tags})
+    if job.options.quicklook:
+        from copgen_rt.scenes.quicklook import write_quicklooks
+
+        paths += write_quicklooks([(o.modality, o.path) for o in job.outputs if o.kind == "mean"])
     shutil.rmtree(work, ignore_errors=True)
     return SceneResult(paths + [job.sidecar], len(tiles), skipped, resumed,
                        time.perf_counter() - start, network, peak_rows)

@@ -1,0 +1,3 @@
+from copgen_rt.cli import main
+
+main()
