@@ -205,7 +205,7 @@ class Pipeline:
         model_inputs = {}
         for name in cond_names:
             value = conditions[name]
-            x = processing.preprocess(spec.modality(name), value) if physical_units and not \
+            x = processing.preprocess(spec.modality(name), value, spec.pixel_shape(name)) if physical_units and not \
                 conditions_are_latents else torch.as_tensor(value, dtype=torch.float32)
             model_inputs[name] = self._check_condition(name, x, conditions_are_latents)
         batch = self._batch_size(model_inputs, batch_size)

@@ -24,8 +24,12 @@ class UnknownClassCodeWarning(UserWarning):
     """Class codes outside the modality's table were mapped to index 0 (reference behaviour)."""
 
 
-def preprocess(modality: Modality, values) -> Tensor:
-    """Physical values -> model-space tensor (the VAE input, or the scalar latent)."""
+def preprocess(modality: Modality, values, pixel_shape: tuple[int, int, int] | None = None) -> Tensor:
+    """Physical values -> model-space tensor (the VAE input, or the scalar latent).
+
+    Thumbnails of another size are centre-cropped (or reflect-padded) to `pixel_shape` as the
+    reference CLI does; other kinds must already have the model's shape.
+    """
     p = modality.processing
     if isinstance(p, Reflectance):
         return _f32(values) / p.scale * 2.0 - 1.0
@@ -44,6 +48,10 @@ def preprocess(modality: Modality, values) -> Tensor:
         u = torch.as_tensor(values)
         if u.dtype != torch.uint8:
             raise ValueError(f"{modality.name}: expected uint8 RGB, got {u.dtype}")
+        if pixel_shape is not None and tuple(u.shape[-3:-1]) != tuple(pixel_shape[1:]):
+            from copgen_rt.thumbnails import center_crop
+
+            u = torch.from_numpy(center_crop(u.numpy(), pixel_shape[-1]))
         x = u.movedim(-1, -3).float() / 255.0
         return (x - 0.5) / 0.5
     raise TypeError(f"no pre-processing for {type(p).__name__}")

@@ -1,0 +1,56 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import rasterio
+from affine import Affine
+from PIL import Image
+
+from conftest import BETA
+from copgen_rt import Pipeline, thumbnails
+from copgen_rt.scenes.synthetic import smooth_s2, write_raster
+from copgen_rt.thumbnail_job import run_thumbnails
+from scene_helpers import CHIPS
+
+
+@pytest.fixture(scope="module")
+def beta(beta_spec):
+    return Pipeline.from_weights(beta_spec, BETA / "denoiser.safetensors", vaes={"sd-kl-f8": BETA / "vae.safetensors"})
+
+
+def test_png_in_png_out_with_samples(tmp_path, beta):
+    img = np.random.default_rng(0).integers(0, 255, (300, 270, 3), dtype=np.uint8)
+    thumbnails.write_png(tmp_path / "s1.png", img)
+    Image.fromarray(img).save(tmp_path / "s1.webp", lossless=True)
+    out = run_thumbnails(beta, {"s1_rtc": tmp_path / "s1.webp"}, tmp_path / "o", generate=["s2_l2a", "dem"],
+                         samples=3, steps=2)
+    names = sorted(p.name for p in out)
+    assert names == ["dem_000.png", "dem_001.png", "dem_002.png", "dem_std.png",
+                     "s2_l2a_000.png", "s2_l2a_001.png", "s2_l2a_002.png", "s2_l2a_std.png"]
+    a, b = (thumbnails.read_thumbnail(tmp_path / "o" / f"dem_00{i}.png") for i in (0, 1))
+    assert a.shape == (256, 256, 3) and not np.array_equal(a, b)  # independent samples
+    single = run_thumbnails(beta, {"s1_rtc": tmp_path / "s1.png"}, tmp_path / "p", steps=2)
+    assert sorted(p.name for p in single) == ["dem.png", "s2_l1c.png", "s2_l2a.png"]
+    from copgen_rt.scenes.run import OutputExistsError
+
+    with pytest.raises(OutputExistsError):
+        run_thumbnails(beta, {"s1_rtc": tmp_path / "s1.png"}, tmp_path / "p", steps=2)
+
+
+def test_geotiff_condition_keeps_georeferencing(tmp_path, beta):
+    s1 = CHIPS / "S1RTC_433D_629L_3_1.tif"
+    out = run_thumbnails(beta, {"s1_rtc": s1}, tmp_path / "o", generate=["s2_l2a"], steps=2)
+    tif = next(p for p in out if p.suffix == ".tif")
+    with rasterio.open(s1) as src, rasterio.open(tif) as dst:
+        assert dst.crs == src.crs and dst.count == 3 and dst.dtypes[0] == "uint8"
+        # central 256 px footprint of a 224 px chip: starts 16 px before its corner
+        assert dst.transform == src.transform @ Affine.translation(-16, -16)
+        mask = dst.dataset_mask()
+    assert mask[16:240, 16:240].all() and not mask[:16].any()
+
+
+def test_geotiff_recipes_for_s2_and_dem(tmp_path, beta):
+    s2 = write_raster(tmp_path / "s2.tif", smooth_s2(300, 300))
+    out = run_thumbnails(beta, {"s2_l2a": s2, "dem": CHIPS / "DEM_433D_629L_3_1.tif"}, tmp_path / "o",
+                         generate=["s1_rtc"], steps=2)
+    assert {p.suffix for p in out} == {".png", ".tif"}
