@@ -211,34 +211,31 @@ def info_cmd(scene, model, spec_json, **p):
 @friendly_errors
 def infer_cmd(scene, model, spec_json, weights, engine, backend, solver, others, seed, device, dtype,
               overwrite, quiet, verbose, **p):
-    """Generate the missing modalities of SCENE (default: a bundled real chip) as COGs."""
+    """Generate the missing modalities of SCENE (default: a bundled real chip) as COGs.
+
+    COP-GEN-Beta (--model copgen-beta) takes thumbnails instead: --cond s1_rtc=s1.png, PNGs out.
+    """
     from copgen_rt.device import choose as choose_device
-    from copgen_rt.pipeline import Pipeline
     from copgen_rt.scenes.run import check_outputs, run_scene
 
     if engine and weights:
         raise ValueError("give --weights or --engine, not both")
-    if weights is None and engine is None and model not in (None, "copgen-demo") and not spec_json:
+    if weights is None and engine is None and model not in (None, "copgen-demo"):
         raise ValueError(f"--model {model} needs --weights (a directory or a hub id)")
     choice = choose_device(device, dtype)
-    device, dtype = choice.device, choice.dtype
     if engine:
         from copgen_rt.export.manifest import Manifest
 
         spec = specs.from_dict(Manifest.load(Path(engine)).spec)
     else:
         spec = resolve_spec(model or ("copgen-demo" if weights is None else "copgen-base"), spec_json)
-    batch = p["batch_size"] or _default_batch_size(spec, device)
+    if all(isinstance(m.processing, specs.RGB8) for m in spec.modalities):
+        return _infer_thumbnails(spec, scene, weights, engine, choice, backend, solver, others, seed,
+                                 overwrite, quiet, p)
+    batch = p["batch_size"] or _default_batch_size(spec, choice.device)
     job = _scene_job(spec, scene or default_scene(), p, batch, solver, others, seed, overwrite)
     check_outputs(job)  # before loading any weights
-    if engine:
-        pipeline = Pipeline.from_export(engine, device=device)
-    else:
-        pipeline = Pipeline.from_pretrained(spec, weights or demo_weights(), device=device, dtype=dtype,
-                                            backend={"denoiser": backend})
-    if pipeline.is_random:
-        click.echo("copgen-rt: RANDOM WEIGHTS: outputs are synthetic, not predictions "
-                   "(pass --weights for a real model)", err=True)
+    pipeline = _load_pipeline(spec, weights, engine, choice, backend)
     if verbose:
         click.echo(choice.describe(), err=True)
         click.echo(job.describe(), err=True)
@@ -251,6 +248,47 @@ def infer_cmd(scene, model, spec_json, weights, engine, backend, solver, others,
         note += f", {result.resumed} resumed" if result.resumed else ""
         click.echo(f"{result.tiles} tiles in {result.seconds:.1f} s{note}; wrote:", err=True)
     for path in result.outputs:
+        click.echo(str(path))
+
+
+def _load_pipeline(spec: specs.ModelSpec, weights: str | None, engine: str | None, choice, backend: str):
+    from copgen_rt.pipeline import Pipeline
+
+    if engine:
+        pipeline = Pipeline.from_export(engine, device=choice.device)
+    else:
+        if weights is None and spec.name != "copgen-demo":
+            raise ValueError(f"{spec.name} needs --weights (a directory or a hub id)")
+        pipeline = Pipeline.from_pretrained(spec, weights or demo_weights(), device=choice.device,
+                                            dtype=choice.dtype, backend={"denoiser": backend})
+    if pipeline.is_random:
+        click.echo("copgen-rt: RANDOM WEIGHTS: outputs are synthetic, not predictions "
+                   "(pass --weights for a real model)", err=True)
+    return pipeline
+
+
+def _infer_thumbnails(spec, scene, weights, engine, choice, backend, solver, others, seed, overwrite,
+                      quiet, p):
+    """Thumbnail families (COP-GEN-Beta): --cond MODALITY=FILE (image or raster), PNGs out."""
+    from copgen_rt.thumbnail_job import run_thumbnails
+
+    if scene is not None:
+        raise ValueError(f"{spec.name} takes its inputs as --cond MODALITY=FILE, e.g. --cond s1_rtc=s1.png")
+    conditions = {}
+    for item in p["conds"]:
+        name, sep, path = item.partition("=")
+        if not sep or not path:
+            raise ValueError(f"--cond {item!r}: expected MODALITY=FILE, e.g. s1_rtc=s1.png")
+        spec.modality(name)
+        conditions[name] = Path(path)
+    generate = [t.strip() for t in p["generate"].split(",") if t.strip()] if p["generate"] else None
+    pipeline = _load_pipeline(spec, weights, engine, choice, backend)
+    written = run_thumbnails(pipeline, conditions, Path(p["out"]), generate, samples=p["samples"], seed=seed,
+                             preset=p["preset"], solver=solver, steps=p["steps"], others=others,
+                             overwrite=overwrite)
+    if not quiet:
+        click.echo(f"wrote {len(written)} files", err=True)
+    for path in written:
         click.echo(str(path))
 
 

@@ -54,3 +54,28 @@ def test_geotiff_recipes_for_s2_and_dem(tmp_path, beta):
     out = run_thumbnails(beta, {"s2_l2a": s2, "dem": CHIPS / "DEM_433D_629L_3_1.tif"}, tmp_path / "o",
                          generate=["s1_rtc"], steps=2)
     assert {p.suffix for p in out} == {".png", ".tif"}
+
+
+def _cli(args):
+    from click.testing import CliRunner
+
+    from copgen_rt.cli import main
+
+    return CliRunner().invoke(main, args)
+
+
+def test_cli_beta(tmp_path):
+    base = ["infer", "--spec-json", str(BETA / "spec.json"), "--weights", str(BETA), "--steps", "2", "-q"]
+    img = np.random.default_rng(1).integers(0, 255, (256, 256, 3), dtype=np.uint8)
+    thumbnails.write_png(tmp_path / "s1.png", img)
+    r = _cli([*base, "--cond", f"s1_rtc={tmp_path / 's1.png'}", "--generate", "dem", "--out", str(tmp_path / "o")])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "o" / "dem.png").exists() and not (tmp_path / "o" / "s2_l2a.png").exists()
+    Image.fromarray(img[..., 0]).save(tmp_path / "grey.png")
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    for cond, message in [(f"s1_rtc={tmp_path / 'grey.png'}", "greyscale"),
+                          (f"s1_rtc={tmp_path / 'broken.png'}", "not a readable image"),
+                          (f"sentinel3={tmp_path / 's1.png'}", "unknown modality")]:
+        r = _cli([*base, "--cond", cond, "--out", str(tmp_path / "x")])
+        assert r.exit_code == 3 and message in r.output, r.output
+        assert len([ln for ln in r.output.splitlines() if ln.startswith("copgen-rt: error")]) == 1
