@@ -104,17 +104,7 @@ class Denoiser(nn.Module):
             nn.Linear(d, m.patch_size ** 2 * m.latent_shape[0]) for m in spec.modalities)
 
     def forward(self, latents: Sequence[Tensor], timesteps: Sequence[Tensor]) -> list[Tensor]:
-        n_mod = len(self.patch_embeds)
-        if len(latents) != n_mod or len(timesteps) != n_mod:
-            raise ValueError(f"expected {n_mod} latents and timesteps, got {len(latents)}, {len(timesteps)}")
-        d = self.pos_embed.shape[-1]
-        dtype = self.pos_embed.dtype
-        # The residual stream is float32 whatever the weights: with bf16/fp16 weights the caller
-        # runs under autocast, so matmuls are low precision and LayerNorm statistics fp32.
-        time_tokens = torch.stack([timestep_embedding(t, d) for t in timesteps], dim=1)
-        patches = [embed(x.to(dtype)).float() for embed, x in zip(self.patch_embeds, latents)]
-        x = torch.cat([time_tokens, *patches], dim=1) + self.pos_embed.float()
-
+        x = self.embed(latents, timesteps)
         skips = []
         for blk in self.in_blocks:
             x = blk(x)
@@ -122,9 +112,23 @@ class Denoiser(nn.Module):
         x = self.mid_block(x)
         for blk in self.out_blocks:
             x = blk(x, skips.pop())
-        x = self.norm(x)
+        return self.heads(self.norm(x))
 
-        outputs, start = [], n_mod
+    def embed(self, latents: Sequence[Tensor], timesteps: Sequence[Tensor]) -> Tensor:
+        """(B, tokens, d) float32: time tokens, then every modality's patches, plus pos_embed."""
+        n_mod = len(self.patch_embeds)
+        if len(latents) != n_mod or len(timesteps) != n_mod:
+            raise ValueError(f"expected {n_mod} latents and timesteps, got {len(latents)}, {len(timesteps)}")
+        d = self.pos_embed.shape[-1]
+        # The residual stream is float32 whatever the weights: with bf16/fp16 weights the caller
+        # runs under autocast, so matmuls are low precision and LayerNorm statistics fp32.
+        time_tokens = torch.stack([timestep_embedding(t, d) for t in timesteps], dim=1)
+        patches = [embed(x.to(embed.proj.weight.dtype)).float() for embed, x in zip(self.patch_embeds, latents)]
+        return torch.cat([time_tokens, *patches], dim=1) + self.pos_embed.float()
+
+    def heads(self, x: Tensor) -> list[Tensor]:
+        """Final tokens -> per-modality eps (B, C, H, W) float32; time-token outputs are dropped."""
+        outputs, start = [], len(self.patch_embeds)
         for head, (c, h, w), p in zip(self.decoder_preds, self.latent_shapes, self.patch_sizes):
             n = (h // p) * (w // p)
             tokens = head(x[:, start:start + n]).float()  # (B, N, p*p*C), channel fastest
