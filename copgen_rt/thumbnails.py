@@ -147,29 +147,32 @@ def s2_true_colour(b04: np.ndarray, b03: np.ndarray, b02: np.ndarray, gain: floa
     return (np.clip(thumb, 0.0, 1.0) * 255).astype(np.uint8)
 
 
-def s1_false_colour(vv_db: np.ndarray, vh_db: np.ndarray) -> np.ndarray:
+def s1_false_colour(vv_db: np.ndarray, vh_db: np.ndarray,
+                    ranges: tuple[tuple[float, float], tuple[float, float]] | None = None) -> np.ndarray:
     """Sentinel-1 RTC backscatter in dB -> uint8 RGB (VV, 255 (VV+VH) / max(VV+VH), VH).
 
     Major TOM's dB: 10 log10 of linear gamma0 after replacing negatives by the smallest
     non-negative value of the band.
 
     Each band is min-max stretched to 0..255 over its finite pixels (per tile, so absolute
-    levels are lost); non-finite pixels (nodata) become 0. A constant band maps to 0.
+    levels are lost), or over the given (low, high) dB `ranges` (one stretch for a whole scene,
+    so neighbouring tiles agree); non-finite pixels (nodata) become 0. A constant band maps to 0.
     Arithmetic in the input's float precision (float32 for Major TOM rasters), as Major TOM did.
     """
-    vv, vh = (_stretch_db(np.asarray(b)) for b in (vv_db, vh_db))
+    vv, vh = (_stretch_db(np.asarray(b), r) for b, r in zip((vv_db, vh_db), ranges or (None, None)))
     both = vv + vh
     top = both.max()
     green = 255 * both / top if top > 0 else both
     return np.stack([vv, green, vh], axis=-1).astype(np.uint8)
 
 
-def _stretch_db(band: np.ndarray) -> np.ndarray:
+def _stretch_db(band: np.ndarray, limits: tuple[float, float] | None = None) -> np.ndarray:
     band = band.astype(np.result_type(band.dtype, np.float32), copy=False)
     valid = np.isfinite(band)
     if not valid.any():
         raise ValueError("S1 band has no finite (valid) pixel")
-    low, high = band[valid].min(), band[valid].max()
+    low, high = limits if limits is not None else (band[valid].min(), band[valid].max())
+    band = np.clip(band, low, high)
     scaled = (band - low) / (high - low) * 255 if high > low else np.zeros_like(band)
     return np.where(valid, scaled, 0).astype(band.dtype, copy=False)
 

@@ -257,3 +257,18 @@ def test_quicklooks(tmp_path, demo):
     colours = {tuple(c) for c in np.asarray(Image.open(lulc)).reshape(-1, 3)}
     palette = {tuple(int(h[i:i + 2], 16) for i in (1, 3, 5)) for h in DEMO.modality("LULC_LULC").processing.colors}
     assert colours <= palette
+
+
+def test_coverage_of_rasters_without_nodata_value(tmp_path):
+    """Warped reads of a raster with no nodata value must still say where it does not reach."""
+    from copgen_rt.scenes.reader import SceneFrame, coverage_reader
+
+    big = open_input(write_raster(tmp_path / "big.tif", smooth_s2(300, 300)))
+    dem = open_input(write_raster(tmp_path / "dem.tif", np.full((1, 40, 40), 100, np.int16),
+                                  transform=Affine(30, 0, 500000, 0, -30, 5200000)))  # 1.2 km
+    reader = coverage_reader(dem, SceneFrame.of(big), 10.0)
+    try:
+        _, valid = reader.read(0, 0, 192)
+    finally:
+        reader.close()
+    assert valid[:120, :120].all() and not valid[120:].any() and not valid[:, 120:].any()

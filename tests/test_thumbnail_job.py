@@ -37,23 +37,32 @@ def test_png_in_png_out_with_samples(tmp_path, beta):
         run_thumbnails(beta, {"s1_rtc": tmp_path / "s1.png"}, tmp_path / "p", steps=2)
 
 
-def test_geotiff_condition_keeps_georeferencing(tmp_path, beta):
+def test_raster_conditions_are_tiled_and_keep_georeferencing(tmp_path, beta):
     s1 = CHIPS / "S1RTC_433D_629L_3_1.tif"
-    out = run_thumbnails(beta, {"s1_rtc": s1}, tmp_path / "o", generate=["s2_l2a"], steps=2)
+    out = run_thumbnails(beta, {"s1_rtc": s1}, tmp_path / "o", generate=["s2_l2a"], steps=1)
     tif = next(p for p in out if p.suffix == ".tif")
     with rasterio.open(s1) as src, rasterio.open(tif) as dst:
-        assert dst.crs == src.crs and dst.count == 3 and dst.dtypes[0] == "uint8"
-        # central 256 px footprint of a 224 px chip: starts 16 px before its corner
-        assert dst.transform == src.transform @ Affine.translation(-16, -16)
-        mask = dst.dataset_mask()
-    assert mask[16:240, 16:240].all() and not mask[:16].any()
+        assert dst.crs == src.crs and dst.transform == src.transform and dst.shape == src.shape
+        assert dst.count == 4 and dst.colorinterp[-1].name == "alpha"
+        assert dst.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG"
+        assert (dst.read(4) == 255).all()
+    assert any(p.suffix == ".png" for p in out)
 
 
-def test_geotiff_recipes_for_s2_and_dem(tmp_path, beta):
-    s2 = write_raster(tmp_path / "s2.tif", smooth_s2(300, 300))
-    out = run_thumbnails(beta, {"s2_l2a": s2, "dem": CHIPS / "DEM_433D_629L_3_1.tif"}, tmp_path / "o",
-                         generate=["s1_rtc"], steps=2)
-    assert {p.suffix for p in out} == {".png", ".tif"}
+def test_large_raster_with_nodata_and_samples(tmp_path, beta):
+    data = smooth_s2(300, 300)
+    data[:, :, 250:] = -1
+    s2 = write_raster(tmp_path / "s2.tif", data, nodata=-1)
+    dem = write_raster(tmp_path / "dem.tif", (smooth_s2(34, 40)[:1] // 10),  # 1.02 x 1.2 km at 30 m
+                       transform=Affine(30, 0, 501800, 0, -30, 5200000))
+    out = run_thumbnails(beta, {"s2_l2a": s2, "dem": dem}, tmp_path / "o",
+                         generate=["s1_rtc"], steps=1, samples=2)
+    names = sorted(p.name for p in out)
+    assert names == ["s2_s1_rtc.png", "s2_s1_rtc.tif", "s2_s1_rtc_std.png", "s2_s1_rtc_std.tif"]
+    with rasterio.open(tmp_path / "o" / "s2_s1_rtc.tif") as dst:
+        alpha = dst.read(4)
+    # S2 has no data in its last 50 columns; the DEM covers columns 180-300 of rows 0-102 there
+    assert alpha[:, :250].all() and alpha[:102, 250:].all() and not alpha[102:, 250:].any()
 
 
 def _cli(args):

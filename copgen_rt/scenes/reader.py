@@ -244,9 +244,12 @@ class GridReader:
         self.scene, self.band_index = scene, band_index
         self.transform, self.width, self.height = frame.grid(gsd)
         self._src = rasterio.open(scene.path)
+        # Without a nodata value, masked reads of a warped VRT call everything valid, even where
+        # the source does not reach: an alpha band is the reliable record of coverage then.
+        self._alpha = len(scene.bands) + 1 if scene.nodata is None else None
         self._vrt = WarpedVRT(self._src, crs=frame.crs, transform=self.transform, width=self.width,
                               height=self.height, resampling=resampling, src_nodata=scene.nodata,
-                              nodata=scene.nodata, dtype="float32")
+                              nodata=scene.nodata, dtype="float32", add_alpha=self._alpha is not None)
 
     def close(self) -> None:
         self._vrt.close()
@@ -260,9 +263,12 @@ class GridReader:
         c1, r1 = min(col + size, self.width), min(row + size, self.height)
         if c1 <= c0 or r1 <= r0:
             return data, valid
-        block = self._vrt.read(self.band_index, window=Window(c0, r0, c1 - c0, r1 - r0), masked=True)
+        window = Window(c0, r0, c1 - c0, r1 - r0)
+        block = self._vrt.read(self.band_index, window=window, masked=True)
         values = block.filled(0)
         mask = ~np.ma.getmaskarray(block).any(axis=0) & np.isfinite(values).all(axis=0)
+        if self._alpha is not None:
+            mask &= self._vrt.read(self._alpha, window=window) > 0
         data[:, r0 - row:r1 - row, c0 - col:c1 - col] = np.nan_to_num(values, nan=0.0, posinf=0.0,
                                                                       neginf=0.0)
         valid[r0 - row:r1 - row, c0 - col:c1 - col] = mask

@@ -68,18 +68,21 @@ class TilingPlan:
                 f"{f.width_m / 1000:.2f} x {f.height_m / 1000:.2f} km")
 
 
-def plan_tiles(frame: SceneFrame, overlap_m: float = 360.0) -> TilingPlan:
-    if overlap_m < 0 or overlap_m > FOOTPRINT_M / 2:
-        raise SceneError(f"overlap must be between 0 and {FOOTPRINT_M / 2:g} m, got {overlap_m:g}")
-    if abs(overlap_m / ALIGN_M - round(overlap_m / ALIGN_M)) > 1e-9:
-        raise SceneError(f"overlap must be a multiple of {ALIGN_M:g} m (to align the 10/20/30/60 m "
+def plan_tiles(frame: SceneFrame, overlap_m: float = 360.0, footprint_m: float = FOOTPRINT_M,
+               align_m: float = ALIGN_M) -> TilingPlan:
+    """Tiles of `footprint_m` (1.92 km for COP-GEN, 2.56 km of 10 m thumbnail pixels for
+    COP-GEN-Beta) overlapping by `overlap_m`, a multiple of `align_m` so every grid stays aligned."""
+    if overlap_m < 0 or overlap_m > footprint_m / 2:
+        raise SceneError(f"overlap must be between 0 and {footprint_m / 2:g} m, got {overlap_m:g}")
+    if abs(overlap_m / align_m - round(overlap_m / align_m)) > 1e-9:
+        raise SceneError(f"overlap must be a multiple of {align_m:g} m (to align the native "
                          f"grids), got {overlap_m:g}")
-    stride = FOOTPRINT_M - overlap_m
+    stride = footprint_m - overlap_m
 
     def count(extent: float) -> int:
-        return 1 if extent <= FOOTPRINT_M else math.ceil((extent - FOOTPRINT_M) / stride - 1e-9) + 1
+        return 1 if extent <= footprint_m else math.ceil((extent - footprint_m) / stride - 1e-9) + 1
 
-    return TilingPlan(frame, overlap_m, count(frame.height_m), count(frame.width_m))
+    return TilingPlan(frame, overlap_m, count(frame.height_m), count(frame.width_m), footprint_m)
 
 
 def blend_ramp(size: int, overlap_px: int, floor: float = 1e-3) -> np.ndarray:

@@ -21,7 +21,7 @@ class CogWriter:
     def __init__(self, path: Path, crs: CRS, transform: Affine, width: int, height: int, count: int,
                  dtype: str, nodata: float | int, descriptions: list[str], units: list[str],
                  tags: dict[str, str], categorical: bool = False,
-                 scales: list[float] | None = None):
+                 scales: list[float] | None = None, alpha: bool = False):
         self.path = Path(path)
         self.partial = self.path.with_name(f".{self.path.name}.partial.tif")
         self.categorical = categorical
@@ -34,6 +34,10 @@ class CogWriter:
             self.dst.set_band_unit(i, unit)
         if scales:
             self.dst.scales = scales
+        if alpha:  # RGB + alpha: the last band says where there is data
+            from rasterio.enums import ColorInterp
+
+            self.dst.colorinterp = [ColorInterp.red, ColorInterp.green, ColorInterp.blue, ColorInterp.alpha]
         self.dst.update_tags(**tags)
         self.dtype, self.width = dtype, width
 
