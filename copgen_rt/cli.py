@@ -14,6 +14,7 @@ from copgen_rt.scenes.run import OutputExistsError
 
 # distinct exit codes, documented in the README
 EXIT_INPUT, EXIT_CHECKPOINT, EXIT_OUTPUT_EXISTS, EXIT_MISSING, EXIT_EXPORT, EXIT_INTERNAL = 3, 4, 5, 6, 7, 1
+EXIT_SCENES_FAILED = 8  # many scenes: at least one failed (the others ran)
 
 
 def _fail(code: int, message: str):
@@ -187,7 +188,7 @@ def info_cmd(scene, model, spec_json, **p):
 
 
 @main.command("infer")
-@click.argument("scene", required=False, type=click.Path(dir_okay=False))
+@click.argument("scenes", nargs=-1, type=click.Path(dir_okay=False))
 @click.option("--model", "--spec", "model", default=None,
               help="model spec (default: copgen-demo without --weights, copgen-base with)")
 @spec_json_option
@@ -208,27 +209,39 @@ def info_cmd(scene, model, spec_json, **p):
 @click.option("--overwrite", is_flag=True, help="replace existing outputs")
 @click.option("--quiet", "-q", is_flag=True, help="no progress bar")
 @click.option("--verbose", "-v", is_flag=True, help="print the plan before running")
+@click.option("--manifest", type=click.Path(dir_okay=False),
+              help="scenes to run: one path per line, or CSV with the header scene,cond,out")
+@click.option("--ray", "ray_address", is_flag=False, flag_value="local", metavar="[ADDRESS]",
+              help="run the scenes on Ray: a local runtime, or the cluster at ADDRESS (HOST:PORT)")
+@click.option("--cpus-per-worker", default=1, show_default=True, type=click.IntRange(1),
+              help="CPU cores per Ray worker when there is no GPU (else one worker per GPU)")
+@click.option("--split-tiles", default=64, show_default=True, type=click.IntRange(1),
+              help="with --ray, scenes with more tiles are split across workers")
 @friendly_errors
-def infer_cmd(scene, model, spec_json, weights, engine, backend, solver, others, seed, device, dtype,
-              overwrite, quiet, verbose, **p):
+def infer_cmd(scenes, model, spec_json, weights, engine, backend, solver, others, seed, device, dtype,
+              overwrite, quiet, verbose, manifest, ray_address, cpus_per_worker, split_tiles, **p):
     """Generate the missing modalities of SCENE (default: a bundled real chip) as COGs.
 
     COP-GEN-Beta (--model copgen-beta) takes thumbnails instead: --cond s1_rtc=s1.png, PNGs out.
+
+    Several SCENEs, a glob ('scenes/*.tif') or --manifest run many scenes, on Ray with --ray; a
+    rerun skips the scenes already done; exit code 8 if any scene failed.
     """
     from copgen_rt.device import choose as choose_device
+    from copgen_rt.multiscene import has_glob
     from copgen_rt.scenes.run import check_outputs, run_scene
 
     if engine and weights:
         raise ValueError("give --weights or --engine, not both")
     if weights is None and engine is None and model not in (None, "copgen-demo"):
         raise ValueError(f"--model {model} needs --weights (a directory or a hub id)")
+    if ray_address is not None or manifest or len(scenes) > 1 or has_glob(scenes):
+        sys.exit(_infer_many(scenes, manifest, ray_address, cpus_per_worker, split_tiles, model, spec_json,
+                             weights, engine, backend, solver, others, seed, device, dtype, overwrite, quiet,
+                             verbose, p))
+    scene = scenes[0] if scenes else None
     choice = choose_device(device, dtype)
-    if engine:
-        from copgen_rt.export.manifest import Manifest
-
-        spec = specs.from_dict(Manifest.load(Path(engine)).spec)
-    else:
-        spec = resolve_spec(model or ("copgen-demo" if weights is None else "copgen-base"), spec_json)
+    spec = _infer_spec(model, spec_json, weights, engine)
     if all(isinstance(m.processing, specs.RGB8) for m in spec.modalities):
         return _infer_thumbnails(spec, scene, weights, engine, choice, backend, solver, others, seed,
                                  overwrite, quiet, p)
@@ -249,6 +262,42 @@ def infer_cmd(scene, model, spec_json, weights, engine, backend, solver, others,
         click.echo(f"{result.tiles} tiles in {result.seconds:.1f} s{note}; wrote:", err=True)
     for path in result.outputs:
         click.echo(str(path))
+
+
+def _infer_spec(model: str | None, spec_json: str | None, weights: str | None, engine: str | None
+                ) -> specs.ModelSpec:
+    """The spec an export was made with, else --model/--spec-json (demo without weights)."""
+    if engine:
+        from copgen_rt.export.manifest import Manifest
+
+        return specs.from_dict(Manifest.load(Path(engine)).spec)
+    return resolve_spec(model or ("copgen-demo" if weights is None else "copgen-base"), spec_json)
+
+
+def _infer_many(scenes, manifest, ray_address, cpus_per_worker, split_tiles, model, spec_json, weights, engine,
+                backend, solver, others, seed, device, dtype, overwrite, quiet, verbose, p) -> int:
+    """Many scenes (copgen_rt.multiscene), in this process or on Ray; returns the exit code."""
+    from copgen_rt import distributed, multiscene
+    from copgen_rt.device import choose as choose_device
+
+    if ray_address is not None:
+        distributed.check_address(ray_address)  # before the scenes: `--ray scene.tif` took one as ADDRESS
+    entries = multiscene.expand(scenes, manifest, p["conds"], p["out"])
+    spec = _infer_spec(model, spec_json, weights, engine)
+    if all(isinstance(m.processing, specs.RGB8) for m in spec.modalities):
+        raise ValueError(f"{spec.name} takes thumbnails (--cond MODALITY=FILE): run one job at a time")
+    if weights is None and engine is None and spec.name != "copgen-demo":
+        raise ValueError(f"{spec.name} needs --weights (a directory or a hub id)")
+    # one batch size for every worker (results depend on it); with --ray, as on this machine's CPU
+    batch = p["batch_size"] or _default_batch_size(
+        spec, "cpu" if ray_address else choose_device(device, dtype).device)
+    make_job = lambda e: _scene_job(spec, str(e.scene), {**p, "conds": e.conds, "out": str(e.out)},  # noqa: E731
+                                    batch, solver, others, seed, overwrite)
+    source = multiscene.PipelineSource.create(spec, None if engine else weights or demo_weights(), engine,
+                                              backend, device, dtype)
+    summary = multiscene.run(entries, make_job, source, Path(p["out"]), ray_address, cpus_per_worker,
+                             split_tiles, quiet, verbose)
+    return EXIT_SCENES_FAILED if summary.failed else 0
 
 
 def _load_pipeline(spec: specs.ModelSpec, weights: str | None, engine: str | None, choice, backend: str):

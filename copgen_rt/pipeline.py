@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import secrets
 from collections import OrderedDict
@@ -32,7 +33,18 @@ class Provenance:
     random: bool = False
 
     def hashes(self) -> dict[str, str]:
-        return {k: file_sha256(Path(p))[:16] for k, p in self.files.items()}
+        return {k: _short_hash(Path(p)) for k, p in self.files.items()}
+
+
+def _short_hash(path: Path) -> str:
+    stat = path.stat()
+    return _cached_hash(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=256)
+def _cached_hash(path: str, size: int, mtime_ns: int) -> str:
+    """sha256 prefix of a weights file, computed once per (path, size, mtime)."""
+    return file_sha256(Path(path))[:16]
 
 
 class _MomentsCache:
@@ -128,13 +140,14 @@ class Pipeline:
                 raise ValueError(f"{name}: not a modality with a VAE in {spec.name}")
             vae_files[key] = Path(path)
         vae_dtype = parse_dtype(vae_dtype)
+        # every file the pipeline may load, known up front: provenance does not change as VAEs load
+        provenance.files.update({f"vae/{k}": str(p) for k, p in vae_files.items()})
 
         def load_vae(modality: str) -> VAEBackend:
             key = spec.modality(modality).vae
             if key not in vae_files:
                 raise CheckpointError(f"no VAE checkpoint given for {modality}")
             vckpt: Checkpoint = read_checkpoint(vae_files[key])
-            provenance.files[f"vae/{key}"] = str(vckpt.path)
             provenance.random = provenance.random or vckpt.is_random
             vae = load_autoencoder(spec, modality, vckpt, device, vae_dtype)
             if choice["vae"] == "onnxruntime":

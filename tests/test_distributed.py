@@ -1,0 +1,210 @@
+"""Many scenes: the sequential CLI path, and Ray (a local runtime with 2 CPU workers) against
+single-process `run_scene` with the same options, bit for bit."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from click.testing import CliRunner
+
+from copgen_rt import Pipeline, specs
+from copgen_rt.cli import demo_weights, main
+from copgen_rt.distributed import WorkerPool, run_on_ray, tile_ranges
+from copgen_rt.multiscene import (RUN_MANIFEST, Batch, PipelineSource, Report, RunManifest, SceneEntry, expand,
+                                  run)
+from copgen_rt.scenes.reader import open_input
+from copgen_rt.scenes.run import SceneJob, SceneOptions, run_scene
+from scene_helpers import smooth_s2, write_raster
+
+DEMO = specs.get("copgen-demo")
+OPTIONS = SceneOptions(steps=2, batch_size=2, generate=("DEM_DEM", "LULC_LULC"))
+SPLIT = 8  # the big scene (25 tiles) is split into 4 ranges; the small ones (4 tiles) are not
+
+
+def _make_job(entry: SceneEntry) -> SceneJob:
+    return SceneJob(DEMO, [open_input(entry.scene)], entry.out, OPTIONS)
+
+
+def _source() -> PipelineSource:
+    return PipelineSource.create(DEMO, demo_weights(), None, device="cpu", dtype="fp32")  # as the reference
+
+
+@pytest.fixture(scope="module")
+def scenes(tmp_path_factory) -> list[Path]:
+    folder = tmp_path_factory.mktemp("scenes")
+    big = write_raster(folder / "big.tif", smooth_s2(700, 700, seed=7))  # first: it starts at once
+    return [big] + [write_raster(folder / f"small{i}.tif", smooth_s2(200, 230, seed=i)) for i in range(3)]
+
+
+@pytest.fixture(scope="module")
+def reference(scenes, tmp_path_factory) -> dict[str, tuple]:
+    """Every output file of single-process run_scene (a fresh pipeline per scene, as `infer SCENE`)."""
+    out = tmp_path_factory.mktemp("reference")
+    files = {}
+    for path in scenes:
+        job = SceneJob(DEMO, [open_input(path)], out, OPTIONS)
+        for p in run_scene(job, Pipeline.from_pretrained(DEMO, demo_weights())).outputs:
+            files[p.name] = _read(p)
+    return files
+
+
+def _read(path: Path):
+    if path.suffix == ".json":
+        return json.loads(path.read_text())
+    with rasterio.open(path) as f:
+        return f.read(), f.tags()
+
+
+def _assert_same_as_reference(out: Path, reference: dict) -> None:
+    for name, expected in reference.items():
+        got = _read(out / name)
+        if name.endswith(".json"):
+            assert got == expected, name
+        else:
+            assert np.array_equal(got[0], expected[0], equal_nan=True), name
+            assert got[1] == expected[1], name  # same provenance tags too
+
+
+@pytest.fixture(scope="module")
+def ray_runtime():
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=200_000_000, log_to_driver=False,
+             logging_level="WARNING")
+    yield ray
+    ray.shutdown()
+
+
+def test_tile_ranges_start_on_batch_boundaries():
+    assert tile_ranges(25, 2, 8) == [(0, 8), (8, 16), (16, 24), (24, 25)]
+    assert tile_ranges(65, 4, 64) == [(0, 36), (36, 65)]
+    assert tile_ranges(64, 4, 64) == [] and tile_ranges(10, 16, 8) == []  # whole scenes
+
+
+def test_ray_matches_single_process_and_a_rerun_skips_everything(ray_runtime, scenes, reference, tmp_path):
+    out = tmp_path / "out"
+    entries = expand([str(p) for p in scenes], None, (), str(out))
+    summary = run(entries, _make_job, _source(), out, ray_address="local", split_tiles=SPLIT, quiet=True)
+    assert (summary.succeeded, summary.skipped, summary.failed) == (4, 0, [])
+    _assert_same_as_reference(out, reference)
+    records = json.loads((out / RUN_MANIFEST).read_text())["scenes"]
+    assert records[str(out / "big")]["tile_ranges"] == 4
+    assert {r["tile_ranges"] for k, r in records.items() if "small" in k} == {1}
+    assert all(r["status"] == "done" and r["provenance"]["steps"] == 2 for r in records.values())
+    assert not list(out.glob(".copgen-work-*"))
+
+    mtimes = {p: p.stat().st_mtime_ns for p in out.iterdir()}
+    again = run(entries, _make_job, _source(), out, ray_address="local", split_tiles=SPLIT, quiet=True)
+    assert (again.succeeded, again.skipped, again.failed) == (0, 4, [])
+    assert {p: p.stat().st_mtime_ns for p in out.iterdir()} == mtimes  # nothing rewritten
+    assert json.loads((out / RUN_MANIFEST).read_text())["scenes"] == records
+
+
+def test_a_killed_worker_loses_no_scene(ray_runtime, scenes, reference, tmp_path):
+    out = tmp_path / "out"
+    entries = expand([str(p) for p in scenes], None, (), str(out))
+    with WorkerPool.start(_source()) as pool:
+        assert len(pool.actors) == 2
+        batch = Batch(entries, _make_job, RunManifest(out / RUN_MANIFEST), pool.provenance,
+                      Report(len(entries), quiet=True))
+        runner = threading.Thread(target=run_on_ray, args=(batch, pool, SPLIT))
+        runner.start()
+        latents = out / ".copgen-work-big" / "latents"
+        deadline = time.monotonic() + 120
+        while not list(latents.glob("*.safetensors")) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        for actor in pool.actors:  # mid-range: both workers are busy with the big scene
+            ray_runtime.kill(actor, no_restart=False)
+        runner.join(timeout=300)
+    assert not runner.is_alive()
+    summary = batch.summary
+    assert summary.retried >= 1 and (summary.succeeded, summary.failed) == (4, [])
+    _assert_same_as_reference(out, reference)
+
+
+def test_cli_ray_flag_and_a_scene_failing_on_a_worker(ray_runtime, scenes, tmp_path):
+    not_a_folder = tmp_path / "file"
+    not_a_folder.write_text("")
+    manifest = tmp_path / "scenes.csv"
+    manifest.write_text(f"scene,out\n{scenes[1]},\n{scenes[2]},\n{scenes[3]},{not_a_folder}\n")
+    r = _cli(["--manifest", str(manifest), "--ray", "--out", str(tmp_path / "o")])
+    assert r.exit_code == 8, r.output
+    assert "[3/3]" in r.output and "tiles/s" in r.output and "2 succeeded, 0 skipped (already complete), 1 failed" \
+        in r.output
+    failures = [line for line in r.output.splitlines() if line.startswith("copgen-rt: failed:")]
+    assert len(failures) == 1 and "small2.tif" in failures[0] and "Traceback" not in r.output
+    assert len(list((tmp_path / "o").glob("*_DEM_DEM.tif"))) == 2
+
+
+# --- the sequential path of the command line ----------------------------------------------------
+
+
+def _cli(args):
+    return CliRunner().invoke(main, ["infer", *args, "--steps", "2", "--generate", "DEM"])
+
+
+def test_cli_many_scenes_in_process_with_a_bad_one(tmp_path):
+    folder = tmp_path / "scenes"
+    folder.mkdir()
+    for i in range(2):
+        write_raster(folder / f"s{i}.tif", smooth_s2(200, 200, seed=i))
+    (folder / "broken.tif").write_bytes(b"II*\x00 this is not a tiff")
+    out = tmp_path / "out"
+    r = _cli([str(folder / "*.tif"), "--out", str(out), "-q"])
+    assert r.exit_code == 8, r.output
+    assert "3 scenes in" in r.output and "2 succeeded, 0 skipped (already complete), 1 failed" in r.output
+    failures = [line for line in r.output.splitlines() if line.startswith("copgen-rt: failed:")]
+    assert len(failures) == 1 and "broken.tif: not a readable raster" in failures[0]
+    assert "Traceback" not in r.output and len(list(out.glob("*_DEM_DEM.tif"))) == 2
+    records = json.loads((out / RUN_MANIFEST).read_text())["scenes"]
+    assert records[str(out / "broken")]["status"] == "failed"
+
+    again = _cli([str(folder / "*.tif"), "--out", str(out), "-q"])
+    assert again.exit_code == 8 and "0 succeeded, 2 skipped" in again.output
+    seed = _cli([str(folder / "s*.tif"), "--out", str(out), "-q", "--seed", "1"])  # other settings
+    assert seed.exit_code == 8 and "exists; pass --overwrite" in seed.output
+
+
+def test_cli_manifest_csv_matches_single_scene_runs(tmp_path):
+    a = write_raster(tmp_path / "a.tif", smooth_s2(200, 200, seed=1))
+    write_raster(tmp_path / "b.tif", smooth_s2(220, 200, seed=2))
+    s1 = write_raster(tmp_path / "s1.tif", -15 + smooth_s2(200, 200)[:2].astype(np.float32) / 500,
+                      descriptions=["VV", "VH"])
+    manifest = tmp_path / "scenes.csv"
+    manifest.write_text("scene,cond,out\n# a comment\na.tif,S1RTC=s1.tif,a_out\nb.tif,,\n")
+    r = _cli(["--manifest", str(manifest), "--out", str(tmp_path / "out")])
+    assert r.exit_code == 0, r.output
+    assert "[2/2]" in r.output and "2 succeeded" in r.output
+    single = _cli([str(a), "--cond", f"S1RTC={s1}", "--out", str(tmp_path / "single"), "-q"])
+    assert single.exit_code == 0, single.output
+    assert _read(tmp_path / "single" / "a_tiles.json") == _read(tmp_path / "a_out" / "a_tiles.json")
+    (one, one_tags), (many, many_tags) = (_read(tmp_path / d / "a_DEM_DEM.tif") for d in ("single", "a_out"))
+    assert np.array_equal(one, many) and one_tags == many_tags
+    assert (tmp_path / "out" / "b_DEM_DEM.tif").exists()
+    record = json.loads((tmp_path / "out" / RUN_MANIFEST).read_text())["scenes"][str(tmp_path / "a_out" / "a")]
+    assert record["conds"] == [f"S1RTC={s1}"] and record["status"] == "done"
+
+
+def test_bad_scene_lists_fail_in_one_line(tmp_path):
+    for sub in ("x", "y"):
+        (tmp_path / sub).mkdir()
+        write_raster(tmp_path / sub / "scene.tif", smooth_s2(50, 50))
+    cases = [
+        ([str(tmp_path / "nothing" / "*.tif")], "no file matches"),
+        ([str(tmp_path / "x" / "scene.tif"), str(tmp_path / "y" / "scene.tif")], "would write the same outputs"),
+        (["--ray", str(tmp_path / "x" / "scene.tif")], "not a Ray address"),
+        (["--manifest", str(tmp_path / "missing.txt")], "cannot read it"),
+    ]
+    bad_header = tmp_path / "bad.csv"
+    bad_header.write_text("scene,when\nx/scene.tif,today\n")
+    cases.append((["--manifest", str(bad_header)], "expected scene,cond,out"))
+    for args, message in cases:
+        r = _cli([*args, "--out", str(tmp_path / "o"), "-q"])
+        assert r.exit_code == 3, (args, r.output)
+        lines = [line for line in r.output.splitlines() if line.startswith("copgen-rt: error")]
+        assert len(lines) == 1 and message in lines[0] and "Traceback" not in r.output
