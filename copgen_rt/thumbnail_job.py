@@ -10,15 +10,12 @@ blended and written as RGB COGs on the raster's own grid (alpha where no input h
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
 import rasterio
 import torch
-from affine import Affine
 
 from copgen_rt import thumbnails
 from copgen_rt.pipeline import Pipeline
@@ -192,10 +189,8 @@ def run_thumbnail_scene(pipeline: Pipeline, conditions: Mapping[str, Path], out_
                                 rgb[j].std(0, ddof=1).mean(0, keepdims=True).repeat(3, 0)
                             blenders[(name, kind)].add(col, row, np.concatenate([values, valid]), weights)
             last = batch[-1]
-            done_row = last.row if last.col == plan.n_cols - 1 else last.row - 1
-            final = plan.rows_final_after(done_row) if done_row >= 0 else 0.0
             for blender in blenders.values():
-                blender.flush(height if final == float("inf") else int(final // THUMBNAIL_GSD))
+                blender.flush(plan.final_rows(last, THUMBNAIL_GSD, height))
         written = [writer.close() for writer in writers.values()]
     except BaseException:
         for writer in writers.values():

@@ -11,7 +11,6 @@ import concurrent.futures as cf
 import datetime as dt
 import hashlib
 import json
-import math
 import os
 import shutil
 import time
@@ -420,12 +419,9 @@ def run_scene(job: SceneJob, pipeline: Pipeline, progress: Callable[[int], None]
                     _accumulate(job, outputs, present, decoded, weights_cache)
                     _record_scalars(job, present, latents, sidecar, loc_name, date_name)
                 last = batch_tiles[-1]
-                done_row = last.row if last.col == job.plan.n_cols - 1 else last.row - 1
-                final_m = job.plan.rows_final_after(done_row) if done_row >= 0 else 0.0
                 for out in outputs:
                     peak_rows = max(peak_rows, out.blender.buffered_rows)
-                    out.blender.flush(out.blender.height if math.isinf(final_m)
-                                      else math.floor(final_m / out.modality.gsd + 1e-6))
+                    out.blender.flush(job.plan.final_rows(last, out.modality.gsd, out.blender.height))
                 if progress:
                     progress(len(batch_tiles))
         paths = [out.writer.close() for out in outputs]

@@ -55,11 +55,12 @@ class TilingPlan:
     def __len__(self) -> int:
         return self.n_rows * self.n_cols
 
-    def rows_final_after(self, tile_row: int) -> float:
-        """Metres from the top that no tile after row `tile_row` touches."""
-        if tile_row >= self.n_rows - 1:
-            return math.inf
-        return (tile_row + 1) * self.stride_m
+    def final_rows(self, last_done: Tile, gsd: float, height: int) -> int:
+        """Grid rows (at `gsd`) that no tile after `last_done` touches, tiles in row-major order."""
+        done_row = last_done.row if last_done.col == self.n_cols - 1 else last_done.row - 1
+        if done_row >= self.n_rows - 1:
+            return height
+        return max(0, math.floor((done_row + 1) * self.stride_m / gsd + 1e-6))
 
     def describe(self) -> str:
         f = self.frame
