@@ -1,8 +1,9 @@
 """copgen-rt: a production runtime for the COP-GEN family of multimodal diffusion models."""
 
-from copgen_rt import specs
-from copgen_rt.models import Autoencoder, Denoiser
-from copgen_rt.pipeline import Pipeline
+__version__ = "0.1.0"  # first: modules imported below read it
 
-__version__ = "0.1.0"
+from copgen_rt import specs  # noqa: E402
+from copgen_rt.models import Autoencoder, Denoiser  # noqa: E402
+from copgen_rt.pipeline import Pipeline  # noqa: E402
+
 __all__ = ["Autoencoder", "Denoiser", "Pipeline", "specs", "__version__"]

@@ -19,6 +19,7 @@ import torch
 
 from copgen_rt import thumbnails
 from copgen_rt.pipeline import Pipeline
+from copgen_rt.solvers import resolve_preset
 from copgen_rt.scenes.reader import GridReader, SceneFrame, open_input
 
 RASTER_SUFFIXES = {".tif", ".tiff", ".vrt", ".jp2"}
@@ -99,16 +100,17 @@ def run_thumbnails(pipeline: Pipeline, conditions: Mapping[str, Path], out_dir: 
                                n_samples=samples, seed=seed, preset=preset, solver=solver, steps=steps,
                                others=others)
     out_dir.mkdir(parents=True, exist_ok=True)
+    tags = _provenance_tags(pipeline, conditions, seed, samples, resolve_preset(preset, solver, steps), others)
     written = []
     for name in wanted:
         pictures = result[name].numpy()  # (samples, 256, 256, 3) uint8
         if samples == 1:
-            written.append(_write_png(out_dir / f"{name}.png", pictures[0]))
+            written.append(_write_png(out_dir / f"{name}.png", pictures[0], tags))
         else:
-            written += [_write_png(out_dir / f"{name}_{i:03d}.png", p) for i, p in enumerate(pictures)]
+            written += [_write_png(out_dir / f"{name}_{i:03d}.png", p, tags) for i, p in enumerate(pictures)]
             std = pictures.astype(np.float64).std(axis=0, ddof=1).mean(axis=-1)
             written.append(_write_png(out_dir / f"{name}_std.png",
-                                      np.repeat(np.clip(std, 0, 255).astype(np.uint8)[..., None], 3, -1)))
+                                      np.repeat(np.clip(std, 0, 255).astype(np.uint8)[..., None], 3, -1), tags))
     return written
 
 
@@ -120,9 +122,17 @@ def _output_paths(names: Sequence[str], out_dir: Path, samples: int) -> list[Pat
     return paths
 
 
-def _write_png(path: Path, picture: np.ndarray) -> Path:
-    thumbnails.write_png(path, picture)
+def _write_png(path: Path, picture: np.ndarray, tags: Mapping[str, str]) -> Path:
+    thumbnails.write_png(path, picture, tags)
     return path
+
+
+def _provenance_tags(pipeline: Pipeline, conditions: Mapping[str, Path], seed: int, samples: int,
+                     sampler: tuple[str, int], others: str) -> dict[str, str]:
+    return pipeline.provenance.tags() | {
+        "COPGEN_SEED": str(seed), "COPGEN_SOLVER": sampler[0], "COPGEN_STEPS": str(sampler[1]),
+        "COPGEN_SAMPLES": str(samples), "COPGEN_OTHERS": others,
+        "COPGEN_CONDITIONS": "; ".join(f"{n}<-{Path(p).name}" for n, p in conditions.items())}
 
 
 def run_thumbnail_scene(pipeline: Pipeline, conditions: Mapping[str, Path], out_dir: Path,
@@ -157,9 +167,7 @@ def run_thumbnail_scene(pipeline: Pipeline, conditions: Mapping[str, Path], out_
                 raise OutputExistsError(f"{path} exists; pass --overwrite to replace it")
     out_dir.mkdir(parents=True, exist_ok=True)
     transform, width, height = first.frame.grid(THUMBNAIL_GSD)
-    tags = {"COPGEN_MODEL": spec.name, "COPGEN_RANDOM_WEIGHTS": str(pipeline.is_random).lower(),
-            "COPGEN_SEED": str(seed), "COPGEN_CONDITIONS": "; ".join(f"{n}<-{Path(p).name}"
-                                                                    for n, p in conditions.items())}
+    tags = _provenance_tags(pipeline, conditions, seed, samples, resolve_preset(preset, solver, steps), others)
     writers, blenders = {}, {}
     for key, path in files.items():
         writers[key] = CogWriter(path, first.frame.crs, transform, width, height, 4, "uint8", None,
@@ -203,7 +211,7 @@ def run_thumbnail_scene(pipeline: Pipeline, conditions: Mapping[str, Path], out_
         with rasterio.open(path) as src:
             factor = max(1, max(src.width, src.height) // 1024)
             rgb = src.read([1, 2, 3], out_shape=(3, max(1, src.height // factor), max(1, src.width // factor)))
-        written.append(_write_png(path.with_suffix(".png"), np.moveaxis(rgb, 0, -1)))
+        written.append(_write_png(path.with_suffix(".png"), np.moveaxis(rgb, 0, -1), tags))
     return written
 
 

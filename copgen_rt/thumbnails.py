@@ -10,9 +10,11 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
+from typing import Mapping
 
 import numpy as np
 from PIL import Image
+from PIL.PngImagePlugin import PngInfo
 
 _ALPHA_MODES = {"RGBA", "RGBa", "LA", "La", "PA"}
 _GREY_MODES = {"L", "1"}
@@ -78,8 +80,11 @@ def _first_line(e: BaseException) -> str:
     return text.splitlines()[0][:160] if text else type(e).__name__
 
 
-def write_png(path: str | Path, image: np.ndarray) -> None:
-    """Write uint8 (H, W, 3) as an RGB PNG, atomically (temporary file in the folder, then rename)."""
+def write_png(path: str | Path, image: np.ndarray, tags: Mapping[str, str] | None = None) -> None:
+    """Write uint8 (H, W, 3) as an RGB PNG, atomically (temporary file in the folder, then rename).
+
+    `tags` (provenance, as written into GeoTIFFs) become PNG text chunks; the GeoTIFF image
+    description becomes the standard "Description" key."""
     image = np.asarray(image)
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] != 3:
         raise ValueError(f"write_png expects uint8 (H, W, 3), got {image.dtype} {image.shape}")
@@ -88,7 +93,10 @@ def write_png(path: str | Path, image: np.ndarray) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
-        Image.fromarray(np.ascontiguousarray(image), "RGB").save(tmp, format="PNG")
+        text = PngInfo()
+        for key, value in (tags or {}).items():
+            text.add_text("Description" if key == "TIFFTAG_IMAGEDESCRIPTION" else key, value)
+        Image.fromarray(np.ascontiguousarray(image), "RGB").save(tmp, format="PNG", pnginfo=text)
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:

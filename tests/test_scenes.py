@@ -253,6 +253,8 @@ def test_quicklooks(tmp_path, demo):
     for png in pngs:
         with Image.open(png) as img:
             assert img.mode == "RGB" and img.size[0] > 0
+            assert img.info["COPGEN_RANDOM_WEIGHTS"] == "true" and img.info["Description"].startswith("RANDOM")
+            assert img.info["COPGEN_STEPS"] == str(job.options.sampler[1])
     lulc = next(p for p in pngs if "LULC" in p.name)
     colours = {tuple(c) for c in np.asarray(Image.open(lulc)).reshape(-1, 3)}
     palette = {tuple(int(h[i:i + 2], 16) for i in (1, 3, 5)) for h in DEMO.modality("LULC_LULC").processing.colors}

@@ -29,6 +29,9 @@ def test_png_in_png_out_with_samples(tmp_path, beta):
                      "s2_l2a_000.png", "s2_l2a_001.png", "s2_l2a_002.png", "s2_l2a_std.png"]
     a, b = (thumbnails.read_thumbnail(tmp_path / "o" / f"dem_00{i}.png") for i in (0, 1))
     assert a.shape == (256, 256, 3) and not np.array_equal(a, b)  # independent samples
+    with Image.open(tmp_path / "o" / "dem_std.png") as img:  # provenance in every PNG
+        assert img.info["COPGEN_MODEL"] == beta.spec.name and img.info["COPGEN_STEPS"] == "2"
+        assert img.info["COPGEN_CONDITIONS"] == "s1_rtc<-s1.webp" and img.info["COPGEN_RANDOM_WEIGHTS"] == "false"
     single = run_thumbnails(beta, {"s1_rtc": tmp_path / "s1.png"}, tmp_path / "p", steps=2)
     assert sorted(p.name for p in single) == ["dem.png", "s2_l1c.png", "s2_l2a.png"]
     from copgen_rt.scenes.run import OutputExistsError
@@ -46,7 +49,10 @@ def test_raster_conditions_are_tiled_and_keep_georeferencing(tmp_path, beta):
         assert dst.count == 4 and dst.colorinterp[-1].name == "alpha"
         assert dst.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG"
         assert (dst.read(4) == 255).all()
-    assert any(p.suffix == ".png" for p in out)
+        assert dst.tags()["COPGEN_SOLVER"] == "reference" and dst.tags()["COPGEN_STEPS"] == "1"
+    png = next(p for p in out if p.suffix == ".png")
+    with Image.open(png) as img:
+        assert img.info["COPGEN_SOFTWARE"].startswith("copgen-rt") and "Description" in img.info
 
 
 def test_large_raster_with_nodata_and_samples(tmp_path, beta):

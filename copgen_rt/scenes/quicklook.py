@@ -51,6 +51,8 @@ def write_quicklooks(outputs: list[tuple[Modality, Path]]) -> list[Path]:
         picture = render(modality, path)
         if picture is not None:
             png = path.with_suffix(".png")
-            thumbnails.write_png(png, picture)
+            with rasterio.open(path) as src:
+                tags = src.tags()
+            thumbnails.write_png(png, picture, tags)
             written.append(png)
     return written
