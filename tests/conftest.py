@@ -28,6 +28,12 @@ def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a.float() - b.float()).abs().max() / b.float().abs().max().clamp_min(1e-30))
 
 
+def drift(outs: list[torch.Tensor], refs: list[torch.Tensor]) -> float:
+    """mean |out - ref| / mean |ref| over all outputs: stable where max-abs errors are noisy."""
+    out, ref = (torch.cat([t.double().flatten() for t in ts]) for ts in (outs, refs))
+    return float((out - ref).abs().mean() / ref.abs().mean())
+
+
 @pytest.fixture(scope="session")
 def tiny_spec():
     from copgen_rt import specs

@@ -24,7 +24,7 @@ import torch.nn.functional as F  # noqa: E402
 
 pytest.importorskip("triton", reason="Triton is not installed (pip install 'copgen-rt[gpu]')")
 
-from conftest import TINY, rel_err  # noqa: E402
+from conftest import TINY, drift, rel_err  # noqa: E402
 from copgen_rt import Denoiser  # noqa: E402
 from copgen_rt.backends import TorchDenoiser, make_denoiser_backend  # noqa: E402
 from copgen_rt.backends.triton_backend import TritonDenoiser  # noqa: E402
@@ -222,12 +222,6 @@ def test_triton_denoiser_matches_golden(tiny_spec, golden):
         ref = golden[f"denoiser/out/{name}"]
         assert o.dtype == torch.float32 and o.shape == ref.shape
         assert rel_err(o, ref) < 1e-4, name
-
-
-def drift(outs: list[torch.Tensor], refs: list[torch.Tensor]) -> float:
-    """mean |out - ref| / mean |ref| over all outputs: stable where max-abs errors are noisy."""
-    out, ref = (torch.cat([t.double().flatten() for t in ts]) for ts in (outs, refs))
-    return float((out - ref).abs().mean() / ref.abs().mean())
 
 
 # Measured ratios triton/torch: 0.89 (fp16) and 0.95 (bf16). bf16 gets more room because the
