@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 import sys
 import warnings
 from pathlib import Path
@@ -74,11 +75,49 @@ spec_json_option = click.option("--spec-json", type=click.Path(dir_okay=False),
                                 help="a custom spec.json (fixture format) instead of --model")
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _OneLineUsageErrors(click.Group):
+    """click's usage errors (unknown option, bad value) as one line, like every other error."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.exceptions.NoArgsIsHelpError as e:
+            click.echo(e.ctx.get_help(), err=True)
+            sys.exit(e.exit_code)
+        except click.UsageError as e:
+            where = e.ctx.command_path if e.ctx else "copgen-rt"
+            _fail(e.exit_code, f"{e.format_message()} (see '{where} --help')")
+        except click.ClickException as e:
+            _fail(e.exit_code, e.format_message())
+        except click.Abort:
+            _fail(130, "interrupted")
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+@click.group(cls=_OneLineUsageErrors, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="copgen-rt")
 def main():
     """copgen-rt: run COP-GEN multimodal Copernicus generation in production."""
     warnings.simplefilter("default")
+    # a raster without georeferencing is refused with its own one-line error
+    warnings.filterwarnings("ignore", message="Dataset has no geotransform")
+    warnings.showwarning = _show_warning
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings as one line each, written through tqdm so that a progress bar does not hide them."""
+    from tqdm import tqdm
+
+    text = str(message).strip().splitlines()[0] if str(message).strip() else ""
+    tqdm.write(f"copgen-rt: warning: {category.__name__}: {text}", file=sys.stderr)
+
+
+def _finite(ctx, param, value):
+    if value is not None and not math.isfinite(value):
+        raise click.BadParameter(f"{value} is not a finite number")
+    return value
 
 
 def scene_options(fn):
@@ -90,7 +129,7 @@ def scene_options(fn):
         click.option("--bands", help="band names of SCENE in file order, comma-separated"),
         click.option("--generate", help="modalities or products to generate (default: all not given)"),
         click.option("--date", help="acquisition date YYYY-MM-DD (default: from metadata, else generated)"),
-        click.option("--overlap", default=360.0, show_default=True, type=float,
+        click.option("--overlap", default=360.0, show_default=True, type=float, callback=_finite,
                      help="tile overlap in metres (multiple of 60)"),
         click.option("--samples", default=1, show_default=True, type=click.IntRange(1, 1000),
                      help="samples per tile; > 1 writes per-pixel mean and standard deviation"),
@@ -103,7 +142,7 @@ def scene_options(fn):
                      show_default=True),
         click.option("--lulc-values", type=click.Choice(["auto", "index", "code"]), default="auto",
                      show_default=True, help="land cover as class indices 0-9 or Esri codes"),
-        click.option("--s2-offset", type=float, default=None,
+        click.option("--s2-offset", type=float, default=None, callback=_finite,
                      help="add to S2 DNs, e.g. -1000 to remove the baseline-04.00 BOA offset "
                           "(default 0: DNs as distributed, as in training)"),
         click.option("--out", default="copgen-out", show_default=True, type=click.Path(file_okay=False)),
@@ -140,13 +179,15 @@ def _scene_job(spec: specs.ModelSpec, scene: str, p: dict, batch_size: int, solv
             raise ValueError(f"--cond {item!r}: expected PRODUCT=PATH, e.g. S1RTC=s1.tif")
         inputs.append(open_input(path, product=product, **common))
     generate = None
-    if p["generate"]:
+    if p["generate"] is not None:
         wanted = []
         for token in (t.strip() for t in p["generate"].split(",") if t.strip()):
             matches = [m.name for m in spec.modalities if token in (m.name, m.product)]
             if not matches:
                 raise ValueError(f"--generate {token}: not a modality or product of {spec.name}")
             wanted += matches
+        if not wanted:
+            raise ValueError("--generate is empty: name modalities or products, or leave it out for all")
         generate = tuple(wanted)
     options = SceneOptions(generate=generate, steps=p["steps"], solver=solver, preset=p["preset"],
                            others=others, seed=seed, quicklook=p["quicklook"],
@@ -233,6 +274,12 @@ def infer_cmd(scenes, model, spec_json, weights, engine, backend, solver, others
 
     if engine and weights:
         raise ValueError("give --weights or --engine, not both")
+    if engine and (model or spec_json):
+        raise ValueError("--engine carries the spec it was exported with: drop --model/--spec-json")
+    if scenes and manifest:
+        raise ValueError("give scenes on the command line or --manifest, not both")
+    if model is not None and spec_json is None:
+        specs.get(model)  # an unknown name fails here, before anything else
     if weights is None and engine is None and model not in (None, "copgen-demo"):
         raise ValueError(f"--model {model} needs --weights (a directory or a hub id)")
     if ray_address is not None or manifest or len(scenes) > 1 or has_glob(scenes):
@@ -330,7 +377,11 @@ def _infer_thumbnails(spec, scene, weights, engine, choice, backend, solver, oth
             raise ValueError(f"--cond {item!r}: expected MODALITY=FILE, e.g. s1_rtc=s1.png")
         spec.modality(name)
         conditions[name] = Path(path)
-    generate = [t.strip() for t in p["generate"].split(",") if t.strip()] if p["generate"] else None
+    generate = None
+    if p["generate"] is not None:
+        generate = [t.strip() for t in p["generate"].split(",") if t.strip()]
+        if not generate:
+            raise ValueError("--generate is empty: name modalities, or leave it out for all")
     pipeline = _load_pipeline(spec, weights, engine, choice, backend)
     written = run_thumbnails(pipeline, conditions, Path(p["out"]), generate, samples=p["samples"], seed=seed,
                              preset=p["preset"], solver=solver, steps=p["steps"], others=others,

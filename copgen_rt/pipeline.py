@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import functools
 import hashlib
+import numbers
 import secrets
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -49,14 +49,7 @@ class Provenance:
 
 
 def _short_hash(path: Path) -> str:
-    stat = path.stat()
-    return _cached_hash(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
-
-
-@functools.lru_cache(maxsize=256)
-def _cached_hash(path: str, size: int, mtime_ns: int) -> str:
-    """sha256 prefix of a weights file, computed once per (path, size, mtime)."""
-    return file_sha256(Path(path))[:16]
+    return file_sha256(path)[:16]
 
 
 class _MomentsCache:
@@ -221,8 +214,14 @@ class Pipeline:
         generate = spec.canonical(generate)
         conditions = dict(conditions or {})
         cond_names = spec.canonical(conditions)
-        if n_samples < 1:
-            raise ValueError("n_samples must be >= 1")
+        if isinstance(n_samples, bool) or not isinstance(n_samples, numbers.Integral) or n_samples < 1:
+            raise ValueError(f"n_samples must be a whole number >= 1, got {n_samples!r}")
+        unknown = set(initial_noise or {}) - set(generate)
+        if unknown:
+            raise ValueError(f"initial_noise for {', '.join(sorted(unknown))}, which is not generated")
+        unknown = set(posterior_noise or {}) - set(cond_names)
+        if unknown:
+            raise ValueError(f"posterior_noise for {', '.join(sorted(unknown))}, which is not a condition")
         program = build_program(self.schedule, *resolve_preset(preset, solver, steps))
         both = set(generate) & set(cond_names)
         if both:
@@ -266,6 +265,8 @@ class Pipeline:
 
     def _batch_size(self, inputs: Mapping[str, Tensor], batch_size: int | None) -> int:
         sizes = {x.shape[0] for x in inputs.values()}
+        if 0 in sizes:
+            raise ValueError("conditions have batch size 0")
         if len(sizes) > 1:
             raise ValueError(f"conditions have different batch sizes: {sorted(sizes)}")
         if sizes:

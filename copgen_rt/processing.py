@@ -81,7 +81,10 @@ def postprocess(modality: Modality, x: Tensor) -> Tensor:
 
 
 def _f32(values) -> Tensor:
-    return torch.as_tensor(values).to(torch.float32)
+    try:
+        return torch.as_tensor(values).to(torch.float32)
+    except (TypeError, ValueError, RuntimeError):
+        raise ValueError(f"expected a tensor or array of numbers, got {type(values).__name__}") from None
 
 
 def _one_hot(name: str, p: Classes, codes: Tensor) -> Tensor:

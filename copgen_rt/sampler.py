@@ -86,7 +86,11 @@ def sample(spec: ModelSpec, eps_model: EpsModel, program: SolverProgram, generat
                 latents.append(conditions[name])
                 timesteps.append(zero_t)
             else:
-                latents.append(others_noise(call, name))
+                noise = others_noise(call, name)
+                if tuple(noise.shape) != (batch, *shapes[name]):
+                    raise ValueError(f"others_noise({call}, {name!r}) has shape {tuple(noise.shape)}, "
+                                     f"expected {(batch, *shapes[name])}")
+                latents.append(noise)
                 timesteps.append(rest_t)
         out = eps_model(latents, timesteps)
         return torch.cat([out[i].reshape(batch, -1).float() for i in gen_index], dim=1)

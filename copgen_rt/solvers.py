@@ -9,6 +9,8 @@ captured in a CUDA graph). `run_program` executes it.
 
 from __future__ import annotations
 
+import numbers
+
 from dataclasses import dataclass
 from typing import Callable
 
@@ -33,7 +35,9 @@ def resolve_preset(preset: str | None, solver: str | None, steps: int | None) ->
     if preset is not None and preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose {', '.join(PRESETS)}")
     base_solver, base_steps = PRESETS[preset or "exact"]
-    return solver or base_solver, steps or base_steps
+    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 1):
+        raise ValueError(f"steps must be a whole number >= 1, got {steps!r}")
+    return solver or base_solver, base_steps if steps is None else int(steps)
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Union
 
+
+class UnknownModalityError(KeyError, ValueError):
+    """A modality name the spec does not have (a KeyError for lookups, a ValueError for callers)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
 # --- processing kinds: the constants of each physical <-> model-space mapping ------------------
 
 
@@ -188,7 +196,7 @@ class ModelSpec:
         for m in self.modalities:
             if m.name == name:
                 return m
-        raise KeyError(f"unknown modality {name!r} for {self.name}; known: {', '.join(self.names)}")
+        raise UnknownModalityError(f"unknown modality {name!r} for {self.name}; known: {', '.join(self.names)}")
 
     def index(self, name: str) -> int:
         return self.names.index(self.modality(name).name)
@@ -369,7 +377,14 @@ def from_json(path: str | Path) -> ModelSpec:
     file replaces widths, latent shapes, patch sizes and VAE hyper-parameters. VAEs the file does
     not describe are absent from the resulting spec (their modalities cannot be encoded/decoded).
     """
-    data = json.loads(Path(path).read_text())
+    try:
+        return _from_json_data(json.loads(Path(path).read_text()), Path(path))
+    except (KeyError, TypeError, AttributeError, json.JSONDecodeError) as e:
+        reason = f"missing field {e}" if isinstance(e, KeyError) else f"{type(e).__name__}: {e}"
+        raise ValueError(f"{path}: not a valid spec.json ({reason})") from None
+
+
+def _from_json_data(data: dict, path: Path) -> ModelSpec:
     order = list(data["modality_order"])
     den = data["denoiser"]
     denoiser = DenoiserSpec(embed_dim=den["embed_dim"], depth=den["depth"], num_heads=den["num_heads"],

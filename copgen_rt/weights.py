@@ -9,6 +9,7 @@ The released layouts are found too (`500000_nnet_ema.pth`, `models/vae/<folder>/
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -55,10 +56,18 @@ class Checkpoint:
         return self.metadata.get(RANDOM_KEY) == "true"
 
 
-def file_sha256(path: Path, chunk: int = 1 << 22) -> str:
+def file_sha256(path: Path) -> str:
+    """sha256 of a file, computed once per (path, size, mtime): weights are hashed for provenance,
+    verification and cache keys, and a large checkpoint takes seconds."""
+    stat = Path(path).stat()
+    return _sha256(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=256)
+def _sha256(path: str, size: int, mtime_ns: int) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
-        while block := f.read(chunk):
+        while block := f.read(1 << 22):
             h.update(block)
     return h.hexdigest()
 
@@ -115,6 +124,8 @@ def check_state_dict(model: nn.Module, sd: Mapping[str, Tensor], what: str) -> N
     for key, t in sd.items():
         if not t.is_floating_point():
             raise CheckpointError(f"{what}: key {key!r} has dtype {t.dtype}, expected floating point")
+        if not torch.isfinite(t).all():
+            raise CheckpointError(f"{what}: key {key!r} holds NaN or infinite values (corrupt checkpoint)")
 
 
 def _load(model_factory, ckpt: Checkpoint, what: str, device, dtype) -> nn.Module:
@@ -190,7 +201,25 @@ def find_weights(spec: ModelSpec, root: str | Path) -> WeightFiles:
         found = _find(root, _vae_candidates(spec, key))
         if found is not None:
             vaes[key] = found
-    return WeightFiles(denoiser=_find(root, _denoiser_candidates(spec)), vaes=vaes)
+    files = WeightFiles(denoiser=_find(root, _denoiser_candidates(spec)), vaes=vaes)
+    _verify_manifest(root, files)
+    return files
+
+
+def _verify_manifest(root: Path, files: WeightFiles) -> None:
+    """A weights.json (written by make-random-weights and convert) records each file's sha256:
+    a file that no longer matches it is corrupt or was replaced, and is refused."""
+    manifest = root / "weights.json"
+    if not manifest.is_file():
+        return
+    try:
+        recorded = {(root / e["path"]).resolve(): e["sha256"] for e in json.loads(manifest.read_text())["files"].values()}
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise CheckpointError(f"{manifest}: not a valid weights manifest ({type(e).__name__}: {e})") from None
+    for path in [files.denoiser, *files.vaes.values()]:
+        expected = recorded.get(path.resolve()) if path is not None else None
+        if expected is not None and file_sha256(path) != expected:
+            raise CheckpointError(f"{path}: sha256 differs from {manifest.name} (corrupt or replaced file)")
 
 
 def resolve_weights(spec: ModelSpec, source: str | Path) -> WeightFiles:

@@ -65,6 +65,11 @@ class Manifest:
         path = Path(folder) / MANIFEST
         if not path.is_file():
             raise FileNotFoundError(f"{folder}: no {MANIFEST}; not an export folder")
-        d = json.loads(path.read_text())
-        d["components"] = [Component.from_dict(c) for c in d.get("components", [])]
-        return cls(**d)
+        try:
+            d = json.loads(path.read_text())
+            d["components"] = [Component.from_dict(c) for c in d.get("components", [])]
+            return cls(**d)
+        except (ValueError, TypeError, KeyError, AttributeError) as e:
+            from copgen_rt.weights import CheckpointError
+
+            raise CheckpointError(f"{path}: not a valid export manifest ({type(e).__name__}: {e})") from None

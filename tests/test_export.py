@@ -142,3 +142,19 @@ def test_cli_export_then_infer_with_engine(tmp_path):
     assert np.abs(x - y).max() / np.abs(y).max() < 1e-3
     r = runner.invoke(main, ["export", "--precision", "fp16", "--out", str(tmp_path / "y")])
     assert r.exit_code == 3 and "tensorrt" in r.output
+
+
+def test_corrupt_export_folders_are_checkpoint_errors(tmp_path, tiny_export):
+    import shutil
+
+    from copgen_rt.weights import CheckpointError
+
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_export, broken)
+    denoiser = broken / "denoiser.onnx"
+    denoiser.write_bytes(denoiser.read_bytes()[:1000])
+    with pytest.raises(CheckpointError, match="denoiser.onnx: not a loadable ONNX model"):
+        Pipeline.from_export(broken)
+    (broken / "manifest.json").write_text('{"format": "onnx",')
+    with pytest.raises(CheckpointError, match="manifest.json: not a valid export manifest"):
+        Pipeline.from_export(broken)

@@ -91,8 +91,10 @@ def test_bad_requests(tiny_pipeline):
     bad[0, 0, 5, 5] = float("nan")
     with pytest.raises(ValueError, match="NaN"):
         gen(["DEM_DEM"], {"S1RTC_vh_vv": bad}, steps=1)
-    with pytest.raises(KeyError, match="unknown modality"):
+    with pytest.raises(ValueError, match="unknown modality"):
         gen(["S3_OLCI"], steps=1)
+    with pytest.raises(ValueError, match="unknown modality 'S3_OLCI'"):
+        gen(["DEM_DEM"], {"S3_OLCI": _s1(1)}, steps=1)
     with pytest.raises(CheckpointError, match="no VAE checkpoint given for LULC_LULC"):
         gen(["LULC_LULC"], {"S1RTC_vh_vv": _s1(1)}, steps=1)
     with pytest.raises(ValueError, match="seed list"):
@@ -101,6 +103,19 @@ def test_bad_requests(tiny_pipeline):
         gen(["DEM_DEM"], steps=1, others="ignore")
     with pytest.raises(ValueError, match="different batch sizes"):
         gen(["DEM_DEM"], {"S1RTC_vh_vv": _s1(2), "3d_cartesian_lat_lon": torch.zeros(1, 2)}, steps=1)
+    for steps in (0, 1.5, True):
+        with pytest.raises(ValueError, match="steps must be a whole number"):
+            gen(["DEM_DEM"], steps=steps)
+    with pytest.raises(ValueError, match="n_samples must be a whole number"):
+        gen(["DEM_DEM"], steps=1, n_samples=2.5)
+    with pytest.raises(ValueError, match="batch size 0"):
+        gen(["DEM_DEM"], {"S1RTC_vh_vv": _s1(0)}, steps=1)
+    with pytest.raises(ValueError, match="expected a tensor or array of numbers"):
+        gen(["DEM_DEM"], {"S1RTC_vh_vv": "hello"}, steps=1)
+    with pytest.raises(ValueError, match="initial_noise for DEM_DEM, which is not generated"):
+        gen(["LULC_LULC"], steps=1, initial_noise={"DEM_DEM": torch.zeros(1, 8, 8, 8)}, decode=False)
+    with pytest.raises(ValueError, match=r"others_noise\(0, '3d_cartesian_lat_lon'\) has shape \(1, 3\)"):
+        gen(["LULC_LULC"], steps=1, others_noise=lambda call, name: torch.zeros(1, 3), decode=False)
 
 
 def test_unconditional_latents_without_vae(tiny_pipeline):

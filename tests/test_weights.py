@@ -96,6 +96,30 @@ def test_mismatched_checkpoints_name_the_first_bad_key(tmp_path, tiny_spec):
         Pipeline.from_weights("copgen-base", TINY / "denoiser.safetensors", device="meta")
 
 
+def test_non_finite_weights_are_refused(tmp_path, tiny_spec):
+    sd = load_file(str(TINY / "denoiser.safetensors"))
+    sd["in_blocks.0.attn.qkv.weight"][0, 0] = float("nan")
+    save_file(sd, tmp_path / "nan.safetensors")
+    with pytest.raises(CheckpointError, match="'in_blocks.0.attn.qkv.weight' holds NaN or infinite"):
+        Pipeline.from_weights(tiny_spec, tmp_path / "nan.safetensors")
+
+
+def test_weights_manifest_hashes_are_verified(tmp_path):
+    spec = specs.get("copgen-demo")
+    make_random_weights(spec, tmp_path, vaes=["DEM_DEM"])
+    assert find_weights(spec, tmp_path).vaes["DEM_DEM"].name == "DEM_DEM.safetensors"
+    vae = tmp_path / "vae" / "DEM_DEM.safetensors"
+    data = bytearray(vae.read_bytes())
+    data[-3] ^= 0xFF  # a flipped bit in the tensor bytes: still a readable safetensors file
+    vae.write_bytes(bytes(data))
+    read_checkpoint(vae)
+    with pytest.raises(CheckpointError, match="DEM_DEM.safetensors: sha256 differs from weights.json"):
+        find_weights(spec, tmp_path)
+    (tmp_path / "weights.json").write_text("{ not json")
+    with pytest.raises(CheckpointError, match="weights.json: not a valid weights manifest"):
+        find_weights(spec, tmp_path)
+
+
 def test_corrupt_and_unsafe_files(tmp_path, tiny_spec):
     trunc = tmp_path / "trunc.safetensors"
     trunc.write_bytes((TINY / "denoiser.safetensors").read_bytes()[:5000])

@@ -20,7 +20,13 @@ def _session(path: Path, providers: Sequence[str] | None):
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     available = ort.get_available_providers()
     chosen = [p for p in (providers or available) if p in available] or ["CPUExecutionProvider"]
-    return ort.InferenceSession(str(path), options, providers=chosen)
+    try:
+        return ort.InferenceSession(str(path), options, providers=chosen)
+    except Exception as e:  # onnxruntime raises its own types for missing, truncated or invalid files
+        from copgen_rt.weights import CheckpointError
+
+        reason = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"{path}: not a loadable ONNX model ({reason})") from None
 
 
 class OrtDenoiser:

@@ -1,0 +1,56 @@
+"""The command line's contract: one line per error or warning, distinct exit codes, early checks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from copgen_rt.cli import main
+from copgen_rt.scenes.synthetic import write_raster
+
+
+def _run(args):
+    return CliRunner().invoke(main, args)
+
+
+def _error_lines(output: str) -> list[str]:
+    return [line for line in output.splitlines() if line.strip()]
+
+
+@pytest.mark.parametrize("args, code, message", [
+    (["infer", "--frobnicate"], 2, "No such option '--frobnicate'"),
+    (["infer", "--overlap", "nan"], 2, "nan is not a finite number"),
+    (["infer", "--s2-offset", "inf"], 2, "inf is not a finite number"),
+    (["infer", "--steps", "0"], 2, "--steps"),
+    (["infer", "--model", "copgen-nano"], 3, "unknown model spec 'copgen-nano'"),
+    (["infer", "--generate", ""], 3, "--generate is empty"),
+    (["infer", "--engine", ".", "--model", "copgen-beta"], 3, "--engine carries the spec"),
+    (["infer", "a.tif", "--manifest", "scenes.txt"], 3, "not both"),
+])
+def test_bad_usage_is_one_line(args, code, message):
+    r = _run(args)
+    assert r.exit_code == code, r.output
+    lines = _error_lines(r.output)
+    assert len(lines) == 1 and lines[0].startswith("copgen-rt: error: ") and message in lines[0], r.output
+
+
+def test_bad_spec_json_names_the_file(tmp_path):
+    (tmp_path / "empty.json").write_text("{}")
+    (tmp_path / "broken.json").write_text("{")
+    for name, reason in [("empty.json", "missing field 'modality_order'"), ("broken.json", "JSONDecodeError")]:
+        r = _run(["info", "--spec-json", str(tmp_path / name)])
+        assert r.exit_code == 3 and f"{name}: not a valid spec.json ({reason}" in r.output, r.output
+
+
+def test_warnings_are_one_line_each(tmp_path):
+    """A land-cover code outside the class table is counted and reported, in one line."""
+    codes = np.full((1, 200, 200), 11, np.uint8)
+    codes[0, :20, :20] = 77
+    scene = write_raster(tmp_path / "lulc.tif", codes)
+    r = _run(["infer", str(scene), "--lulc-values", "code", "--generate", "DEM_DEM", "--steps", "1",
+              "--out", str(tmp_path / "o")])
+    assert r.exit_code == 0, r.output
+    warnings = [line for line in r.output.splitlines() if "UnknownClassCodeWarning" in line]
+    assert warnings and all(w.startswith("copgen-rt: warning: UnknownClassCodeWarning: ") for w in warnings)
+    assert not any(line.lstrip().startswith(("warnings.warn", "File ")) for line in r.output.splitlines())
