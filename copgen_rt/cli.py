@@ -16,6 +16,7 @@ from copgen_rt.scenes.run import OutputExistsError
 # distinct exit codes, documented in the README
 EXIT_INPUT, EXIT_CHECKPOINT, EXIT_OUTPUT_EXISTS, EXIT_MISSING, EXIT_EXPORT, EXIT_INTERNAL = 3, 4, 5, 6, 7, 1
 EXIT_SCENES_FAILED = 8  # many scenes: at least one failed (the others ran)
+MAX_ENGINE_BATCH = 4096  # the sampler's --batch-size limit: engines are never built larger
 
 
 def _fail(code: int, message: str):
@@ -465,8 +466,8 @@ def _parse_batch(text: str) -> tuple[int, int, int]:
         lo, opt, hi = (int(v) for v in text.split(":"))
     except ValueError:
         raise ValueError(f"--batch {text!r}: expected MIN:OPT:MAX, e.g. 1:8:32") from None
-    if not 1 <= lo <= opt <= hi:
-        raise ValueError(f"--batch {text}: need 1 <= MIN <= OPT <= MAX")
+    if not 1 <= lo <= opt <= hi <= MAX_ENGINE_BATCH:
+        raise ValueError(f"--batch {text}: need 1 <= MIN <= OPT <= MAX <= {MAX_ENGINE_BATCH}")
     return lo, opt, hi
 
 

@@ -27,6 +27,7 @@ def _error_lines(output: str) -> list[str]:
     (["infer", "--generate", ""], 3, "--generate is empty"),
     (["infer", "--engine", ".", "--model", "copgen-beta"], 3, "--engine carries the spec"),
     (["infer", "a.tif", "--manifest", "scenes.txt"], 3, "not both"),
+    (["export", "--batch", "1:4:100000000", "--out", "never-written"], 3, "MAX <= 4096"),
 ])
 def test_bad_usage_is_one_line(args, code, message):
     r = _run(args)
