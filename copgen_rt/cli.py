@@ -296,6 +296,7 @@ def infer_cmd(scenes, model, spec_json, weights, engine, backend, solver, others
     batch = p["batch_size"] or _default_batch_size(spec, choice.device)
     job = _scene_job(spec, scene or default_scene(), p, batch, solver, others, seed, overwrite)
     check_outputs(job)  # before loading any weights
+    job.check_memory()
     pipeline = _load_pipeline(spec, weights, engine, choice, backend)
     if verbose:
         click.echo(choice.describe(), err=True)

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -9,10 +10,11 @@ import torch
 from affine import Affine
 from click.testing import CliRunner
 
-from copgen_rt import Pipeline, specs
+from copgen_rt import Pipeline, processing, specs
 from copgen_rt.cli import default_scene, demo_weights, main
-from copgen_rt.scenes.reader import SceneError, open_input
-from copgen_rt.scenes.run import SceneJob, SceneOptions, run_scene
+from copgen_rt.scenes import run as scene_run
+from copgen_rt.scenes.reader import CoarseInputWarning, SceneError, open_input
+from copgen_rt.scenes.run import SceneJob, SceneOptions, TileReader, run_scene
 from copgen_rt.scenes.tiling import blend_ramp
 from scene_helpers import CHIPS, EchoPipeline, smooth_s2, write_raster
 
@@ -206,6 +208,9 @@ def test_cli_default_job_and_refusal_to_overwrite(tmp_path):
     ("garbage", "not a readable raster"),
     ("geographic", "not projected"),
     ("missing", "no such file"),
+    ("feet", "in US survey foot, not metres"),
+    ("s1_db_x100", "look like neither dB (-60 to 40) nor linear power"),
+    ("truncated", "cannot read pixels (corrupt or truncated file?)"),
 ])
 def test_bad_inputs_fail_in_one_line(tmp_path, case, message):
     path = tmp_path / f"{case}.tif"
@@ -224,6 +229,13 @@ def test_bad_inputs_fail_in_one_line(tmp_path, case, message):
     elif case == "geographic":
         write_raster(path, np.ones((12, 50, 50), np.int16), crs="EPSG:4326",
                      transform=Affine(0.0001, 0, 10, 0, -0.0001, 50))
+    elif case == "feet":
+        write_raster(path, smooth_s2(50, 50), crs="EPSG:2263", transform=Affine(10, 0, 1e6, 0, -10, 1e6))
+    elif case == "s1_db_x100":  # int16 dB x 100
+        write_raster(path, np.random.default_rng(0).integers(-2500, -500, (2, 50, 50)).astype(np.int16))
+    elif case == "truncated":
+        write_raster(path, smooth_s2(100, 100))
+        path.write_bytes(path.read_bytes()[:150_000])
     r = _cli(["infer", str(path), "--out", str(tmp_path / "o"), "--steps", "1", "-q"])
     assert r.exit_code == 3, r.output
     lines = [line for line in r.output.splitlines() if line.startswith("copgen-rt: error")]
@@ -274,3 +286,137 @@ def test_coverage_of_rasters_without_nodata_value(tmp_path):
     finally:
         reader.close()
     assert valid[:120, :120].all() and not valid[120:].any() and not valid[:, 120:].any()
+
+
+# --- inputs that used to give silent garbage ------------------------------------------------------
+
+
+def _s1_db(height, width, seed=0):
+    """2-band float32 VV, VH backscatter in dB (about -20 to -4)."""
+    return ((smooth_s2(height, width, seed)[:2].astype(np.float32) - 1500) / 100 - 12)
+
+
+def test_condition_that_does_not_overlap_the_scene_is_refused(tmp_path):
+    with pytest.raises(SceneError, match="S2L2A_282D_485L_3_3.tif: does not overlap S1RTC_433D_629L_3_1.tif"):
+        _job(tmp_path, [CHIPS / "S1RTC_433D_629L_3_1.tif", CHIPS / "S2L2A_282D_485L_3_3.tif"])
+
+
+def test_tiles_without_data_of_a_condition_are_not_fed_zeros(tmp_path, demo):
+    """An S2 condition covering the left 2 km of a 4.5 km S1 scene: the right tiles (from 3.12 km)
+    see no S2 pixel, so they run as if S2 were not given at all, whatever the S2 holds."""
+    s1 = write_raster(tmp_path / "s1.tif", _s1_db(192, 450), descriptions=["VV", "VH"])
+    outputs = []
+    for name, s2_seed in (("alone", None), ("s2a", 0), ("s2b", 1)):
+        inputs = [open_input(s1)]
+        if s2_seed is not None:
+            inputs.append(open_input(write_raster(tmp_path / f"{name}.tif", smooth_s2(192, 200, s2_seed))))
+        job = SceneJob(DEMO, inputs, tmp_path / name,
+                       SceneOptions(steps=2, batch_size=1, generate=("DEM_DEM",)))
+        result = run_scene(job, demo)
+        with rasterio.open(result.outputs[0]) as out:
+            outputs.append(out.read(1))
+        sidecar = json.loads(job.sidecar.read_text())["tiles"]
+    alone, s2a, s2b = outputs
+    right = slice(3480 // 30, None)  # 30 m DEM columns that only the last tile column touches
+    assert np.array_equal(s2a[:, right], alone[:, right]) and np.array_equal(s2b[:, right], alone[:, right])
+    assert not np.array_equal(s2a[:, :40], s2b[:, :40])  # where it has data, S2 does condition
+    assert "S2L2A_B02_B03_B04_B08" in sidecar["r0000c0002"]["conditions_without_data"]
+    assert "conditions_without_data" not in sidecar["r0000c0001"]
+
+
+@pytest.mark.parametrize("flip", ["south_up", "westward"])
+def test_flipped_rasters_are_read_as_their_north_up_equivalent(tmp_path, flip):
+    data = smooth_s2(250, 230)
+    north_up = write_raster(tmp_path / "north_up.tif", data)
+    if flip == "south_up":
+        flipped = write_raster(tmp_path / "flipped.tif", data[:, ::-1].copy(),
+                               transform=Affine(10, 0, 500000, 0, 10, 5200000 - 2500))
+    else:
+        flipped = write_raster(tmp_path / "flipped.tif", data[:, :, ::-1].copy(),
+                               transform=Affine(-10, 0, 500000 + 2300, 0, -10, 5200000))
+    assert open_input(flipped).bounds == open_input(north_up).bounds
+    results = []
+    for path in (north_up, flipped):
+        job = SceneJob(DEMO, [open_input(path)], tmp_path / path.stem,
+                       SceneOptions(steps=1, generate=("S2L1C_B02_B03_B04_B08",)))
+        with rasterio.open(run_scene(job, EchoPipeline()).outputs[0]) as out:
+            results.append((out.transform, out.read()))
+    assert results[1][0] == results[0][0] == Affine(10, 0, 500000, 0, -10, 5200000)
+    assert results[1][1].shape == (4, 250, 230) and np.abs(results[1][1] - results[0][1]).max() < 0.05
+
+
+def test_class_indices_out_of_range_are_counted_and_reported(tmp_path):
+    lulc = np.random.default_rng(0).integers(1, 10, (1, 150, 150)).astype(np.uint8)
+    lulc[:, :50, :40] = 77
+    scene = open_input(write_raster(tmp_path / "lulc.tif", lulc))
+    assert scene.units == "index"
+    job = SceneJob(DEMO, [scene], tmp_path / "out", SceneOptions(steps=1, generate=("DEM_DEM",)))
+    reader = TileReader(job)
+    codes = reader.read(job.plan.tiles[0]).conditions["LULC_LULC"][0]
+    with pytest.warns(processing.UnknownClassCodeWarning,
+                      match=r"2000 of 22500 LULC_LULC pixels .* \(e\.g\. 77\)"):
+        reader.close()
+    classes = DEMO.modality("LULC_LULC").processing
+    assert (codes[:50, :40] == classes.codes[0]).all()
+    assert np.array_equal(codes[50:150, 40:150], np.asarray(classes.codes)[lulc[0, 50:, 40:]])
+
+
+def test_s1_units_must_be_plausible_unless_forced(tmp_path):
+    path = write_raster(tmp_path / "s1_x100.tif", (_s1_db(50, 50) * 100).astype(np.int16))
+    with pytest.raises(SceneError, match="neither dB .* --s1-units"):
+        open_input(path)
+    assert open_input(path, s1_units="db").units == "db"
+    linear = write_raster(tmp_path / "s1_linear.tif", 10 ** (_s1_db(50, 50) / 10))
+    assert open_input(linear).units == "linear"
+    assert open_input(write_raster(tmp_path / "s1_db.tif", _s1_db(50, 50))).units == "db"
+
+
+def test_corrupt_pixels_mid_file_fail_in_one_line(tmp_path):
+    """The first and last blocks are fine (so the file opens); one in the middle is garbage."""
+    path = tmp_path / "corrupt.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=512, height=512, count=12, dtype="int16",
+                       crs="EPSG:32633", transform=Affine(10, 0, 500000, 0, -10, 5200000), tiled=True,
+                       blockxsize=256, blockysize=256, compress="deflate") as dst:
+        dst.write(smooth_s2(512, 512))
+    with rasterio.open(path) as src:
+        offset, size = (int(src.get_tag_item(f"BLOCK_{k}_1_0", "TIFF", bidx=1)) for k in ("OFFSET", "SIZE"))
+    raw = bytearray(path.read_bytes())
+    raw[offset:offset + size] = b"\xff" * size
+    path.write_bytes(bytes(raw))
+    job = _job(tmp_path, [path], generate=("DEM_DEM",))
+    with pytest.raises(SceneError, match=r"corrupt.tif: cannot read pixels .*IReadBlock failed"):
+        run_scene(job, EchoPipeline())
+    assert not any(p.path.exists() for p in job.outputs)
+
+
+def test_too_wide_scenes_are_refused_before_running(tmp_path, monkeypatch):
+    wide = tmp_path / "wide.tif"  # 1000 km wide, nothing written (sparse): opening it costs nothing
+    with rasterio.open(wide, "w", driver="GTiff", width=100_000, height=400, count=12, dtype="int16",
+                       crs="EPSG:32633", transform=Affine(10, 0, 500000, 0, -10, 5200000), tiled=True,
+                       compress="deflate", sparse_ok=True):
+        pass
+    job = _job(tmp_path, [wide], generate=("LULC_LULC", "S1RTC_vh_vv"))
+    lulc_channels = 10 + 1 + 1  # class scores, validity, weights
+    assert job.blend_bytes > 2 * lulc_channels * (1920 + 1560) // 10 * 100_000 * 8  # > 6 GB
+    monkeypatch.setattr(scene_run, "memory_limit", lambda: 2**30)
+    assert "memory: about" in job.describe() and "(allowed: 1.0 GiB" in job.describe()
+    with pytest.raises(SceneError, match=r"wide.tif: blending 2 outputs .* needs about .* GiB .* "
+                                         r"more than the 1.0 GiB allowed .*gdal_translate -srcwin"):
+        run_scene(job, EchoPipeline())
+    assert not job.work_dir.exists()
+    small = _job(tmp_path, [write_raster(tmp_path / "small.tif", smooth_s2(300, 300))], generate=("DEM_DEM",))
+    assert small.blend_bytes < 2**30
+    small.check_memory()
+
+
+def test_coarse_inputs_warn(tmp_path):
+    coarse = write_raster(tmp_path / "coarse.tif", smooth_s2(40, 40),
+                          transform=Affine(1000, 0, 500000, 0, -1000, 5200000))
+    with pytest.warns(CoarseInputWarning, match="coarse.tif: its 1000 m pixels are more than 4x coarser"):
+        _job(tmp_path, [coarse], generate=("DEM_DEM",))
+    dem = write_raster(tmp_path / "dem.tif", np.full((1, 60, 60), 100, np.int16),
+                       transform=Affine(30, 0, 500000, 0, -30, 5200000))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CoarseInputWarning)
+        _job(tmp_path, [write_raster(tmp_path / "s2.tif", smooth_s2(180, 180)), dem],
+             generate=("S1RTC_vh_vv",))

@@ -11,26 +11,50 @@ from __future__ import annotations
 import datetime as dt
 import math
 import re
+import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import rasterio
 from affine import Affine
 from rasterio.crs import CRS
 from rasterio.enums import Resampling
+from rasterio.errors import CRSError, RasterioIOError
 from rasterio.vrt import WarpedVRT
+from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 
+from copgen_rt.processing import UnknownClassCodeWarning
 from copgen_rt.specs import PRODUCTS, Classes, Modality
 
 SUPPORTED_DTYPES = {"uint8", "uint16", "int16", "uint32", "int32", "float32", "float64"}
 S1_UNITS = ("auto", "db", "linear")
 LULC_VALUES = ("auto", "index", "code")
+S1_DB_RANGE = (-60.0, 40.0)  # plausible backscatter in dB
+S1_LINEAR_RANGE = (0.0, 100.0)  # plausible linear gamma0
+COARSE_FACTOR = 4.0  # inputs coarser than this many native pixels get a CoarseInputWarning
 
 
 class SceneError(ValueError):
     """An input raster cannot be used as given (message is one line)."""
+
+
+class CoarseInputWarning(UserWarning):
+    """An input is much coarser than a modality read from it: it is upsampled, detail is invented."""
+
+
+@contextmanager
+def _reading(path: Path) -> Iterator[None]:
+    """GDAL read failures (corrupt or truncated data) become a one-line SceneError."""
+    try:
+        yield
+    except RasterioIOError as e:
+        cause = e.__cause__ or e  # GDAL's own message is the chained one
+        detail = (str(cause).splitlines() or [type(cause).__name__])[0][:200]
+        raise SceneError(f"{path}: cannot read pixels (corrupt or truncated file?): {detail}") from None
 
 
 @dataclass(frozen=True)
@@ -50,8 +74,10 @@ class SceneInput:
 
     @property
     def bounds(self) -> tuple[float, float, float, float]:
-        left, top = self.transform.c, self.transform.f
-        return (left, top + self.height * self.transform.e, left + self.width * self.transform.a, top)
+        """(left, bottom, right, top), whichever way the rows and columns run."""
+        t = self.transform
+        xs, ys = (t.c, t.c + self.width * t.a), (t.f, t.f + self.height * t.e)
+        return min(xs), min(ys), max(xs), max(ys)
 
     def describe(self) -> str:
         res = f"{abs(self.transform.a):g} m" if self.crs.is_projected else f"{abs(self.transform.a):g} deg"
@@ -119,7 +145,7 @@ def open_input(path: str | Path, product: str | None = None, bands: tuple[str, .
         src = rasterio.open(path)
     except rasterio.errors.RasterioIOError as e:
         raise SceneError(f"{path}: not a readable raster ({str(e).splitlines()[0][:120]})") from None
-    with src:
+    with src, _reading(path):
         if src.crs is None:
             raise SceneError(f"{path}: no CRS: outputs could not be georeferenced; assign one first "
                              "(e.g. gdal_edit.py -a_srs EPSG:32633)")
@@ -130,6 +156,7 @@ def open_input(path: str | Path, product: str | None = None, bands: tuple[str, .
             raise SceneError(f"{path}: unsupported data type {dtype}")
         if src.width < 2 or src.height < 2:
             raise SceneError(f"{path}: {src.width}x{src.height} px is too small to be a scene")
+        _read_first_and_last_pixels(src)
         if not _has_data(src):
             raise SceneError(f"{path}: no valid pixel (everything is nodata)")
         names = [_canonical_band(d) for d in src.descriptions]
@@ -142,6 +169,9 @@ def open_input(path: str | Path, product: str | None = None, bands: tuple[str, .
             file_bands = tuple(known for known in names) if all(names) else PRODUCTS[product]
         if bands is not None:
             file_bands = tuple(_canonical_band(b) or b for b in bands)
+            if len(file_bands) != src.count:
+                raise SceneError(f"{path}: --bands names {len(file_bands)} band(s) ({' '.join(file_bands)}) "
+                                 f"but the file has {src.count}")
         if len(file_bands) != src.count:
             raise SceneError(f"{path}: {src.count} bands, but {product} expects {len(file_bands)} "
                              f"({' '.join(file_bands)}); pass --bands to say which is which")
@@ -169,6 +199,12 @@ def _boa_offset(tags: dict[str, str]) -> float | None:
     return None
 
 
+def _read_first_and_last_pixels(src) -> None:
+    """GDAL reads their whole blocks: a truncated file fails here (and in `info`), not mid-run."""
+    src.read(1, window=Window(0, 0, 1, 1))
+    src.read(src.count, window=Window(src.width - 1, src.height - 1, 1, 1))
+
+
 def _has_data(src) -> bool:
     """Any valid pixel? Scans block by block and stops at the first one (bounded memory)."""
     is_float = np.dtype(src.dtypes[0]).kind == "f"
@@ -187,14 +223,22 @@ def _sample(src, max_side: int = 256) -> np.ma.MaskedArray:
 
 def _s1_units(src, requested: str) -> str:
     if requested != "auto":
-        return requested
+        return requested  # the user's word, even for odd values
     text = " ".join(filter(None, [*src.descriptions, *(src.units or ()), *src.tags().values()])).lower()
-    if "db" in text.split() or "decibel" in text:
-        return "db"
-    values = _sample(src).compressed()
+    values = _sample(src).compressed().astype(np.float64)
     values = values[np.isfinite(values)]
+    if not values.size:
+        return "linear"
     # linear gamma0 is positive and mostly < 1; dB backscatter is mostly negative
-    return "db" if values.size and np.median(values) < 0 else "linear"
+    units = "db" if "db" in text.split() or "decibel" in text or np.median(values) < 0 else "linear"
+    low, high = np.percentile(values, [1, 99])  # a few outliers are no evidence
+    allowed = S1_DB_RANGE if units == "db" else S1_LINEAR_RANGE
+    if low < allowed[0] or high > allowed[1]:
+        raise SceneError(f"{src.name}: S1 values ({low:g} to {high:g}, 1st-99th percentile) look like "
+                         f"neither dB ({S1_DB_RANGE[0]:g} to {S1_DB_RANGE[1]:g}) nor linear power "
+                         f"({S1_LINEAR_RANGE[0]:g} to {S1_LINEAR_RANGE[1]:g}); rescale them (e.g. dB x 100 "
+                         "-> dB), or pass --s1-units db|linear to use them as they are")
+    return units
 
 
 def _class_values(src, product: str, requested: str) -> str:
@@ -226,14 +270,50 @@ class SceneFrame:
         if not scene.crs.is_projected:
             raise SceneError(f"{scene.path}: CRS {scene.crs.to_string()} is not projected; "
                              "warp to a metric CRS (e.g. UTM) first")
+        try:
+            unit, factor = scene.crs.linear_units_factor
+        except CRSError:
+            unit, factor = scene.crs.linear_units or "unknown unit", math.nan
+        if factor != 1.0:
+            raise SceneError(f"{scene.path}: CRS {scene.crs.to_string()} is in {unit}, not metres; warp to "
+                             "a metric CRS (e.g. UTM: gdalwarp -t_srs EPSG:326NN) first")
         left, bottom, right, top = scene.bounds
         return cls(scene.crs, left, top, right - left, top - bottom)
+
+    @property
+    def bounds(self) -> tuple[float, float, float, float]:
+        return self.left, self.top - self.height_m, self.left + self.width_m, self.top
+
+    def overlaps(self, scene: SceneInput) -> bool:
+        """Does `scene` cover part of the frame? Checked in both CRSs: far outside a projection's
+        area of use, transformed coordinates can land anywhere."""
+        theirs = _bounds_in(scene.bounds, scene.crs, self.crs)
+        mine = _bounds_in(self.bounds, self.crs, scene.crs)
+        return _intersect(theirs, self.bounds) and _intersect(mine, scene.bounds)
+
+    def pixel_size(self, scene: SceneInput) -> float:
+        """Side in frame metres of a pixel of `scene` (its mean footprint, whatever its CRS)."""
+        left, bottom, right, top = _bounds_in(scene.bounds, scene.crs, self.crs)
+        return math.sqrt(abs((right - left) * (top - bottom)) / (scene.width * scene.height))
 
     def grid(self, gsd: float) -> tuple[Affine, int, int]:
         """Transform and size of the native grid at `gsd` metres covering the frame."""
         width = max(1, math.ceil(self.width_m / gsd - 1e-6))
         height = max(1, math.ceil(self.height_m / gsd - 1e-6))
         return Affine(gsd, 0.0, self.left, 0.0, -gsd, self.top), width, height
+
+
+def _bounds_in(bounds: tuple[float, float, float, float], src: CRS, dst: CRS) -> tuple[float, ...]:
+    """`bounds` transformed from `src` to `dst` (NaN where PROJ cannot)."""
+    try:
+        return transform_bounds(src, dst, *bounds, densify_pts=21)
+    except (CRSError, ValueError, RuntimeError):
+        return (math.nan,) * 4
+
+
+def _intersect(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
+    """Do two (left, bottom, right, top) boxes share an area? False when one is not finite."""
+    return all(map(math.isfinite, a)) and a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
 
 
 class GridReader:
@@ -244,6 +324,7 @@ class GridReader:
         self.scene, self.band_index = scene, band_index
         self.transform, self.width, self.height = frame.grid(gsd)
         self._src = rasterio.open(scene.path)
+        # Flipped sources (south-up, westward) are warped onto this north-up grid like any other.
         # Without a nodata value, masked reads of a warped VRT call everything valid, even where
         # the source does not reach: an alpha band is the reliable record of coverage then.
         self._alpha = len(scene.bands) + 1 if scene.nodata is None else None
@@ -264,11 +345,11 @@ class GridReader:
         if c1 <= c0 or r1 <= r0:
             return data, valid
         window = Window(c0, r0, c1 - c0, r1 - r0)
-        block = self._vrt.read(self.band_index, window=window, masked=True)
+        with _reading(self.scene.path):
+            block = self._vrt.read(self.band_index, window=window, masked=True)
+            alpha = self._vrt.read(self._alpha, window=window) > 0 if self._alpha is not None else True
         values = block.filled(0)
-        mask = ~np.ma.getmaskarray(block).any(axis=0) & np.isfinite(values).all(axis=0)
-        if self._alpha is not None:
-            mask &= self._vrt.read(self._alpha, window=window) > 0
+        mask = ~np.ma.getmaskarray(block).any(axis=0) & np.isfinite(values).all(axis=0) & alpha
         data[:, r0 - row:r1 - row, c0 - col:c1 - col] = np.nan_to_num(values, nan=0.0, posinf=0.0,
                                                                       neginf=0.0)
         valid[r0 - row:r1 - row, c0 - col:c1 - col] = mask
@@ -297,19 +378,37 @@ class ModalityReader(GridReader):
             resampling = Resampling.bilinear
         super().__init__(scene, frame, modality.gsd, band_index, resampling)
         self.modality = modality
+        self._pixels_read = self._not_indices = 0
+        self._example: float | None = None
 
     def read(self, col: int, row: int, size: int) -> tuple[np.ndarray, np.ndarray]:
         data, valid = super().read(col, row, size)
-        return self._to_physical(data), valid
+        return self._to_physical(data, valid), valid
 
-    def _to_physical(self, values: np.ndarray) -> np.ndarray:
+    def close(self) -> None:
+        super().close()
+        if self._not_indices:
+            m, classes = self.modality, self.modality.processing
+            share = 100 * self._not_indices / self._pixels_read
+            warnings.warn(f"{self.scene.path.name}: {self._not_indices} of {self._pixels_read} {m.name} "
+                          f"pixels read ({share:.2g}%) are not class indices "
+                          f"0-{len(classes.codes) - 1} (e.g. {self._example:g}); mapped to class "
+                          f"{classes.names[0]!r} as unknown codes are (--lulc-values code if they are codes)",
+                          UnknownClassCodeWarning, stacklevel=2)
+
+    def _to_physical(self, values: np.ndarray, valid: np.ndarray) -> np.ndarray:
         scene, proc = self.scene, self.modality.processing
         if scene.product == "S1RTC" and scene.units == "db":
             return np.power(10.0, values / 10.0, dtype=np.float32)
         if isinstance(proc, Classes) and scene.units == "index":
             codes = np.asarray(proc.codes, np.float32)
-            index = np.clip(values, 0, len(codes) - 1).astype(np.int64)
-            return codes[index]
+            outside = (values < 0) | (values > len(codes) - 1)
+            counted = outside & valid  # nodata pixels are masked later, not unknown classes
+            if counted.any():
+                self._example = self._example if self._example is not None else float(values[counted][0])
+                self._not_indices += int(counted.sum())
+            self._pixels_read += int(valid.sum())
+            return codes[np.where(outside, 0, values).astype(np.int64)]
         if scene.dn_offset:
             return values + np.float32(scene.dn_offset)
         return values

@@ -11,9 +11,11 @@ import concurrent.futures as cf
 import datetime as dt
 import hashlib
 import json
+import math
 import os
 import shutil
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
@@ -25,8 +27,8 @@ from rasterio.warp import transform as warp_transform
 from copgen_rt import processing
 from copgen_rt.pipeline import Pipeline
 from copgen_rt.scenes.blend import RowBlender
-from copgen_rt.scenes.reader import (ModalityReader, SceneError, SceneFrame, SceneInput,
-                                     coverage_reader)
+from copgen_rt.scenes.reader import (COARSE_FACTOR, CoarseInputWarning, ModalityReader, SceneError,
+                                     SceneFrame, SceneInput, coverage_reader)
 from copgen_rt.scenes.tiling import Tile, TilingPlan, blend_weights, plan_tiles
 from copgen_rt.scenes.writer import CogWriter
 from copgen_rt.solvers import resolve_preset
@@ -34,6 +36,7 @@ from copgen_rt.specs import Classes, Date, LatLon, LogRange, ModelSpec, Modality
 
 BASE_GSD = 10.0  # validity masks are kept on the finest grid
 LOCATION, DATE = "location", "date"
+MEMORY_FRACTION = 0.5  # of the available memory, for the blenders (weights, GDAL and tiles need the rest)
 
 
 class OutputExistsError(Exception):
@@ -99,12 +102,17 @@ class SceneJob:
         self.frame = SceneFrame.of(self.inputs[0])
         self.plan = plan_tiles(self.frame, self.options.overlap_m)
         self.conditions = {}
+        first = self.inputs[0]
         for scene in self.inputs:
+            if scene is not first and not self.frame.overlaps(scene):
+                raise SceneError(f"{scene.path.name}: does not overlap {first.path.name} (the scene); give "
+                                 "conditions that cover part of it")
             matched = [m for m in self.spec.modalities if m.is_image and m.product == scene.product
                        and all(b in scene.bands for b in (m.bands or scene.bands[:1]))]
             if not matched:
                 raise SceneError(f"{scene.path.name}: no modality of {self.spec.name} can be read from "
                                  f"{scene.product} bands {' '.join(scene.bands)}")
+            _warn_if_coarse(scene, self.frame.pixel_size(scene), matched)
             for m in matched:
                 if m.name in self.conditions:
                     raise SceneError(f"{m.name} is given twice ({self.conditions[m.name].path.name} and "
@@ -152,6 +160,32 @@ class SceneJob:
     def work_dir(self) -> Path:
         return self.out_dir / f".copgen-work-{self.inputs[0].path.stem}"
 
+    @property
+    def blend_bytes(self) -> int:
+        """Peak memory of the output blenders: float64 sums and weights (`RowBlender`) over the rows
+        one batch of tiles can span, for every output at once, plus one output's transient copy."""
+        plan = self.plan
+        span_m = plan.footprint_m + math.ceil(self.options.batch_size / plan.n_cols) * plan.stride_m
+        sizes = []
+        for out in self.outputs:
+            _, width, height = self.frame.grid(out.modality.gsd)
+            rows = min(height, math.ceil(span_m / out.modality.gsd))
+            sizes.append((_blend_channels(out) + 1) * rows * width * 8)
+        return sum(sizes) + max(sizes, default=0)
+
+    def check_memory(self) -> None:
+        """Refuse a scene too wide for this machine's memory before running anything."""
+        need, limit = self.blend_bytes, memory_limit()
+        if limit is None or need <= limit:
+            return
+        first = self.inputs[0]
+        strip = max(1, int(first.width * limit / need))
+        raise SceneError(f"{first.path.name}: blending {len(self.outputs)} outputs over {first.width} px of "
+                         f"width needs about {_gib(need)} of memory, more than the {_gib(limit)} allowed "
+                         f"({MEMORY_FRACTION:g} of what is available); split the scene into strips at most "
+                         f"{strip} px wide (gdal_translate -srcwin XOFF 0 {strip} {first.height} "
+                         f"{first.path.name} part.tif) or generate fewer modalities (--generate)")
+
     def describe(self) -> str:
         lines = ["inputs:"] + [f"  {s.describe()}" for s in self.inputs]
         lines.append("conditions: " + ", ".join(list(self.conditions) + self.scalar_conditions))
@@ -164,7 +198,48 @@ class SceneJob:
         lines.append(f"work: {len(self.plan)} tiles x {o.samples} sample(s) x {steps} steps ({solver}) = "
                      f"{len(self.plan) * o.samples * steps} denoiser evaluations, batch {o.batch_size}")
         lines.append("outputs: " + ", ".join(p.path.name for p in self.outputs) + f", {self.sidecar.name}")
+        limit = memory_limit()
+        lines.append(f"memory: about {_gib(self.blend_bytes)} of blending buffers" + (
+            f" (allowed: {_gib(limit)}, {MEMORY_FRACTION:g} of the available memory)" if limit else ""))
         return "\n".join(lines)
+
+
+def _warn_if_coarse(scene: SceneInput, pixel_m: float, modalities: list[Modality]) -> None:
+    coarse = [m for m in modalities if pixel_m > COARSE_FACTOR * m.gsd]
+    if coarse:
+        native = "/".join(f"{g:g}" for g in sorted({m.gsd for m in coarse}))
+        warnings.warn(f"{scene.path.name}: its {pixel_m:.4g} m pixels are more than {COARSE_FACTOR:g}x "
+                      f"coarser than the native {native} m of "
+                      f"{', '.join(m.name for m in coarse)}: upsampled, the model sees no real detail",
+                      CoarseInputWarning, stacklevel=4)
+
+
+def memory_limit() -> int | None:
+    """Bytes the blenders may use: a fraction of the available memory (a cgroup limit included),
+    or None where it cannot be told."""
+    available = []
+    try:
+        available += [int(line.split()[1]) * 1024 for line in Path("/proc/meminfo").read_text().splitlines()
+                      if line.startswith("MemAvailable:")]
+    except (OSError, ValueError, IndexError):
+        pass
+    if not available:
+        try:
+            available.append(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+        except (OSError, ValueError, AttributeError):
+            pass
+    try:
+        cgroup = Path("/sys/fs/cgroup")
+        limit = (cgroup / "memory.max").read_text().strip()
+        if limit != "max":
+            available.append(int(limit) - int((cgroup / "memory.current").read_text()))
+    except (OSError, ValueError):
+        pass
+    return int(min(available) * MEMORY_FRACTION) if available else None
+
+
+def _gib(n: int) -> str:
+    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"
 
 
 # --- reading tiles ------------------------------------------------------------------------------
@@ -173,7 +248,7 @@ class SceneJob:
 @dataclass
 class TileInputs:
     tile: Tile
-    conditions: dict[str, np.ndarray]  # physical values per image modality (C, h, w)
+    conditions: dict[str, np.ndarray]  # physical values per image modality with data here (C, h, w)
     valid: np.ndarray  # (192, 192) bool on the 10 m grid: any input had data
     location: tuple[float, float]  # tile centre (lat, lon)
 
@@ -192,7 +267,9 @@ class TileReader:
             r.close()
 
     def read(self, tile: Tile) -> TileInputs | None:
-        """Conditions of one tile with gaps filled, or None if no input has data there."""
+        """Conditions of one tile with gaps filled, or None if no input has data there. A modality
+        without a valid pixel in the tile is left out: it is then neither given nor generated
+        there (the `others` policy), never fed as zeros."""
         valid = np.zeros((self.base_px, self.base_px), bool)
         conditions = {}
         for name, reader in self.readers.items():
@@ -200,7 +277,8 @@ class TileReader:
             size = round(self.job.plan.footprint_m / m.gsd)
             col, row = tile.pixel_origin(m.gsd)
             data, ok = reader.read(col, row, size)
-            conditions[name] = _fill_gaps(data, ok, m)
+            if ok.any():
+                conditions[name] = _fill_gaps(data, ok, m)
         col, row = tile.pixel_origin(BASE_GSD)
         for reader in self.coverage:
             valid |= reader.read(col, row, self.base_px)[1]
@@ -220,7 +298,7 @@ class TileReader:
 def _fill_gaps(data: np.ndarray, valid: np.ndarray, m: Modality) -> np.ndarray:
     """Give nodata pixels a neutral value (per-band mean, or the most common class) so the model
     sees plausible input; their outputs are masked as nodata afterwards."""
-    if valid.all() or not valid.any():
+    if valid.all():
         return data
     out = data.copy()
     for c in range(out.shape[0]):
@@ -261,6 +339,14 @@ def _to_file_units(m: Modality, values: np.ndarray) -> np.ndarray:
     return values
 
 
+def _blend_channels(out: OutputSpec) -> int:
+    """Channels one output blends: class scores or bands, plus the validity channel."""
+    m = out.modality
+    if isinstance(m.processing, Classes) and out.kind == "mean":
+        return len(m.processing.codes) + 1
+    return len(_encoding(m, out.kind)["names"]) + 1
+
+
 class _Output:
     """One output file: its blender (values + validity channel) and its writer."""
 
@@ -269,13 +355,11 @@ class _Output:
         self.spec, self.modality = out, m
         enc = _encoding(m, out.kind)
         transform, width, height = job.frame.grid(m.gsd)
-        self.channels = len(m.processing.codes) if isinstance(m.processing, Classes) and out.kind == "mean" \
-            else len(enc["names"])
         self.nodata = enc["nodata"]
         self.writer = CogWriter(out.path, job.frame.crs, transform, width, height, len(enc["names"]),
                                 enc["dtype"], enc["nodata"], enc["names"], enc["units"], tags,
                                 categorical=enc.get("categorical", False), scales=enc.get("scales"))
-        self.blender = RowBlender(self.channels + 1, width, height, self._emit)
+        self.blender = RowBlender(_blend_channels(out), width, height, self._emit)
 
     def _emit(self, row: int, sums: np.ndarray, weights: np.ndarray) -> None:
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -361,6 +445,7 @@ def precompute_latents(job: SceneJob, pipeline: Pipeline, start: int, stop: int)
     single-process run, and so are the results, bit for bit. Returns the tiles with data."""
     if start % job.options.batch_size:
         raise ValueError(f"tile range must start on a multiple of the batch size {job.options.batch_size}")
+    job.check_memory()  # the decoding worker would refuse the scene after all this sampling
     work = prepare_work_dir(job, pipeline)
     loc_name, date_name = _scalar_names(job.spec)
     reader = TileReader(job)
@@ -383,6 +468,7 @@ def run_scene(job: SceneJob, pipeline: Pipeline, progress: Callable[[int], None]
     if pipeline.spec.name != job.spec.name:
         raise SceneError("the job and the pipeline use different specs")
     check_outputs(job)
+    job.check_memory()
     start = time.perf_counter()
     work = prepare_work_dir(job, pipeline)
 
@@ -446,7 +532,8 @@ def _prefetched_batches(pool: cf.ThreadPoolExecutor, reader: TileReader, tiles: 
 
 def _batch_latents(job: SceneJob, pipeline: Pipeline, present: list[TileInputs], loc_name, date_name,
                    work: Path) -> tuple[dict[str, torch.Tensor], int]:
-    """Final latents of every present tile: loaded if a previous run finished it, else sampled."""
+    """Final latents of every present tile: loaded if a previous run finished it, else sampled,
+    one sampler call per set of conditions with data (seeds stay per tile)."""
     from safetensors.torch import load_file, save_file
 
     o = job.options
@@ -454,17 +541,19 @@ def _batch_latents(job: SceneJob, pipeline: Pipeline, present: list[TileInputs],
     todo = [i for i, p in enumerate(cached) if not p.exists()]
     per_tile: list[dict[str, torch.Tensor] | None] = [
         None if i in todo else load_file(str(cached[i])) for i in range(len(present))]
-    if todo:
+    groups: dict[tuple[str, ...], list[int]] = {}
+    for i in todo:
+        groups.setdefault(tuple(present[i].conditions), []).append(i)
+    for names, group in groups.items():
         conditions: dict[str, object] = {
-            name: torch.from_numpy(np.stack([present[i].conditions[name] for i in todo]))
-            for name in job.conditions}
+            name: torch.from_numpy(np.stack([present[i].conditions[name] for i in group])) for name in names}
         if loc_name in job.scalar_conditions:
-            conditions[loc_name] = torch.tensor([present[i].location for i in todo])
+            conditions[loc_name] = torch.tensor([present[i].location for i in group])
         if date_name in job.scalar_conditions:
-            conditions[date_name] = [job.date] * len(todo)
+            conditions[date_name] = [job.date] * len(group)
         latents = _generate_splitting_on_oom(job, pipeline, conditions,
-                                             [tile_seed(o.seed, present[i].tile) for i in todo])
-        for j, i in enumerate(todo):
+                                             [tile_seed(o.seed, present[i].tile) for i in group])
+        for j, i in enumerate(group):
             rows = slice(j * o.samples, (j + 1) * o.samples)
             per_tile[i] = {n: z[rows].contiguous() for n, z in latents.items()}
             tmp = cached[i].with_suffix(".tmp")
@@ -527,6 +616,9 @@ def _record_scalars(job, present, latents, sidecar, loc_name, date_name) -> None
     n = job.options.samples
     for i, t in enumerate(present):
         entry: dict[str, object] = {"centre_lat_lon": [round(t.location[0], 6), round(t.location[1], 6)]}
+        missing = [name for name in job.conditions if name not in t.conditions]
+        if missing:
+            entry["conditions_without_data"] = missing
         rows = slice(i * n, (i + 1) * n)
         if loc_name in job.generate:
             entry["generated_lat_lon"] = processing.vector_to_latlon(latents[loc_name][rows]).tolist()
