@@ -305,7 +305,10 @@ def infer_cmd(scenes, model, spec_json, weights, engine, backend, solver, others
 
     with tqdm(total=len(job.plan), unit="tile", disable=quiet, desc="copgen-rt", file=sys.stderr) as bar:
         result = run_scene(job, pipeline, progress=bar.update)
-    if not quiet:
+    if not quiet and result.already_complete:
+        click.echo("already complete: every output exists from the same settings (--overwrite to "
+                   "run again); outputs:", err=True)
+    elif not quiet:
         note = f", {result.skipped} without data" if result.skipped else ""
         note += f", {result.resumed} resumed" if result.resumed else ""
         click.echo(f"{result.tiles} tiles in {result.seconds:.1f} s{note}; wrote:", err=True)

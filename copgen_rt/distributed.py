@@ -23,6 +23,7 @@ import logging
 import math
 import os
 import re
+import socket
 import time
 from collections import deque
 from dataclasses import dataclass, replace
@@ -57,6 +58,18 @@ def check_address(address: str) -> None:
                          "put the scenes before --ray, or write --ray=ADDRESS")
 
 
+def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """Fail fast on a head that does not answer: ray.init retries a dead address for minutes."""
+    if address == "auto" or address.startswith("ray://"):
+        return
+    host, _, port = address.rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as e:
+        raise ValueError(f"--ray {address}: no Ray head answers there ({e.strerror or type(e).__name__}); "
+                         "start one with `ray start --head`") from None
+
+
 @contextlib.contextmanager
 def connect(address: str, quiet: bool = False) -> Iterator[None]:
     """Start a local Ray runtime ("local") or join the cluster at `address`; an already
@@ -71,6 +84,7 @@ def connect(address: str, quiet: bool = False) -> Iterator[None]:
             cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
             ray.init(num_cpus=cores, **options)
         else:
+            _check_reachable(address)
             ray.init(address=address, **options)
     except (ConnectionError, RuntimeError, TimeoutError) as e:
         raise ValueError(f"--ray {address}: cannot start or join Ray ({one_line(e)})") from None
@@ -140,7 +154,11 @@ class WorkerPool:
         ray = _ray()
         resources = ray.cluster_resources()
         gpus = int(resources.get("GPU", 0)) if (source.device or "cuda").startswith("cuda") else 0
-        count = gpus or max(1, int(resources.get("CPU", 1)) // cpus_per_worker)
+        cpus = int(resources.get("CPU", 1))
+        if not gpus and cpus_per_worker > cpus:
+            raise ValueError(f"--cpus-per-worker {cpus_per_worker}: the Ray cluster has {cpus} CPU(s) in all; "
+                             "no worker could ever start")
+        count = gpus or cpus // cpus_per_worker
         actor = ray.remote(SceneWorker).options(num_cpus=cpus_per_worker, num_gpus=1 if gpus else 0,
                                                 max_restarts=MAX_RESTARTS, max_task_retries=0)
         actors = [actor.remote(source, cpus_per_worker) for _ in range(count)]

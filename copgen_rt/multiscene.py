@@ -13,12 +13,14 @@ from __future__ import annotations
 import csv
 import dataclasses
 import datetime as dt
+import fcntl
 import glob
 import hashlib
 import json
 import os
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
@@ -26,7 +28,8 @@ from typing import Callable, Iterator, Sequence
 from copgen_rt import __version__, specs
 from copgen_rt.device import choose as choose_device
 from copgen_rt.pipeline import Pipeline
-from copgen_rt.scenes.run import OutputExistsError, SceneJob, SceneResult, check_outputs, run_scene
+from copgen_rt.scenes.run import (OutputExistsError, SceneJob, SceneResult, check_outputs, recorded_run_key,
+                                  run_scene)
 from copgen_rt.weights import CheckpointError, file_sha256, resolve_weights
 
 RUN_MANIFEST = "copgen-run.json"
@@ -82,7 +85,13 @@ def _matches(arg: str) -> list[str]:
     files = sorted(p for p in glob.glob(arg, recursive=True) if not os.path.isdir(p))
     if not files:
         raise ValueError(f"{arg}: no file matches")
-    return files
+    ours = [p for p in files if recorded_run_key(Path(p)) is not None]
+    if ours:  # e.g. --out is the scene folder: a rerun must not take the outputs for new scenes
+        warnings.warn(f"{arg}: {len(ours)} matching file(s) are copgen-rt outputs, not taken as scenes")
+    scenes = [p for p in files if p not in ours]
+    if not scenes:
+        raise ValueError(f"{arg}: every matching file is a copgen-rt output")
+    return scenes
 
 
 def read_manifest(path: Path, conds: tuple[str, ...], out: Path) -> list[SceneEntry]:
@@ -190,14 +199,18 @@ class RunManifest:
 
     def __init__(self, path: Path):
         self.path = path
-        self.scenes: dict[str, dict] = {}
-        self._dirty, self._saved = False, 0.0
-        if path.exists():
-            try:
-                self.scenes = dict(json.loads(path.read_text())["scenes"])
-            except (ValueError, KeyError, TypeError) as e:
-                raise ValueError(f"{path}: not a copgen-rt run manifest ({type(e).__name__}); "
-                                 "move it away") from None
+        self.scenes = self._read()
+        self._changed: set[str] = set()
+        self._saved = 0.0
+
+    def _read(self) -> dict[str, dict]:
+        if not self.path.exists():
+            return {}
+        try:
+            return dict(json.loads(self.path.read_text())["scenes"])
+        except (ValueError, KeyError, TypeError) as e:
+            raise ValueError(f"{self.path}: not a copgen-rt run manifest ({type(e).__name__}); "
+                             "move it away") from None
 
     def complete(self, key: str, fingerprint: str) -> bool:
         record = self.scenes.get(key, {})
@@ -206,20 +219,23 @@ class RunManifest:
 
     def record(self, key: str, record: dict) -> None:
         self.scenes[key] = record
-        self._dirty = True
+        self._changed.add(key)
         if time.monotonic() - self._saved >= SAVE_INTERVAL_S:
             self.save()
 
     def save(self) -> None:
-        """Atomic: a temporary file, then a rename."""
-        if not self._dirty:
+        """Merge this run's records into the file under a lock (another run may share the output
+        folder), then replace it atomically: a temporary file and a rename."""
+        if not self._changed:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        data = {"software": f"copgen-rt {__version__}", "scenes": self.scenes}
-        tmp.write_text(json.dumps(data, indent=1) + "\n")
-        tmp.replace(self.path)
-        self._dirty, self._saved = False, time.monotonic()
+        with open(self.path.with_name(f".{self.path.name}.lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            merged = {**self._read(), **{k: self.scenes[k] for k in self._changed}}
+            tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+            tmp.write_text(json.dumps({"software": f"copgen-rt {__version__}", "scenes": merged}, indent=1) + "\n")
+            tmp.replace(self.path)
+        self.scenes, self._changed, self._saved = merged, set(), time.monotonic()
 
 
 def fingerprint(job: SceneJob, provenance: dict) -> str:

@@ -208,3 +208,33 @@ def test_bad_scene_lists_fail_in_one_line(tmp_path):
         assert r.exit_code == 3, (args, r.output)
         lines = [line for line in r.output.splitlines() if line.startswith("copgen-rt: error")]
         assert len(lines) == 1 and message in lines[0] and "Traceback" not in r.output
+
+
+def test_workers_that_could_never_start_are_refused(ray_runtime):
+    with pytest.raises(ValueError, match="--cpus-per-worker 3: the Ray cluster has 2 CPU"):
+        WorkerPool.start(_source(), cpus_per_worker=3)
+
+
+def test_an_address_without_a_ray_head_fails_fast():
+    """Checked before ray.init, which would retry a dead address for minutes (connect() itself
+    cannot be tried here: this module's Ray runtime is already initialised)."""
+    from copgen_rt.distributed import _check_reachable
+
+    start = time.monotonic()
+    for address in ("127.0.0.1:1", "no-such-host.invalid:6379"):
+        with pytest.raises(ValueError, match=f"--ray {address}: no Ray head answers there"):
+            _check_reachable(address)
+    assert time.monotonic() - start < 15
+
+
+def test_a_glob_over_the_output_folder_skips_the_outputs(tmp_path):
+    folder = tmp_path / "scenes"
+    folder.mkdir()
+    write_raster(folder / "s0.tif", smooth_s2(200, 200))
+    first = _cli([str(folder / "*.tif"), "--out", str(folder), "-q"])
+    assert first.exit_code == 0, first.output
+    again = _cli([str(folder / "*.tif"), "--out", str(folder)])
+    assert again.exit_code == 0, again.output
+    assert "1 matching file(s) are copgen-rt outputs, not taken as scenes" in again.output
+    assert "0 succeeded, 1 skipped" in again.output
+    assert sorted(p.name for p in folder.glob("*.tif")) == ["s0.tif", "s0_DEM_DEM.tif"]

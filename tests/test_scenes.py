@@ -14,7 +14,7 @@ from copgen_rt import Pipeline, processing, specs
 from copgen_rt.cli import default_scene, demo_weights, main
 from copgen_rt.scenes import run as scene_run
 from copgen_rt.scenes.reader import CoarseInputWarning, SceneError, open_input
-from copgen_rt.scenes.run import SceneJob, SceneOptions, TileReader, run_scene
+from copgen_rt.scenes.run import OutputExistsError, SceneJob, SceneOptions, TileReader, run_scene
 from copgen_rt.scenes.tiling import blend_ramp
 from scene_helpers import CHIPS, EchoPipeline, smooth_s2, write_raster
 
@@ -156,6 +156,41 @@ def test_interrupted_run_resumes_without_recomputing(tmp_path, demo):
     assert not job.work_dir.exists()
 
 
+def test_outputs_of_the_same_run_are_rewritten_others_are_kept(tmp_path, demo):
+    """A run killed while publishing leaves some outputs: the rerun writes the rest (and those
+    again, identically) without --overwrite; files it did not make, or made with other settings,
+    are never replaced."""
+    path = write_raster(tmp_path / "scene.tif", smooth_s2(250, 250))
+    make = lambda seed: SceneJob(DEMO, [open_input(path)], tmp_path / "out",  # noqa: E731
+                                 SceneOptions(steps=1, seed=seed, generate=("DEM_DEM", "S1RTC_vh_vv")))
+    first = run_scene(make(0), demo)
+    dem, s1 = (p for p in first.outputs if p.suffix == ".tif")
+    with rasterio.open(dem) as src:
+        before = src.read()
+    s1.unlink()  # as if the kill came between the two renames
+    again = run_scene(make(0), demo)
+    assert s1.exists() and sorted(again.outputs) == sorted(first.outputs)
+    with rasterio.open(dem) as src:
+        assert np.array_equal(src.read(), before)
+    with pytest.raises(OutputExistsError):  # other settings: the user's earlier results stay
+        run_scene(make(1), demo)
+    write_raster(s1, smooth_s2(10, 10)[:2])  # a GeoTIFF of someone else's at that name
+    with pytest.raises(OutputExistsError, match="S1RTC_vh_vv.tif exists"):
+        run_scene(make(0), demo)
+
+
+def test_run_manifests_of_concurrent_runs_merge(tmp_path):
+    from copgen_rt.multiscene import RunManifest
+
+    path = tmp_path / "copgen-run.json"
+    a, b = RunManifest(path), RunManifest(path)
+    a.record("scene-a", {"status": "done"})
+    b.record("scene-b", {"status": "done"})
+    a.save()
+    b.save()
+    assert set(RunManifest(path).scenes) == {"scene-a", "scene-b"}
+
+
 def test_memory_is_bounded_by_width_not_area(tmp_path):
     small = write_raster(tmp_path / "small.tif", smooth_s2(400, 300))
     tall = write_raster(tmp_path / "tall.tif", smooth_s2(1600, 300))
@@ -193,8 +228,12 @@ def test_cli_default_job_and_refusal_to_overwrite(tmp_path):
     r = _cli(["infer", "--out", str(out), "--steps", "2", "-q"])
     assert r.exit_code == 0, r.output
     assert "RANDOM WEIGHTS" in r.output and len(list(out.glob("*.tif"))) == 7
-    again = _cli(["infer", "--out", str(out), "--steps", "2", "-q"])
-    assert again.exit_code == 5 and "--overwrite" in again.output
+    stamps = {p: p.stat().st_mtime_ns for p in out.iterdir()}
+    again = _cli(["infer", "--out", str(out), "--steps", "2"])  # the same command: nothing to do
+    assert again.exit_code == 0 and "already complete" in again.output, again.output
+    assert {p: p.stat().st_mtime_ns for p in out.iterdir()} == stamps
+    other = _cli(["infer", "--out", str(out), "--steps", "3", "-q"])  # other settings: refused
+    assert other.exit_code == 5 and "--overwrite" in other.output
     info = _cli(["info", default_scene()])
     assert info.exit_code == 0 and "2 x 2 = 4 tiles" in info.output
 
@@ -209,7 +248,7 @@ def test_cli_default_job_and_refusal_to_overwrite(tmp_path):
     ("geographic", "not projected"),
     ("missing", "no such file"),
     ("feet", "in US survey foot, not metres"),
-    ("s1_db_x100", "look like neither dB (-60 to 40) nor linear power"),
+    ("s1_db_x100", "look like neither dB (-60 to 45) nor linear power"),
     ("truncated", "cannot read pixels (corrupt or truncated file?)"),
 ])
 def test_bad_inputs_fail_in_one_line(tmp_path, case, message):

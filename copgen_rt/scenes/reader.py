@@ -33,7 +33,7 @@ from copgen_rt.specs import PRODUCTS, Classes, Modality
 SUPPORTED_DTYPES = {"uint8", "uint16", "int16", "uint32", "int32", "float32", "float64"}
 S1_UNITS = ("auto", "db", "linear")
 LULC_VALUES = ("auto", "index", "code")
-S1_DB_RANGE = (-60.0, 40.0)  # plausible backscatter in dB
+S1_DB_RANGE = (-60.0, 45.0)  # plausible backscatter in dB (the model's own outputs reach 40.2)
 S1_LINEAR_RANGE = (0.0, 100.0)  # plausible linear gamma0
 COARSE_FACTOR = 4.0  # inputs coarser than this many native pixels get a CoarseInputWarning
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
 import numpy as np
+import rasterio
 import torch
 from rasterio.warp import transform as warp_transform
 
@@ -387,6 +388,7 @@ class SceneResult:
     seconds: float
     network_seconds: float
     peak_buffer_rows: int
+    already_complete: bool = False  # every output existed from the same settings: nothing was run
 
 
 def _run_key(job: SceneJob, pipeline: Pipeline) -> str:
@@ -410,16 +412,48 @@ def _provenance_tags(job: SceneJob, pipeline: Pipeline) -> dict[str, str]:
         "COPGEN_DATE": str(job.date) if job.date else "unknown (generated)",
         "COPGEN_S2_DN_OFFSET": ", ".join(f"{s.path.name}:{s.dn_offset:+g}" for s in job.inputs
                                          if s.product.startswith("S2")) or "n/a",
+        RUN_KEY_TAG: _run_key(job, pipeline),
     }
 
 
-def check_outputs(job: SceneJob) -> None:
+RUN_KEY_TAG = "COPGEN_RUN_KEY"  # in every output: which settings made it (`_run_key`)
+
+
+def check_outputs(job: SceneJob, run_key: str | None = None) -> None:
+    """Refuse to replace files without --overwrite, except outputs of this very run (same run key):
+    an interrupted run that had published some of its outputs writes them again, identically.
+    Without a key (before the weights are loaded) any copgen-rt output passes; run_scene checks
+    again with the key before writing anything."""
     if job.options.overwrite:
         return
-    pictures = [o.path.with_suffix(".png") for o in job.outputs if job.options.quicklook]
-    for path in [o.path for o in job.outputs] + [job.sidecar] + pictures:
-        if path.exists():
+    for path in _expected_files(job):
+        if not path.exists():
+            continue
+        found = recorded_run_key(path)
+        if found is None or (run_key is not None and found != run_key):
             raise OutputExistsError(f"{path} exists; pass --overwrite to replace it")
+
+
+def _expected_files(job: SceneJob) -> list[Path]:
+    """Every file a finished run of `job` has written, in the order run_scene returns them."""
+    pictures = [o.path.with_suffix(".png") for o in job.outputs if job.options.quicklook and o.kind == "mean"]
+    return [o.path for o in job.outputs] + pictures + [job.sidecar]
+
+
+def recorded_run_key(path: Path) -> str | None:
+    """The run key an output of ours carries (GeoTIFF tag, PNG text, sidecar field), else None."""
+    try:
+        if path.suffix == ".json":
+            return json.loads(path.read_text()).get(RUN_KEY_TAG)
+        if path.suffix == ".png":
+            from PIL import Image
+
+            with Image.open(path) as img:
+                return img.info.get(RUN_KEY_TAG)
+        with rasterio.open(path) as src:
+            return src.tags().get(RUN_KEY_TAG)
+    except Exception:  # noqa: BLE001 - unreadable means: not known to be ours
+        return None
 
 
 def prepare_work_dir(job: SceneJob, pipeline: Pipeline) -> Path:
@@ -467,7 +501,13 @@ def run_scene(job: SceneJob, pipeline: Pipeline, progress: Callable[[int], None]
     """Generate every tile, blend and write. Interrupted runs resume from the work folder."""
     if pipeline.spec.name != job.spec.name:
         raise SceneError("the job and the pipeline use different specs")
-    check_outputs(job)
+    run_key = _run_key(job, pipeline)
+    check_outputs(job, run_key)
+    rasters = [o.path for o in job.outputs] + [job.sidecar]
+    if not job.options.overwrite and not job.work_dir.exists() and \
+            all(recorded_run_key(p) == run_key for p in rasters):
+        finished = [p for p in _expected_files(job) if p.exists()]  # no picture where no recipe
+        return SceneResult(finished, len(job.plan), 0, 0, 0.0, 0.0, 0, already_complete=True)
     job.check_memory()
     start = time.perf_counter()
     work = prepare_work_dir(job, pipeline)
