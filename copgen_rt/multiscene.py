@@ -99,7 +99,7 @@ def read_manifest(path: Path, conds: tuple[str, ...], out: Path) -> list[SceneEn
     an empty cond or out takes the command's). Relative paths are relative to the file's folder;
     blank lines and lines starting with # are ignored."""
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8-sig")  # spreadsheets save CSV with a byte-order mark
     except (OSError, UnicodeDecodeError) as e:
         raise ValueError(f"--manifest {path}: cannot read it ({getattr(e, 'strerror', None) or e})") from None
     base = path.absolute().parent

@@ -84,6 +84,11 @@ def run_thumbnails(pipeline: Pipeline, conditions: Mapping[str, Path], out_dir: 
     if any(rasters):
         raise ValueError("give either image thumbnails or georeferenced rasters as conditions, not both")
     images = {name: thumbnails.read_thumbnail(Path(path)) for name, path in conditions.items()}
+    for name, image in images.items():
+        try:
+            thumbnails.center_crop(image, spec.pixel_shape(name)[-1])
+        except ValueError as e:  # say which file
+            raise ValueError(f"{conditions[name]}: {e}") from None
     for name in images:
         spec.modality(name)
     wanted = spec.canonical(generate or [n for n in spec.names if n not in conditions])

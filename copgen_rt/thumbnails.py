@@ -132,7 +132,7 @@ def center_crop(image: np.ndarray, size: int = 256) -> np.ndarray:
     before = round((size - res) / 2)
     after = size - res - before
     if max(before, after) >= res:
-        raise ValueError(f"image of {h}x{w} px is too small to reflect-pad to {size} px")
+        raise ValueError(f"image of {w}x{h} px (width x height) is too small to reflect-pad to {size} px")
     pad = [(0, 0)] * (image.ndim - 3) + [(before, after), (before, after), (0, 0)]
     return np.pad(image, pad, mode="reflect")
 

@@ -238,3 +238,10 @@ def test_a_glob_over_the_output_folder_skips_the_outputs(tmp_path):
     assert "1 matching file(s) are copgen-rt outputs, not taken as scenes" in again.output
     assert "0 succeeded, 1 skipped" in again.output
     assert sorted(p.name for p in folder.glob("*.tif")) == ["s0.tif", "s0_DEM_DEM.tif"]
+
+
+def test_a_csv_manifest_with_a_byte_order_mark(tmp_path):
+    write_raster(tmp_path / "s0.tif", smooth_s2(200, 200))
+    (tmp_path / "scenes.csv").write_text("scene,cond,out\ns0.tif,,\n", encoding="utf-8-sig")
+    entries = expand([], str(tmp_path / "scenes.csv"), (), str(tmp_path / "out"))
+    assert [e.scene.name for e in entries] == ["s0.tif"]

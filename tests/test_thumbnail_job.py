@@ -40,6 +40,12 @@ def test_png_in_png_out_with_samples(tmp_path, beta):
         run_thumbnails(beta, {"s1_rtc": tmp_path / "s1.png"}, tmp_path / "p", steps=2)
 
 
+def test_too_small_image_names_the_file(tmp_path, beta):
+    thumbnails.write_png(tmp_path / "small.png", np.zeros((80, 100, 3), np.uint8))  # 100 wide, 80 high
+    with pytest.raises(ValueError, match=r"small.png: image of 100x80 px \(width x height\) is too small"):
+        run_thumbnails(beta, {"s1_rtc": tmp_path / "small.png"}, tmp_path / "o", steps=1)
+
+
 def test_raster_conditions_are_tiled_and_keep_georeferencing(tmp_path, beta):
     s1 = CHIPS / "S1RTC_433D_629L_3_1.tif"
     out = run_thumbnails(beta, {"s1_rtc": s1}, tmp_path / "o", generate=["s2_l2a"], steps=1)
