@@ -399,16 +399,16 @@ def _infer_thumbnails(spec, scene, weights, engine, choice, backend, solver, oth
 
 def _default_batch_size(spec: specs.ModelSpec, device: str) -> int:
     """Tiles per call from free memory: ~40 activations of (tokens x width) floats per sample."""
-    import os
-
     import torch
+
+    from copgen_rt.device import available_host_memory
 
     per_sample = 4 * spec.num_tokens * spec.denoiser.embed_dim * 40 + 4 * spec.denoiser.num_heads * \
         spec.num_tokens ** 2 * 2
     if device.startswith("cuda"):
         free, _ = torch.cuda.mem_get_info(torch.device(device))
         return max(1, min(64, int(free * 0.5 // per_sample)))
-    free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    free = available_host_memory() or 0
     return max(1, min(8, int(free * 0.25 // per_sample)))  # CPUs saturate at small batches
 
 

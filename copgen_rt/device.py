@@ -7,6 +7,7 @@ GPUs get bf16 from compute capability 8.0 (Ampere) on, fp16 before. Explicit cho
 
 from __future__ import annotations
 
+import os
 import platform
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,3 +70,27 @@ def choose(device: str | None = None, dtype: str | None = None) -> Choice:
     if dtype is not None and dtype != native:
         return Choice(device, dtype, hardware, f"requested (the native choice would be {native})")
     return Choice(device, native, hardware, why)
+
+
+def available_host_memory() -> int | None:
+    """Bytes of host memory this process can still use: MemAvailable (or free pages), capped by
+    a cgroup limit (containers); None where neither can be read."""
+    available = []
+    try:
+        available += [int(line.split()[1]) * 1024 for line in Path("/proc/meminfo").read_text().splitlines()
+                      if line.startswith("MemAvailable:")]
+    except (OSError, ValueError, IndexError):
+        pass
+    if not available:
+        try:
+            available.append(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+        except (OSError, ValueError, AttributeError):
+            pass
+    try:
+        cgroup = Path("/sys/fs/cgroup")
+        limit = (cgroup / "memory.max").read_text().strip()
+        if limit != "max":
+            available.append(int(limit) - int((cgroup / "memory.current").read_text()))
+    except (OSError, ValueError):
+        pass
+    return min(available) if available else None

@@ -26,6 +26,7 @@ import torch
 from rasterio.warp import transform as warp_transform
 
 from copgen_rt import processing
+from copgen_rt.device import available_host_memory
 from copgen_rt.pipeline import Pipeline
 from copgen_rt.scenes.blend import RowBlender
 from copgen_rt.scenes.reader import (COARSE_FACTOR, CoarseInputWarning, ModalityReader, SceneError,
@@ -216,27 +217,9 @@ def _warn_if_coarse(scene: SceneInput, pixel_m: float, modalities: list[Modality
 
 
 def memory_limit() -> int | None:
-    """Bytes the blenders may use: a fraction of the available memory (a cgroup limit included),
-    or None where it cannot be told."""
-    available = []
-    try:
-        available += [int(line.split()[1]) * 1024 for line in Path("/proc/meminfo").read_text().splitlines()
-                      if line.startswith("MemAvailable:")]
-    except (OSError, ValueError, IndexError):
-        pass
-    if not available:
-        try:
-            available.append(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
-        except (OSError, ValueError, AttributeError):
-            pass
-    try:
-        cgroup = Path("/sys/fs/cgroup")
-        limit = (cgroup / "memory.max").read_text().strip()
-        if limit != "max":
-            available.append(int(limit) - int((cgroup / "memory.current").read_text()))
-    except (OSError, ValueError):
-        pass
-    return int(min(available) * MEMORY_FRACTION) if available else None
+    """Bytes the blenders may use: a fraction of the available memory, None where unknown."""
+    available = available_host_memory()
+    return int(available * MEMORY_FRACTION) if available is not None else None
 
 
 def _gib(n: int) -> str:
