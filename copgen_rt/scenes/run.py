@@ -384,7 +384,7 @@ def _run_key(job: SceneJob, pipeline: Pipeline) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
-def _provenance_tags(job: SceneJob, pipeline: Pipeline) -> dict[str, str]:
+def _provenance_tags(job: SceneJob, pipeline: Pipeline, run_key: str) -> dict[str, str]:
     o = job.options
     return pipeline.provenance.tags() | {
         "COPGEN_SEED": str(o.seed), "COPGEN_STEPS": str(o.sampler[1]), "COPGEN_SOLVER": o.sampler[0],
@@ -395,26 +395,29 @@ def _provenance_tags(job: SceneJob, pipeline: Pipeline) -> dict[str, str]:
         "COPGEN_DATE": str(job.date) if job.date else "unknown (generated)",
         "COPGEN_S2_DN_OFFSET": ", ".join(f"{s.path.name}:{s.dn_offset:+g}" for s in job.inputs
                                          if s.product.startswith("S2")) or "n/a",
-        RUN_KEY_TAG: _run_key(job, pipeline),
+        RUN_KEY_TAG: run_key,
     }
 
 
 RUN_KEY_TAG = "COPGEN_RUN_KEY"  # in every output: which settings made it (`_run_key`)
 
 
-def check_outputs(job: SceneJob, run_key: str | None = None) -> None:
+def check_outputs(job: SceneJob, run_key: str | None = None) -> dict[Path, str]:
     """Refuse to replace files without --overwrite, except outputs of this very run (same run key):
     an interrupted run that had published some of its outputs writes them again, identically.
     Without a key (before the weights are loaded) any copgen-rt output passes; run_scene checks
-    again with the key before writing anything."""
+    again with the key before writing anything. Returns the existing outputs and their keys."""
     if job.options.overwrite:
-        return
+        return {}
+    existing = {}
     for path in _expected_files(job):
         if not path.exists():
             continue
         found = recorded_run_key(path)
         if found is None or (run_key is not None and found != run_key):
             raise OutputExistsError(f"{path} exists; pass --overwrite to replace it")
+        existing[path] = found
+    return existing
 
 
 def _expected_files(job: SceneJob) -> list[Path]:
@@ -485,17 +488,15 @@ def run_scene(job: SceneJob, pipeline: Pipeline, progress: Callable[[int], None]
     if pipeline.spec.name != job.spec.name:
         raise SceneError("the job and the pipeline use different specs")
     run_key = _run_key(job, pipeline)
-    check_outputs(job, run_key)
-    rasters = [o.path for o in job.outputs] + [job.sidecar]
-    if not job.options.overwrite and not job.work_dir.exists() and \
-            all(recorded_run_key(p) == run_key for p in rasters):
-        finished = [p for p in _expected_files(job) if p.exists()]  # no picture where no recipe
-        return SceneResult(finished, len(job.plan), 0, 0, 0.0, 0.0, 0, already_complete=True)
+    existing = check_outputs(job, run_key)
+    rasters = [o.path for o in job.outputs] + [job.sidecar]  # quicklooks exist only where a recipe does
+    if not job.work_dir.exists() and all(p in existing for p in rasters):
+        return SceneResult(list(existing), len(job.plan), 0, 0, 0.0, 0.0, 0, already_complete=True)
     job.check_memory()
     start = time.perf_counter()
     work = prepare_work_dir(job, pipeline)
 
-    tags = _provenance_tags(job, pipeline)
+    tags = _provenance_tags(job, pipeline, run_key)
     outputs = [_Output(job, o, tags) for o in job.outputs]
     reader = TileReader(job)
     tiles = job.plan.tiles
