@@ -30,6 +30,12 @@ DTYPES = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16
           "float16": torch.float16, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
 
 
+def first_line(e: BaseException) -> str:
+    """The first line of an exception's message (libraries raise long multi-line ones)."""
+    text = str(e).strip()
+    return text.splitlines()[0][:160] if text else type(e).__name__
+
+
 class CheckpointError(Exception):
     """A checkpoint is missing, unreadable, or does not fit the spec (message is one line)."""
 
@@ -87,8 +93,7 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
             return Checkpoint(path, sd, metadata)
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # corrupt, truncated, or a pickle that needs code execution
-        reason = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"{path}: not a readable checkpoint ({reason})") from None
+        raise CheckpointError(f"{path}: not a readable checkpoint ({first_line(e)})") from None
     return Checkpoint(path, _unwrap(obj, path))
 
 

@@ -23,10 +23,9 @@ def _session(path: Path, providers: Sequence[str] | None):
     try:
         return ort.InferenceSession(str(path), options, providers=chosen)
     except Exception as e:  # onnxruntime raises its own types for missing, truncated or invalid files
-        from copgen_rt.weights import CheckpointError
+        from copgen_rt.weights import CheckpointError, first_line
 
-        reason = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"{path}: not a loadable ONNX model ({reason})") from None
+        raise CheckpointError(f"{path}: not a loadable ONNX model ({first_line(e)})") from None
 
 
 class OrtDenoiser:
