@@ -1,3 +1,3 @@
-from copgen_rt.cli import main
+from copgen_rt.entry import main
 
 main()

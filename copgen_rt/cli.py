@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import functools
+import logging
 import math
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -16,6 +18,8 @@ from copgen_rt.scenes.run import OutputExistsError
 # distinct exit codes, documented in the README
 EXIT_INPUT, EXIT_CHECKPOINT, EXIT_OUTPUT_EXISTS, EXIT_MISSING, EXIT_EXPORT, EXIT_INTERNAL = 3, 4, 5, 6, 7, 1
 EXIT_SCENES_FAILED = 8  # many scenes: at least one failed (the others ran)
+EXIT_CANNOT_WRITE = 9  # an output folder is not writable, the disk is full, a planted link was refused
+EXIT_BUSY = 10  # another run is writing the same scene's outputs right now
 MAX_ENGINE_BATCH = 4096  # the sampler's --batch-size limit: engines are never built larger
 
 
@@ -30,10 +34,15 @@ def friendly_errors(fn):
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         from copgen_rt.export.onnx import ExportError
+        from copgen_rt.files import OutputBusyError, OutputWriteError
         from copgen_rt.weights import CheckpointError
 
         try:
             return fn(*args, **kwargs)
+        except OutputWriteError as e:
+            _fail(EXIT_CANNOT_WRITE, str(e))
+        except OutputBusyError as e:
+            _fail(EXIT_BUSY, str(e))
         except CheckpointError as e:
             _fail(EXIT_CHECKPOINT, str(e))
         except ExportError as e:
@@ -59,8 +68,6 @@ def friendly_errors(fn):
 
 
 def _debug() -> bool:
-    import os
-
     return os.environ.get("COPGEN_RT_DEBUG") == "1"
 
 
@@ -102,6 +109,11 @@ class _OneLineUsageErrors(click.Group):
 def main():
     """copgen-rt: run COP-GEN multimodal Copernicus generation in production."""
     warnings.simplefilter("default")
+    # GDAL's messages reach us as exceptions, each turned into one line; its log lines would
+    # print raw (e.g. "_tiffSeekProc" on a full disk) next to them
+    logging.getLogger("rasterio").addHandler(logging.NullHandler())
+    logging.getLogger("rasterio").propagate = False
+    os.environ.setdefault("CPL_LOG", os.devnull)  # GDAL's default handler, outside rasterio's calls
     # a raster without georeferencing is refused with its own one-line error
     warnings.filterwarnings("ignore", message="Dataset has no geotransform")
     warnings.showwarning = _show_warning
@@ -270,8 +282,9 @@ def infer_cmd(scenes, model, spec_json, weights, engine, backend, solver, others
     rerun skips the scenes already done; exit code 8 if any scene failed.
     """
     from copgen_rt.device import choose as choose_device
+    from copgen_rt.files import check_writable
     from copgen_rt.multiscene import has_glob
-    from copgen_rt.scenes.run import check_outputs, run_scene
+    from copgen_rt.scenes.run import check_outputs, run_scene, scene_lock
 
     if engine and weights:
         raise ValueError("give --weights or --engine, not both")
@@ -295,19 +308,22 @@ def infer_cmd(scenes, model, spec_json, weights, engine, backend, solver, others
                                  overwrite, quiet, p)
     batch = p["batch_size"] or _default_batch_size(spec, choice.device)
     job = _scene_job(spec, scene or default_scene(), p, batch, solver, others, seed, overwrite)
-    check_outputs(job)  # before loading any weights
+    check_writable(job.out_dir)  # before loading any weights
+    check_outputs(job)
     job.check_memory()
-    pipeline = _load_pipeline(spec, weights, engine, choice, backend)
-    if verbose:
-        click.echo(choice.describe(), err=True)
-        click.echo(job.describe(), err=True)
-    from tqdm import tqdm
+    with scene_lock(job):  # a second run of the same scene fails here, before loading anything
+        pipeline = _load_pipeline(spec, weights, engine, choice, backend)
+        if verbose:
+            click.echo(choice.describe(), err=True)
+            click.echo(job.describe(), err=True)
+        from tqdm import tqdm
 
-    with tqdm(total=len(job.plan), unit="tile", disable=quiet, desc="copgen-rt", file=sys.stderr) as bar:
-        result = run_scene(job, pipeline, progress=bar.update)
+        with tqdm(total=len(job.plan), unit="tile", disable=quiet, desc="copgen-rt", file=sys.stderr) as bar:
+            result = run_scene(job, pipeline, progress=bar.update, locked=True)
     if not quiet and result.already_complete:
+        added = f"; added {', '.join(p.name for p in result.added)}" if result.added else ""
         click.echo("already complete: every output exists from the same settings (--overwrite to "
-                   "run again); outputs:", err=True)
+                   f"run again){added}; outputs:", err=True)
     elif not quiet:
         note = f", {result.skipped} without data" if result.skipped else ""
         note += f", {result.resumed} resumed" if result.resumed else ""
@@ -331,10 +347,13 @@ def _infer_many(scenes, manifest, ray_address, cpus_per_worker, split_tiles, mod
     """Many scenes (copgen_rt.multiscene), in this process or on Ray; returns the exit code."""
     from copgen_rt import distributed, multiscene
     from copgen_rt.device import choose as choose_device
+    from copgen_rt.files import check_writable
 
     if ray_address is not None:
         distributed.check_address(ray_address)  # before the scenes: `--ray scene.tif` took one as ADDRESS
     entries = multiscene.expand(scenes, manifest, p["conds"], p["out"])
+    check_writable(Path(p["out"]))  # the run manifest's folder, before loading any weights; a scene
+    # whose own folder cannot be written fails alone
     spec = _infer_spec(model, spec_json, weights, engine)
     if all(isinstance(m.processing, specs.RGB8) for m in spec.modalities):
         raise ValueError(f"{spec.name} takes thumbnails (--cond MODALITY=FILE): run one job at a time")
@@ -371,6 +390,7 @@ def _load_pipeline(spec: specs.ModelSpec, weights: str | None, engine: str | Non
 def _infer_thumbnails(spec, scene, weights, engine, choice, backend, solver, others, seed, overwrite,
                       quiet, p):
     """Thumbnail families (COP-GEN-Beta): --cond MODALITY=FILE (image or raster), PNGs out."""
+    from copgen_rt.files import check_writable
     from copgen_rt.thumbnail_job import run_thumbnails
 
     if scene is not None:
@@ -387,6 +407,7 @@ def _infer_thumbnails(spec, scene, weights, engine, choice, backend, solver, oth
         generate = [t.strip() for t in p["generate"].split(",") if t.strip()]
         if not generate:
             raise ValueError("--generate is empty: name modalities, or leave it out for all")
+    check_writable(Path(p["out"]))  # before loading any weights
     pipeline = _load_pipeline(spec, weights, engine, choice, backend)
     written = run_thumbnails(pipeline, conditions, Path(p["out"]), generate, samples=p["samples"], seed=seed,
                              preset=p["preset"], solver=solver, steps=p["steps"], others=others,

@@ -78,7 +78,7 @@ def connect(address: str, quiet: bool = False) -> Iterator[None]:
     if ray.is_initialized():
         yield
         return
-    options: dict[str, Any] = dict(include_dashboard=False, logging_level=logging.WARNING, log_to_driver=not quiet)
+    options: dict[str, Any] = dict(include_dashboard=False, logging_level=logging.ERROR, log_to_driver=not quiet)
     try:
         if address == "local":
             cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
@@ -140,7 +140,7 @@ class SceneWorker:
         return precompute_latents(job.build(), self._loaded(), start, stop)
 
     def run(self, job: PortableJob) -> SceneResult:
-        return run_scene(job.build(), self._loaded())
+        return run_scene(job.build(), self._loaded(), locked=True)  # the driver holds the lock
 
 
 class WorkerPool:

@@ -10,10 +10,10 @@ exists; complete scenes are skipped, whatever `--overwrite` says.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import datetime as dt
-import fcntl
 import glob
 import hashlib
 import json
@@ -27,9 +27,11 @@ from typing import Callable, Iterator, Sequence
 
 from copgen_rt import __version__, specs
 from copgen_rt.device import choose as choose_device
+from copgen_rt.files import (OutputBusyError, OutputWriteError, check_writable, is_regular_file, waiting_lock,
+                             write_text)
 from copgen_rt.pipeline import Pipeline
 from copgen_rt.scenes.run import (OutputExistsError, SceneJob, SceneResult, check_outputs, recorded_run_key,
-                                  run_scene)
+                                  run_scene, scene_lock)
 from copgen_rt.weights import CheckpointError, file_sha256, resolve_weights
 
 RUN_MANIFEST = "copgen-run.json"
@@ -204,8 +206,10 @@ class RunManifest:
         self._saved = 0.0
 
     def _read(self) -> dict[str, dict]:
-        if not self.path.exists():
+        if not os.path.lexists(self.path):
             return {}
+        if not is_regular_file(self.path):
+            raise ValueError(f"{self.path}: not a plain file (a link?); move it away")
         try:
             return dict(json.loads(self.path.read_text())["scenes"])
         except (ValueError, KeyError, TypeError) as e:
@@ -228,13 +232,11 @@ class RunManifest:
         folder), then replace it atomically: a temporary file and a rename."""
         if not self._changed:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path.with_name(f".{self.path.name}.lock"), "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        check_writable(self.path.parent)
+        with waiting_lock(self.path.with_name(f".{self.path.name}.lock")):
             merged = {**self._read(), **{k: self.scenes[k] for k in self._changed}}
-            tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-            tmp.write_text(json.dumps({"software": f"copgen-rt {__version__}", "scenes": merged}, indent=1) + "\n")
-            tmp.replace(self.path)
+            write_text(self.path, json.dumps({"software": f"copgen-rt {__version__}", "scenes": merged},
+                                             indent=1) + "\n")
         self.scenes, self._changed, self._saved = merged, set(), time.monotonic()
 
 
@@ -252,7 +254,8 @@ def fingerprint(job: SceneJob, provenance: dict) -> str:
 def one_line(e: BaseException) -> str:
     text = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
     first = text.strip().splitlines()[0] if text.strip() else ""
-    if first and isinstance(e, (ValueError, KeyError, OSError, OutputExistsError, CheckpointError)):
+    if first and isinstance(e, (ValueError, KeyError, OSError, OutputExistsError, CheckpointError,
+                                OutputBusyError, OutputWriteError)):
         return first
     return f"{type(e).__name__}: {first}" if first else type(e).__name__
 
@@ -338,6 +341,7 @@ class Batch:
         self.provenance, self.report, self.verbose = provenance, report, verbose
         self.summary = Summary(len(entries))
         self._running: dict[str, tuple[str, float]] = {}  # key -> (fingerprint, start)
+        self._locks: dict[str, contextlib.ExitStack] = {}  # key -> the held scene lock (`scene_lock`)
 
     def jobs(self) -> Iterator[tuple[SceneEntry, SceneJob]]:
         self.report.begin()
@@ -350,6 +354,9 @@ class Batch:
                     self.report.unplanned(finished=True)
                     continue
                 check_outputs(job)
+                lock = contextlib.ExitStack()
+                lock.enter_context(scene_lock(job))  # held until done or fail: workers run unlocked
+                self._locks[entry.key] = lock
             except Exception as e:  # noqa: BLE001 - a bad scene must not stop the others
                 self.report.unplanned(finished=False)
                 self.fail(entry, one_line(e))
@@ -362,6 +369,7 @@ class Batch:
 
     def done(self, entry: SceneEntry, job: SceneJob, result: SceneResult, ranges: int = 1) -> None:
         key, start = self._running.pop(entry.key)
+        self._unlock(entry)
         solver, steps = job.options.sampler
         seconds = time.monotonic() - start
         self.manifest.record(entry.key, {
@@ -376,10 +384,22 @@ class Batch:
 
     def fail(self, entry: SceneEntry, reason: str) -> None:
         self._running.pop(entry.key, None)
+        self._unlock(entry)
         reason = reason.removeprefix(f"{entry.scene}: ")
         self.manifest.record(entry.key, {**self._entry(entry), "status": "failed", "error": reason})
         self.summary.failed.append((entry.name, reason))
         self.report.scene(entry.name, f"FAILED: {reason}")
+
+    def _unlock(self, entry: SceneEntry) -> None:
+        lock = self._locks.pop(entry.key, None)
+        if lock is not None:
+            lock.close()
+
+    def close(self) -> None:
+        """Release the locks of scenes still running (the run was interrupted)."""
+        for lock in self._locks.values():
+            lock.close()
+        self._locks.clear()
 
     @staticmethod
     def _entry(entry: SceneEntry) -> dict:
@@ -390,7 +410,7 @@ class Batch:
 def run_sequential(batch: Batch, pipeline: Pipeline) -> None:
     for entry, job in batch.jobs():
         try:
-            result = run_scene(job, pipeline, progress=batch.report.tiles)
+            result = run_scene(job, pipeline, progress=batch.report.tiles, locked=True)
         except Exception as e:  # noqa: BLE001 - a bad scene must not stop the others
             batch.fail(entry, one_line(e))
         else:
@@ -408,6 +428,7 @@ def run(entries: Sequence[SceneEntry], make_job: Callable[[SceneEntry], SceneJob
         distributed.check_address(ray_address)
     manifest = RunManifest(Path(out).absolute() / RUN_MANIFEST)
     report = Report(len(entries), quiet)
+    batch: Batch | None = None
     try:
         if ray_address is None:
             pipeline = source.load()
@@ -421,6 +442,8 @@ def run(entries: Sequence[SceneEntry], make_job: Callable[[SceneEntry], SceneJob
                 _warn_if_random(batch.provenance)
                 distributed.run_on_ray(batch, pool, split_tiles)
     finally:
+        if batch is not None:
+            batch.close()
         manifest.save()
     report.summary(batch.summary)
     return batch.summary

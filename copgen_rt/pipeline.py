@@ -75,7 +75,25 @@ class _MomentsCache:
 
 
 def _device(device: str | torch.device | None) -> torch.device:
-    return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    try:
+        chosen = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    except (RuntimeError, TypeError):
+        chosen = None
+    if chosen is None or chosen.type not in ("cpu", "cuda", "meta"):  # meta: shapes only, no data
+        raise ValueError(f"device {device!r}: copgen-rt runs on 'cpu', 'cuda' or 'cuda:N'")
+    return chosen
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _check_dtype(name: str, value: object) -> None:
+    """Booleans and complex numbers are no physical values: refused, never cast."""
+    dtype = getattr(value, "dtype", None)
+    if dtype is not None and (dtype in (torch.bool, torch.complex64, torch.complex128) or
+                              getattr(dtype, "kind", "") in ("b", "c")):
+        raise ValueError(f"condition {name}: values of dtype {dtype} are not physical values")
 
 
 class Pipeline:
@@ -225,13 +243,17 @@ class Pipeline:
         model_inputs = {}
         for name in cond_names:
             value = conditions[name]
+            _check_dtype(name, value)
             x = processing.preprocess(spec.modality(name), value, spec.pixel_shape(name)) if physical_units and not \
                 conditions_are_latents else torch.as_tensor(value, dtype=torch.float32)
             model_inputs[name] = self._check_condition(name, x, conditions_are_latents)
         batch = self._batch_size(model_inputs, batch_size)
         if seed is None:
             seed = secrets.randbits(62)
-        cond_seeds = [seed + b for b in range(batch)] if isinstance(seed, int) else list(seed)
+        cond_seeds = [seed + b for b in range(batch)] if _is_int(seed) else \
+            list(seed) if isinstance(seed, Sequence) and not isinstance(seed, (str, bytes)) else [seed]
+        if not all(map(_is_int, cond_seeds)):
+            raise ValueError(f"seed must be an int or a sequence of ints (one per condition), got {seed!r}")
         if len(cond_seeds) != batch:
             raise ValueError(f"seed list has {len(cond_seeds)} entries for a batch of {batch}")
         noise = NoiseSource(row_seeds(cond_seeds, n_samples), self.device)

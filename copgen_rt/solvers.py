@@ -30,13 +30,18 @@ PRESETS: dict[str, tuple[str, int]] = {"exact": ("reference", 50), "fast": ("dpm
                                        "draft": ("dpmpp-3m", 10)}
 
 
+MAX_STEPS = 1000
+
+
 def resolve_preset(preset: str | None, solver: str | None, steps: int | None) -> tuple[str, int]:
     """Explicit solver/steps win over the preset; with neither, the `exact` preset."""
     if preset is not None and preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose {', '.join(PRESETS)}")
     base_solver, base_steps = PRESETS[preset or "exact"]
-    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 1):
-        raise ValueError(f"steps must be a whole number >= 1, got {steps!r}")
+    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or
+                              not 1 <= steps <= MAX_STEPS):
+        raise ValueError(f"steps must be a whole number from 1 to {MAX_STEPS} (the schedule's timesteps), "
+                         f"got {steps!r}")
     return solver or base_solver, base_steps if steps is None else int(steps)
 
 

@@ -18,6 +18,7 @@ import rasterio
 import torch
 
 from copgen_rt import thumbnails
+from copgen_rt.files import Staging
 from copgen_rt.pipeline import Pipeline
 from copgen_rt.solvers import resolve_preset
 from copgen_rt.scenes.reader import GridReader, SceneFrame, open_input
@@ -149,7 +150,7 @@ def run_thumbnail_scene(pipeline: Pipeline, conditions: Mapping[str, Path], out_
     raster's frame, generated per tile, blended with raised-cosine weights, written as RGB COGs
     (with an alpha band where no input had data) plus a PNG quicklook per modality."""
     from copgen_rt.scenes.blend import RowBlender
-    from copgen_rt.scenes.run import OutputExistsError, tile_seed
+    from copgen_rt.scenes.run import OutputExistsError
     from copgen_rt.scenes.tiling import blend_weights, plan_tiles
     from copgen_rt.scenes.writer import CogWriter
 
@@ -173,51 +174,65 @@ def run_thumbnail_scene(pipeline: Pipeline, conditions: Mapping[str, Path], out_
     out_dir.mkdir(parents=True, exist_ok=True)
     transform, width, height = first.frame.grid(THUMBNAIL_GSD)
     tags = _provenance_tags(pipeline, conditions, seed, samples, resolve_preset(preset, solver, steps), others)
-    writers, blenders = {}, {}
-    for key, path in files.items():
-        writers[key] = CogWriter(path, first.frame.crs, transform, width, height, 4, "uint8", None,
-                                 ["red", "green", "blue", "alpha"], ["", "", "", ""], tags, alpha=True)
-        blenders[key] = RowBlender(4, width, height, _rgba_emitter(writers[key]))
-    weights = blend_weights(size, overlap_px)
-    try:
-        tiles = plan.tiles
-        for i in range(0, len(tiles), batch_size):
-            batch = tiles[i:i + batch_size]
-            reads = [{n: r.read(*t.pixel_origin(THUMBNAIL_GSD), size) for n, r in readers.items()} for t in batch]
-            present = [(t, r) for t, r in zip(batch, reads) if any(v.any() for _, v in r.values())]
-            if present:
-                conds = {n: torch.from_numpy(np.stack([r[n][0] for _, r in present])) for n in names}
-                latents = pipeline.generate(wanted, conds, n_samples=samples, preset=preset, solver=solver,
-                                            steps=steps, others=others, decode=False,
-                                            seed=[tile_seed(seed, t) for t, _ in present])
-                decoded = pipeline.decode(latents, physical_units=False)  # blend before rounding
-                for name in wanted:
-                    rgb = ((decoded[name] + 1.0) * 0.5).clamp(0, 1).mul(255.0).numpy()
-                    rgb = rgb.reshape(len(present), samples, *rgb.shape[1:])
-                    for j, (tile, r) in enumerate(present):
-                        valid = np.any([v for _, v in r.values()], axis=0)[None].astype(np.float64)
-                        col, row = tile.pixel_origin(THUMBNAIL_GSD)
-                        for kind in kinds:
-                            values = rgb[j].mean(0) if kind == "mean" else \
-                                rgb[j].std(0, ddof=1).mean(0, keepdims=True).repeat(3, 0)
-                            blenders[(name, kind)].add(col, row, np.concatenate([values, valid]), weights)
-            last = batch[-1]
-            for blender in blenders.values():
-                blender.flush(plan.final_rows(last, THUMBNAIL_GSD, height))
-        written = [writer.close() for writer in writers.values()]
-    except BaseException:
-        for writer in writers.values():
-            writer.abort()
-        raise
-    finally:
-        for reader in readers.values():
-            reader.close()
-    for path in list(written):
-        with rasterio.open(path) as src:
-            factor = max(1, max(src.width, src.height) // 1024)
-            rgb = src.read([1, 2, 3], out_shape=(3, max(1, src.height // factor), max(1, src.width // factor)))
-        written.append(_write_png(path.with_suffix(".png"), np.moveaxis(rgb, 0, -1), tags))
-    return written
+    with Staging(out_dir) as staging:
+        writers, blenders = {}, {}
+        for key, path in files.items():
+            writers[key] = CogWriter(staging, path, first.frame.crs, transform, width, height, 4, "uint8", None,
+                                     ["red", "green", "blue", "alpha"], ["", "", "", ""], tags, alpha=True)
+            blenders[key] = RowBlender(4, width, height, _rgba_emitter(writers[key]))
+        weights = blend_weights(size, overlap_px)
+        try:
+            tiles = plan.tiles
+            for i in range(0, len(tiles), batch_size):
+                batch = tiles[i:i + batch_size]
+                reads = [{n: r.read(*t.pixel_origin(THUMBNAIL_GSD), size) for n, r in readers.items()}
+                         for t in batch]
+                present = [(t, r) for t, r in zip(batch, reads) if any(v.any() for _, v in r.values())]
+                if present:
+                    _blend_batch(pipeline, wanted, names, present, samples, seed, preset, solver, steps, others,
+                                 kinds, blenders, weights)
+                last = batch[-1]
+                for blender in blenders.values():
+                    blender.flush(plan.final_rows(last, THUMBNAIL_GSD, height))
+            staged = {key: writer.close() for key, writer in writers.items()}
+        except BaseException:
+            for writer in writers.values():
+                writer.abort()
+            raise
+        finally:
+            for reader in readers.values():
+                reader.close()
+        pictures = []
+        for key, path in staged.items():
+            with rasterio.open(path) as src:
+                factor = max(1, max(src.width, src.height) // 1024)
+                rgb = src.read([1, 2, 3], out_shape=(3, max(1, src.height // factor),
+                                                     max(1, src.width // factor)))
+            pictures.append(_write_png(files[key].with_suffix(".png"), np.moveaxis(rgb, 0, -1), tags))
+        written = [staging.publish(path.name, files[key]) for key, path in staged.items()]
+    return written + pictures
+
+
+def _blend_batch(pipeline: Pipeline, wanted: Sequence[str], names: Sequence[str], present: list, samples: int,
+                 seed: int, preset: str | None, solver: str | None, steps: int | None, others: str,
+                 kinds: list[str], blenders: dict, weights: np.ndarray) -> None:
+    from copgen_rt.scenes.run import tile_seed
+
+    conds = {n: torch.from_numpy(np.stack([r[n][0] for _, r in present])) for n in names}
+    latents = pipeline.generate(wanted, conds, n_samples=samples, preset=preset, solver=solver,
+                                steps=steps, others=others, decode=False,
+                                seed=[tile_seed(seed, t) for t, _ in present])
+    decoded = pipeline.decode(latents, physical_units=False)  # blend before rounding
+    for name in wanted:
+        rgb = ((decoded[name] + 1.0) * 0.5).clamp(0, 1).mul(255.0).numpy()
+        rgb = rgb.reshape(len(present), samples, *rgb.shape[1:])
+        for j, (tile, r) in enumerate(present):
+            valid = np.any([v for _, v in r.values()], axis=0)[None].astype(np.float64)
+            col, row = tile.pixel_origin(THUMBNAIL_GSD)
+            for kind in kinds:
+                values = rgb[j].mean(0) if kind == "mean" else \
+                    rgb[j].std(0, ddof=1).mean(0, keepdims=True).repeat(3, 0)
+                blenders[(name, kind)].add(col, row, np.concatenate([values, valid]), weights)
 
 
 def _rgba_emitter(writer):

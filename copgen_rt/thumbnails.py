@@ -7,14 +7,14 @@ Arrays are numpy uint8 (H, W, 3) (or (B, H, W, 3) where noted), RGB, row-major; 
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Mapping
 
 import numpy as np
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
+
+from copgen_rt.files import atomic_write
 
 _ALPHA_MODES = {"RGBA", "RGBa", "LA", "La", "PA"}
 _GREY_MODES = {"L", "1"}
@@ -90,18 +90,11 @@ def write_png(path: str | Path, image: np.ndarray, tags: Mapping[str, str] | Non
         raise ValueError(f"write_png expects uint8 (H, W, 3), got {image.dtype} {image.shape}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        text = PngInfo()
-        for key, value in (tags or {}).items():
-            text.add_text("Description" if key == "TIFFTAG_IMAGEDESCRIPTION" else key, value)
-        Image.fromarray(np.ascontiguousarray(image), "RGB").save(tmp, format="PNG", pnginfo=text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    text = PngInfo()
+    for key, value in (tags or {}).items():
+        text.add_text("Description" if key == "TIFFTAG_IMAGEDESCRIPTION" else key, value)
+    with atomic_write(path) as f:
+        Image.fromarray(np.ascontiguousarray(image), "RGB").save(f, format="PNG", pnginfo=text)
 
 
 # --- the reference CLI's input crop -----------------------------------------------------------

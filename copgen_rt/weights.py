@@ -9,12 +9,11 @@ The released layouts are found too (`500000_nnet_ema.pth`, `models/vae/<folder>/
 
 from __future__ import annotations
 
-import functools
-import hashlib
 import json
 import math
-import os
-import tempfile
+import pickle
+import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Mapping
@@ -22,6 +21,7 @@ from typing import Iterable, Mapping
 import torch
 from torch import Tensor, nn
 
+from copgen_rt.files import atomic_write, file_sha256, write_text
 from copgen_rt.models import Autoencoder, Denoiser
 from copgen_rt.specs import ModelSpec
 
@@ -62,22 +62,6 @@ class Checkpoint:
         return self.metadata.get(RANDOM_KEY) == "true"
 
 
-def file_sha256(path: Path) -> str:
-    """sha256 of a file, computed once per (path, size, mtime): weights are hashed for provenance,
-    verification and cache keys, and a large checkpoint takes seconds."""
-    stat = Path(path).stat()
-    return _sha256(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
-
-
-@functools.lru_cache(maxsize=256)
-def _sha256(path: str, size: int, mtime_ns: int) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 22):
-            h.update(block)
-    return h.hexdigest()
-
-
 def read_checkpoint(path: str | Path) -> Checkpoint:
     """Read a .safetensors or a pickled PyTorch file (weights only, never arbitrary code)."""
     path = Path(path)
@@ -91,8 +75,16 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
                 metadata = dict(f.metadata() or {})
                 sd = {k: f.get_tensor(k) for k in f.keys()}
             return Checkpoint(path, sd, metadata)
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # corrupt, truncated, or a pickle that needs code execution
+        with warnings.catch_warnings():  # its failures become our one-line error, not a warning too
+            warnings.simplefilter("ignore")
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        needs = re.search(r"unsupported GLOBAL (\S+)", str(e))
+        if needs is None:
+            raise CheckpointError(f"{path}: not a readable checkpoint (not a PyTorch weights file)") from None
+        raise CheckpointError(f"{path}: not a readable checkpoint: refused, the pickle holds more than weights "
+                              f"(it would run {needs.group(1)}); only weights are ever loaded") from None
+    except Exception as e:  # corrupt or truncated
         raise CheckpointError(f"{path}: not a readable checkpoint ({first_line(e)})") from None
     return Checkpoint(path, _unwrap(obj, path))
 
@@ -222,8 +214,13 @@ def _verify_manifest(root: Path, files: WeightFiles) -> None:
     except (ValueError, KeyError, TypeError, AttributeError) as e:
         raise CheckpointError(f"{manifest}: not a valid weights manifest ({type(e).__name__}: {e})") from None
     for path in [files.denoiser, *files.vaes.values()]:
-        expected = recorded.get(path.resolve()) if path is not None else None
-        if expected is not None and file_sha256(path) != expected:
+        if path is None:
+            continue
+        expected = recorded.get(path.resolve())
+        if expected is None:
+            raise CheckpointError(f"{path}: not listed in {manifest} (which lists "
+                                  f"{', '.join(sorted(p.name for p in recorded)) or 'nothing'}): cannot verify it")
+        if file_sha256(path) != expected:
             raise CheckpointError(f"{path}: sha256 differs from {manifest.name} (corrupt or replaced file)")
 
 
@@ -263,28 +260,20 @@ def _from_hub(spec: ModelSpec, repo_id: str) -> WeightFiles:
 
 
 def write_safetensors(sd: Mapping[str, Tensor], path: Path, metadata: Mapping[str, str]) -> None:
-    """Atomic write: a temporary file in the same folder, then rename."""
-    from safetensors.torch import save_file
+    """Atomic write (`copgen_rt.files.atomic_write`)."""
+    from safetensors.torch import save
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file({k: v.contiguous() for k, v in sd.items()}, tmp, metadata=dict(metadata))
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    data = save({k: v.contiguous() for k, v in sd.items()}, metadata=dict(metadata))
+    with atomic_write(path) as f:
+        f.write(data)
 
 
 def _write_manifest(out: Path, spec: ModelSpec, random: bool, files: Mapping[str, Path]) -> None:
     manifest = {"spec": spec.name, "random": random,
                 "files": {k: {"path": str(p.relative_to(out)), "sha256": file_sha256(p)}
                           for k, p in files.items()}}
-    tmp = out / ".weights.json.tmp"
-    tmp.write_text(json.dumps(manifest, indent=1) + "\n")
-    os.replace(tmp, out / "weights.json")
+    write_text(out / "weights.json", json.dumps(manifest, indent=1) + "\n")
 
 
 def _random_tensor(key: str, shape: tuple[int, ...], gen: torch.Generator) -> Tensor:

@@ -64,7 +64,9 @@ class Manifest:
     def load(cls, folder: Path) -> "Manifest":
         path = Path(folder) / MANIFEST
         if not path.is_file():
-            raise FileNotFoundError(f"{folder}: no {MANIFEST}; not an export folder")
+            from copgen_rt.weights import CheckpointError
+
+            raise CheckpointError(f"{folder}: no {MANIFEST}; not an export folder (made by copgen-rt export)")
         try:
             d = json.loads(path.read_text())
             d["components"] = [Component.from_dict(c) for c in d.get("components", [])]

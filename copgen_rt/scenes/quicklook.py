@@ -45,12 +45,12 @@ def render(modality: Modality, path: Path) -> np.ndarray | None:
     return None
 
 
-def write_quicklooks(outputs: list[tuple[Modality, Path]]) -> list[Path]:
+def write_quicklooks(outputs: list[tuple[Modality, Path, Path]]) -> list[Path]:
+    """A PNG for each (modality, GeoTIFF, PNG path) that has a recipe, with the GeoTIFF's tags."""
     written = []
-    for modality, path in outputs:
+    for modality, path, png in outputs:
         picture = render(modality, path)
         if picture is not None:
-            png = path.with_suffix(".png")
             with rasterio.open(path) as src:
                 tags = src.tags()
             thumbnails.write_png(png, picture, tags)

@@ -141,6 +141,8 @@ def open_input(path: str | Path, product: str | None = None, bands: tuple[str, .
     path = Path(path)
     if not path.exists():
         raise SceneError(f"{path}: no such file")
+    if not path.is_file():  # a FIFO would block forever, a device never end
+        raise SceneError(f"{path}: not a regular file")
     try:
         src = rasterio.open(path)
     except rasterio.errors.RasterioIOError as e:
@@ -151,14 +153,19 @@ def open_input(path: str | Path, product: str | None = None, bands: tuple[str, .
                              "(e.g. gdal_edit.py -a_srs EPSG:32633)")
         if src.transform.b != 0 or src.transform.d != 0:
             raise SceneError(f"{path}: rotated rasters are not supported; warp to north-up first")
+        _check_georeferencing(path, src)
         dtype = src.dtypes[0]
         if dtype not in SUPPORTED_DTYPES:
             raise SceneError(f"{path}: unsupported data type {dtype}")
         if src.width < 2 or src.height < 2:
             raise SceneError(f"{path}: {src.width}x{src.height} px is too small to be a scene")
         _read_first_and_last_pixels(src)
-        if not _has_data(src):
+        empty = [b for b in range(1, src.count + 1) if not _has_data(src, b)]
+        if len(empty) == src.count:
             raise SceneError(f"{path}: no valid pixel (everything is nodata)")
+        if empty:
+            raise SceneError(f"{path}: band {empty[0]} ({src.descriptions[empty[0] - 1] or 'unnamed'}) has no "
+                             "valid pixel (all nodata): a pixel is used only where every band has data")
         names = [_canonical_band(d) for d in src.descriptions]
         if product is None:
             product, file_bands = _guess_product(src, names)
@@ -205,14 +212,27 @@ def _read_first_and_last_pixels(src) -> None:
     src.read(src.count, window=Window(src.width - 1, src.height - 1, 1, 1))
 
 
-def _has_data(src) -> bool:
-    """Any valid pixel? Scans block by block and stops at the first one (bounded memory)."""
-    is_float = np.dtype(src.dtypes[0]).kind == "f"
-    for _, window in src.block_windows(1):
-        mask = src.read_masks(1, window=window) > 0
-        if mask.any() and (not is_float or np.isfinite(src.read(1, window=window)[mask]).any()):
+def _has_data(src, band: int) -> bool:
+    """Any valid pixel in `band`? Scans block by block and stops at the first one (bounded memory)."""
+    is_float = np.dtype(src.dtypes[band - 1]).kind == "f"
+    for _, window in src.block_windows(band):
+        mask = src.read_masks(band, window=window) > 0
+        if mask.any() and (not is_float or np.isfinite(src.read(band, window=window)[mask]).any()):
             return True
     return False
+
+
+MAX_COORDINATE = 1e8  # metres or degrees: far beyond any Earth CRS's extent
+
+
+def _check_georeferencing(path: Path, src) -> None:
+    t = src.transform
+    values = (t.a, t.c, t.e, t.f, t.c + src.width * t.a, t.f + src.height * t.e)
+    if not all(map(math.isfinite, values)) or max(map(abs, values)) > MAX_COORDINATE:
+        raise SceneError(f"{path}: its georeferencing is not plausible (origin {t.c:g}, {t.f:g}, pixel "
+                         f"{t.a:g} x {-t.e:g}); fix the geotransform (gdal_edit.py -a_ullr)")
+    if t.a == 0 or t.e == 0:
+        raise SceneError(f"{path}: zero pixel size in its geotransform; fix it (gdal_edit.py -a_ullr)")
 
 
 def _sample(src, max_side: int = 256) -> np.ma.MaskedArray:

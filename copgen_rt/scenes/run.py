@@ -8,6 +8,7 @@ streams tiles through the pipeline in row-major order with bounded memory.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import datetime as dt
 import hashlib
 import json
@@ -27,6 +28,8 @@ from rasterio.warp import transform as warp_transform
 
 from copgen_rt import processing
 from copgen_rt.device import available_host_memory
+from copgen_rt.files import (Staging, atomic_write, check_writable, exclusive, file_sha256,
+                             is_regular_file, own_folder, write_error, write_text)
 from copgen_rt.pipeline import Pipeline
 from copgen_rt.scenes.blend import RowBlender
 from copgen_rt.scenes.reader import (COARSE_FACTOR, CoarseInputWarning, ModalityReader, SceneError,
@@ -43,6 +46,10 @@ MEMORY_FRACTION = 0.5  # of the available memory, for the blenders (weights, GDA
 
 class OutputExistsError(Exception):
     pass
+
+
+class DamagedFileWarning(UserWarning):
+    """An output or a cached latent of ours no longer matches its record: it is made again."""
 
 
 @dataclass(frozen=True)
@@ -102,6 +109,10 @@ class SceneJob:
         if not self.inputs:
             raise SceneError("no input scene")
         self.frame = SceneFrame.of(self.inputs[0])
+        if min(self.frame.width_m, self.frame.height_m) < BASE_GSD:
+            raise SceneError(f"{self.inputs[0].path.name}: covers only {self.frame.width_m:.3g} x "
+                             f"{self.frame.height_m:.3g} m, less than one {BASE_GSD:g} m output pixel; "
+                             "check its pixel size (georeferencing)")
         self.plan = plan_tiles(self.frame, self.options.overlap_m)
         self.conditions = {}
         first = self.inputs[0]
@@ -161,6 +172,11 @@ class SceneJob:
     @property
     def work_dir(self) -> Path:
         return self.out_dir / f".copgen-work-{self.inputs[0].path.stem}"
+
+    @property
+    def lock_path(self) -> Path:
+        """Held by the run writing this scene's outputs (`scene_lock`)."""
+        return self.out_dir / f".copgen-lock-{self.inputs[0].path.stem}"
 
     @property
     def blend_bytes(self) -> int:
@@ -334,13 +350,13 @@ def _blend_channels(out: OutputSpec) -> int:
 class _Output:
     """One output file: its blender (values + validity channel) and its writer."""
 
-    def __init__(self, job: SceneJob, out: OutputSpec, tags: dict[str, str]):
+    def __init__(self, job: SceneJob, out: OutputSpec, tags: dict[str, str], staging: Staging):
         m = out.modality
         self.spec, self.modality = out, m
         enc = _encoding(m, out.kind)
         transform, width, height = job.frame.grid(m.gsd)
         self.nodata = enc["nodata"]
-        self.writer = CogWriter(out.path, job.frame.crs, transform, width, height, len(enc["names"]),
+        self.writer = CogWriter(staging, out.path, job.frame.crs, transform, width, height, len(enc["names"]),
                                 enc["dtype"], enc["nodata"], enc["names"], enc["units"], tags,
                                 categorical=enc.get("categorical", False), scales=enc.get("scales"))
         self.blender = RowBlender(_blend_channels(out), width, height, self._emit)
@@ -372,6 +388,7 @@ class SceneResult:
     network_seconds: float
     peak_buffer_rows: int
     already_complete: bool = False  # every output existed from the same settings: nothing was run
+    added: list[Path] = field(default_factory=list)  # files added to a complete run (quicklooks)
 
 
 def _run_key(job: SceneJob, pipeline: Pipeline) -> str:
@@ -400,24 +417,70 @@ def _provenance_tags(job: SceneJob, pipeline: Pipeline, run_key: str) -> dict[st
 
 
 RUN_KEY_TAG = "COPGEN_RUN_KEY"  # in every output: which settings made it (`_run_key`)
+RECORD_FIELD = "outputs"  # in the sidecar, the run record: {file name: {"sha256", "bytes"}} of each output
 
 
-def check_outputs(job: SceneJob, run_key: str | None = None) -> dict[Path, str]:
-    """Refuse to replace files without --overwrite, except outputs of this very run (same run key):
-    an interrupted run that had published some of its outputs writes them again, identically.
-    Without a key (before the weights are loaded) any copgen-rt output passes; run_scene checks
-    again with the key before writing anything. Returns the existing outputs and their keys."""
+@dataclass
+class OutputState:
+    """A scene's output files as a run with a given run key finds them."""
+
+    intact: list[Path] = field(default_factory=list)  # the run record vouches for them
+    damaged: list[Path] = field(default_factory=list)  # ours, but they no longer match the record
+    unrecorded: list[Path] = field(default_factory=list)  # carry our run key, no record yet (publish cut short)
+    missing: list[Path] = field(default_factory=list)
+
+    def complete(self, job: SceneJob) -> bool:
+        """Every raster and the sidecar intact (quicklooks exist only where a recipe does)."""
+        return all(p in self.intact for p in [o.path for o in job.outputs] + [job.sidecar])
+
+
+def check_outputs(job: SceneJob, run_key: str | None = None) -> OutputState:
+    """Which of the scene's files exist and whether this run may replace them. Files it did not
+    make, or made with other settings (another run key), are refused without --overwrite; its
+    own files are checked against the run record (sizes and sha256 in the sidecar). Without a
+    key (before the weights are loaded) any copgen-rt output passes; run_scene checks again."""
+    expected = _expected_files(job)
     if job.options.overwrite:
-        return {}
-    existing = {}
-    for path in _expected_files(job):
-        if not path.exists():
-            continue
-        found = recorded_run_key(path)
-        if found is None or (run_key is not None and found != run_key):
-            raise OutputExistsError(f"{path} exists; pass --overwrite to replace it")
-        existing[path] = found
-    return existing
+        return OutputState(missing=expected)
+    record = _read_record(job.sidecar)
+    if record is not None and run_key is not None and record.get(RUN_KEY_TAG) != run_key:
+        record = None
+    listed = record.get(RECORD_FIELD, {}) if record else {}
+    state = OutputState()
+    for path in expected:
+        if not os.path.lexists(path):
+            state.missing.append(path)
+        elif path == job.sidecar and record is not None:
+            state.intact.append(path)
+        elif path.name in listed and _matches(path, listed[path.name]):
+            state.intact.append(path)
+        else:
+            readable, found = _stored_run_key(path)
+            truncated = not readable and path.name in listed and is_regular_file(path)
+            if not truncated and (found is None or (run_key is not None and found != run_key)):
+                raise OutputExistsError(f"{path} exists; pass --overwrite to replace it")
+            (state.damaged if path.name in listed else state.unrecorded).append(path)
+    return state
+
+
+def _read_record(sidecar: Path) -> dict | None:
+    if not is_regular_file(sidecar):
+        return None
+    try:
+        record = json.loads(sidecar.read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) and isinstance(record.get(RECORD_FIELD, {}), dict) else None
+
+
+def _checksum(path: Path) -> dict[str, object]:
+    return {"sha256": file_sha256(path), "bytes": path.stat().st_size}
+
+
+def _matches(path: Path, entry: object) -> bool:
+    if not isinstance(entry, dict) or not is_regular_file(path):
+        return False
+    return entry.get("bytes") == path.stat().st_size and entry.get("sha256") == file_sha256(path)
 
 
 def _expected_files(job: SceneJob) -> list[Path]:
@@ -428,41 +491,62 @@ def _expected_files(job: SceneJob) -> list[Path]:
 
 def recorded_run_key(path: Path) -> str | None:
     """The run key an output of ours carries (GeoTIFF tag, PNG text, sidecar field), else None."""
+    return _stored_run_key(path)[1]
+
+
+def _stored_run_key(path: Path) -> tuple[bool, str | None]:
+    """(whether `path` opens as what its suffix says, the run key it carries). Only plain files
+    are opened: a FIFO or a link planted under an output's name is not ours."""
+    if not is_regular_file(path):
+        return False, None
     try:
         if path.suffix == ".json":
-            return json.loads(path.read_text()).get(RUN_KEY_TAG)
+            return True, json.loads(path.read_text()).get(RUN_KEY_TAG)
         if path.suffix == ".png":
             from PIL import Image
 
             with Image.open(path) as img:
-                return img.info.get(RUN_KEY_TAG)
+                img.verify()
+                return True, img.info.get(RUN_KEY_TAG)
         with rasterio.open(path) as src:
-            return src.tags().get(RUN_KEY_TAG)
+            return True, src.tags().get(RUN_KEY_TAG)
     except Exception:  # noqa: BLE001 - unreadable means: not known to be ours
-        return None
+        return False, None
+
+
+def scene_lock(job: SceneJob) -> contextlib.AbstractContextManager[None]:
+    """One run at a time writes a scene's outputs and work folder; another fails at once."""
+    check_writable(job.out_dir)
+    return exclusive(job.lock_path, f"{job.inputs[0].path.name} (outputs in {job.out_dir})")
 
 
 def prepare_work_dir(job: SceneJob, pipeline: Pipeline) -> Path:
-    """The folder of finished tiles' latents, emptied if it belongs to different settings."""
-    job.out_dir.mkdir(parents=True, exist_ok=True)
-    work = job.work_dir
+    """The folder of finished tiles' latents (a private folder of ours, never a link), emptied
+    if it belongs to different settings."""
+    check_writable(job.out_dir)
+    work = own_folder(job.work_dir)
     key = _run_key(job, pipeline)
     run_file = work / "run.json"
-    if run_file.exists() and json.loads(run_file.read_text()).get("key") != key:
-        shutil.rmtree(work, ignore_errors=True)
-    (work / "latents").mkdir(parents=True, exist_ok=True)
-    if not run_file.exists():
-        tmp = work / f".run.json.{os.getpid()}"
-        tmp.write_text(json.dumps({"key": key}))
-        tmp.replace(run_file)
+    if _read_key(run_file) != key:
+        shutil.rmtree(work / "latents", ignore_errors=True)
+        write_text(run_file, json.dumps({"key": key}))
+    own_folder(work / "latents")
     return work
+
+
+def _read_key(run_file: Path) -> str | None:
+    try:
+        return json.loads(run_file.read_text()).get("key") if is_regular_file(run_file) else None
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def precompute_latents(job: SceneJob, pipeline: Pipeline, start: int, stop: int) -> int:
     """Sample and store the final latents of tiles[start:stop] (no decoding or writing), so that
     several workers can share one scene; `run_scene` then finds them and only decodes, blends
     and writes. `start` must sit on a batch boundary: batches are then the same as in a
-    single-process run, and so are the results, bit for bit. Returns the tiles with data."""
+    single-process run, and so are the results, bit for bit. The caller holds the scene's lock
+    (`scene_lock`). Returns the tiles with data."""
     if start % job.options.batch_size:
         raise ValueError(f"tile range must start on a multiple of the batch size {job.options.batch_size}")
     job.check_memory()  # the decoding worker would refuse the scene after all this sampling
@@ -482,22 +566,31 @@ def precompute_latents(job: SceneJob, pipeline: Pipeline, start: int, stop: int)
     return done
 
 
-def run_scene(job: SceneJob, pipeline: Pipeline, progress: Callable[[int], None] | None = None
-              ) -> SceneResult:
-    """Generate every tile, blend and write. Interrupted runs resume from the work folder."""
+def run_scene(job: SceneJob, pipeline: Pipeline, progress: Callable[[int], None] | None = None,
+              locked: bool = False) -> SceneResult:
+    """Generate every tile, blend and write. Interrupted runs resume from the work folder.
+    `locked`: the caller holds the scene's lock already (many-scene runs, Ray workers)."""
     if pipeline.spec.name != job.spec.name:
         raise SceneError("the job and the pipeline use different specs")
+    with contextlib.nullcontext() if locked else scene_lock(job):
+        return _run_locked(job, pipeline, progress)
+
+
+def _run_locked(job: SceneJob, pipeline: Pipeline, progress: Callable[[int], None] | None) -> SceneResult:
     run_key = _run_key(job, pipeline)
-    existing = check_outputs(job, run_key)
-    rasters = [o.path for o in job.outputs] + [job.sidecar]  # quicklooks exist only where a recipe does
-    if not job.work_dir.exists() and all(p in existing for p in rasters):
-        return SceneResult(list(existing), len(job.plan), 0, 0, 0.0, 0.0, 0, already_complete=True)
+    state = check_outputs(job, run_key)
+    if state.damaged:
+        warnings.warn(f"{', '.join(p.name for p in state.damaged)}: changed since this run wrote it "
+                      "(checksum differs from the run record): written again", DamagedFileWarning, stacklevel=3)
+    if not os.path.lexists(job.work_dir) and state.complete(job):
+        added = _add_quicklooks(job, [p for p in state.missing + state.damaged if p.suffix == ".png"])
+        return SceneResult(sorted(state.intact + added, key=_expected_files(job).index), len(job.plan), 0, 0,
+                           0.0, 0.0, 0, already_complete=True, added=added)
     job.check_memory()
     start = time.perf_counter()
     work = prepare_work_dir(job, pipeline)
 
     tags = _provenance_tags(job, pipeline, run_key)
-    outputs = [_Output(job, o, tags) for o in job.outputs]
     reader = TileReader(job)
     tiles = job.plan.tiles
     loc_name, date_name = _scalar_names(job.spec)
@@ -506,40 +599,72 @@ def run_scene(job: SceneJob, pipeline: Pipeline, progress: Callable[[int], None]
     skipped = resumed = 0
     network = 0.0
     peak_rows = 0
-    try:
-        with cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="copgen-read") as pool:
-            for batch_tiles, batch_inputs in _prefetched_batches(pool, reader, tiles, job.options.batch_size):
-                present = [t for t in batch_inputs if t is not None]
-                skipped += len(batch_tiles) - len(present)
-                if present:
-                    t0 = time.perf_counter()
-                    latents, n_resumed = _batch_latents(job, pipeline, present, loc_name, date_name, work)
-                    resumed += n_resumed
-                    decoded = pipeline.decode(latents, physical_units=False)
-                    network += time.perf_counter() - t0
-                    _accumulate(job, outputs, present, decoded, weights_cache)
-                    _record_scalars(job, present, latents, sidecar, loc_name, date_name)
-                last = batch_tiles[-1]
-                for out in outputs:
-                    peak_rows = max(peak_rows, out.blender.buffered_rows)
-                    out.blender.flush(job.plan.final_rows(last, out.modality.gsd, out.blender.height))
-                if progress:
-                    progress(len(batch_tiles))
-        paths = [out.writer.close() for out in outputs]
-    except BaseException:
-        for out in outputs:
-            out.writer.abort()
-        raise
-    finally:
-        reader.close()
-    _write_json(job.sidecar, {"tiles": sidecar, "plan": job.plan.describe(), **tags})
+    with Staging(job.out_dir) as staging:
+        outputs = [_Output(job, o, tags, staging) for o in job.outputs]
+        try:
+            with cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="copgen-read") as pool:
+                for batch_tiles, batch_inputs in _prefetched_batches(pool, reader, tiles, job.options.batch_size):
+                    present = [t for t in batch_inputs if t is not None]
+                    skipped += len(batch_tiles) - len(present)
+                    if present:
+                        t0 = time.perf_counter()
+                        latents, n_resumed = _batch_latents(job, pipeline, present, loc_name, date_name, work)
+                        resumed += n_resumed
+                        decoded = pipeline.decode(latents, physical_units=False)
+                        network += time.perf_counter() - t0
+                        _check_finite(job, present, decoded)
+                        _accumulate(job, outputs, present, decoded, weights_cache)
+                        _record_scalars(job, present, latents, sidecar, loc_name, date_name)
+                    last = batch_tiles[-1]
+                    for out in outputs:
+                        peak_rows = max(peak_rows, out.blender.buffered_rows)
+                        out.blender.flush(job.plan.final_rows(last, out.modality.gsd, out.blender.height))
+                    if progress:
+                        progress(len(batch_tiles))
+            if skipped == len(tiles):
+                raise SceneError(f"{job.inputs[0].path.name}: no tile has input data (every pixel lacks at "
+                                 "least one band): nothing to generate from")
+            staged = [out.writer.close() for out in outputs]
+        except BaseException:
+            for out in outputs:
+                out.writer.abort()
+            raise
+        finally:
+            reader.close()
+        paths = _publish(job, staging, staged, {"tiles": sidecar, "plan": job.plan.describe(), **tags})
+    shutil.rmtree(work, ignore_errors=True)
+    return SceneResult(paths, len(tiles), skipped, resumed, time.perf_counter() - start, network, peak_rows)
+
+
+def _publish(job: SceneJob, staging: Staging, staged: list[Path], sidecar: dict) -> list[Path]:
+    """Rename the finished outputs into place, quicklooks next, the sidecar (the run record with
+    every output's checksum) last: a run cut short in between leaves no record, and its rerun
+    finishes the set."""
+    record = {o.path.name: _checksum(s) for o, s in zip(job.outputs, staged)}
+    pictures = []
     if job.options.quicklook:
         from copgen_rt.scenes.quicklook import write_quicklooks
 
-        paths += write_quicklooks([(o.modality, o.path) for o in job.outputs if o.kind == "mean"])
-    shutil.rmtree(work, ignore_errors=True)
-    return SceneResult(paths + [job.sidecar], len(tiles), skipped, resumed,
-                       time.perf_counter() - start, network, peak_rows)
+        pictures = write_quicklooks([(o.modality, s, o.path.with_suffix(".png"))
+                                     for o, s in zip(job.outputs, staged) if o.kind == "mean"])
+        record |= {p.name: _checksum(p) for p in pictures}
+    paths = [staging.publish(s.name, o.path) for o, s in zip(job.outputs, staged)]
+    write_text(job.sidecar, json.dumps({**sidecar, RECORD_FIELD: record}, indent=1) + "\n")
+    return paths + pictures + [job.sidecar]
+
+
+def _add_quicklooks(job: SceneJob, pictures: list[Path]) -> list[Path]:
+    """Quicklooks asked for over a complete run: drawn from its outputs, added to its record."""
+    if not pictures:
+        return []
+    from copgen_rt.scenes.quicklook import write_quicklooks
+
+    written = write_quicklooks([(o.modality, o.path, o.path.with_suffix(".png")) for o in job.outputs
+                                if o.path.with_suffix(".png") in pictures])
+    record = _read_record(job.sidecar) or {}
+    record[RECORD_FIELD] = record.get(RECORD_FIELD, {}) | {p.name: _checksum(p) for p in written}
+    write_text(job.sidecar, json.dumps(record, indent=1) + "\n")
+    return written
 
 
 def _prefetched_batches(pool: cf.ThreadPoolExecutor, reader: TileReader, tiles: Sequence[Tile],
@@ -556,19 +681,24 @@ def _prefetched_batches(pool: cf.ThreadPoolExecutor, reader: TileReader, tiles: 
 
 def _batch_latents(job: SceneJob, pipeline: Pipeline, present: list[TileInputs], loc_name, date_name,
                    work: Path) -> tuple[dict[str, torch.Tensor], int]:
-    """Final latents of every present tile: loaded if a previous run finished it, else sampled,
-    one sampler call per set of conditions with data (seeds stay per tile)."""
-    from safetensors.torch import load_file, save_file
-
+    """Final latents of every present tile, one sampler call per set of conditions with data
+    (seeds stay per tile). A group whose tiles a previous run all finished is loaded; any other
+    is sampled whole, so that it is the same batch as in an uninterrupted run, bit for bit,
+    whichever of its tiles were saved before a kill."""
     o = job.options
     cached = [work / "latents" / f"{t.tile.key}.safetensors" for t in present]
-    todo = [i for i, p in enumerate(cached) if not p.exists()]
-    per_tile: list[dict[str, torch.Tensor] | None] = [
-        None if i in todo else load_file(str(cached[i])) for i in range(len(present))]
+    per_tile: list[dict[str, torch.Tensor] | None] = [None] * len(present)
     groups: dict[tuple[str, ...], list[int]] = {}
-    for i in todo:
-        groups.setdefault(tuple(present[i].conditions), []).append(i)
+    for i, t in enumerate(present):
+        groups.setdefault(tuple(t.conditions), []).append(i)
+    resumed = 0
     for names, group in groups.items():
+        loaded = [_load_latents(cached[i], job) for i in group]
+        if all(z is not None for z in loaded):
+            for i, z in zip(group, loaded):
+                per_tile[i] = z
+            resumed += len(group)
+            continue
         conditions: dict[str, object] = {
             name: torch.from_numpy(np.stack([present[i].conditions[name] for i in group])) for name in names}
         if loc_name in job.scalar_conditions:
@@ -580,11 +710,84 @@ def _batch_latents(job: SceneJob, pipeline: Pipeline, present: list[TileInputs],
         for j, i in enumerate(group):
             rows = slice(j * o.samples, (j + 1) * o.samples)
             per_tile[i] = {n: z[rows].contiguous() for n, z in latents.items()}
-            tmp = cached[i].with_suffix(".tmp")
-            save_file(per_tile[i], str(tmp))
-            tmp.replace(cached[i])
+            _check_finite_latents(job, present[i], per_tile[i])
+            _save_latents(cached[i], per_tile[i])
     merged = {n: torch.cat([t[n] for t in per_tile]) for n in job.generate}
-    return merged, len(present) - len(todo)
+    return merged, resumed
+
+
+def _latents_digest(latents: dict[str, torch.Tensor]) -> str:
+    h = hashlib.sha256()
+    for name in sorted(latents):
+        z = latents[name].contiguous()
+        h.update(f"{name}:{z.dtype}:{tuple(z.shape)};".encode())
+        h.update(z.numpy().tobytes())
+    return h.hexdigest()
+
+
+def _save_latents(path: Path, latents: dict[str, torch.Tensor]) -> None:
+    from safetensors.torch import save
+
+    data = save(latents, metadata={"sha256": _latents_digest(latents)})
+    try:
+        with atomic_write(path) as f:
+            f.write(data)
+    except OSError as e:
+        raise write_error(path, e) from None
+
+
+def _load_latents(path: Path, job: SceneJob) -> dict[str, torch.Tensor] | None:
+    """A finished tile's latents, or None: missing, or damaged (then removed, and said once)."""
+    if not os.path.lexists(path):
+        return None
+    from safetensors import safe_open
+
+    latents: dict[str, torch.Tensor] = {}
+    try:
+        if not is_regular_file(path):
+            problem = "is not a plain file"
+        else:
+            with safe_open(str(path), framework="pt") as f:
+                digest = (f.metadata() or {}).get("sha256")
+                latents = {k: f.get_tensor(k) for k in f.keys()}
+            shapes = {n: (job.options.samples, *job.spec.modality(n).latent_shape) for n in job.generate}
+            if {n: tuple(z.shape) for n, z in latents.items()} != shapes:
+                problem = "holds other modalities or shapes"
+            elif digest != _latents_digest(latents):
+                problem = "does not match its checksum"
+            elif not all(bool(torch.isfinite(z).all()) for z in latents.values()):
+                problem = "holds NaN or infinite values"
+            else:
+                return latents
+    except Exception as e:  # noqa: BLE001 - whatever is wrong with it, it is recomputed
+        problem = f"is unreadable ({(str(e).splitlines() or [type(e).__name__])[0][:80]})"
+    warnings.warn(f"cached latents {path.name} {problem}: recomputed", DamagedFileWarning, stacklevel=4)
+    with contextlib.suppress(OSError):
+        path.unlink()
+    return None
+
+
+def _check_finite_latents(job: SceneJob, tile: TileInputs, latents: dict[str, torch.Tensor]) -> None:
+    bad = [n for n, z in latents.items() if not bool(torch.isfinite(z).all())]
+    if bad:
+        raise _not_finite(job, tile, bad[0])
+
+
+def _check_finite(job: SceneJob, present: list[TileInputs], decoded: dict[str, torch.Tensor]) -> None:
+    """Where inputs had data a non-finite output is an error, never a product."""
+    for out in job.outputs:
+        rows = decoded[out.modality.name].reshape(len(present), -1)  # a tile's samples are adjacent rows
+        finite = torch.isfinite(rows).all(dim=1)
+        if not bool(finite.all()):
+            raise _not_finite(job, present[int((~finite).nonzero()[0])], out.modality.name)
+
+
+def _not_finite(job: SceneJob, tile: TileInputs, name: str) -> SceneError:
+    ranges = "; ".join(f"{m} from {job.conditions[m].path.name}: {v.min():.4g} to {v.max():.4g}"
+                       for m, v in tile.conditions.items())
+    return SceneError(f"tile {tile.tile.key}: the generated {name} is not finite (NaN or infinite) where the "
+                      f"inputs have data ({ranges or 'no image input'}); inputs far outside their units "
+                      "(S2 DNs beyond 0-65535, a wrong --s2-offset or --s1-units) make the model diverge")
 
 
 def _generate_splitting_on_oom(job: SceneJob, pipeline: Pipeline, conditions: dict,
@@ -650,9 +853,3 @@ def _record_scalars(job, present, latents, sidecar, loc_name, date_name) -> None
             days = processing.vector_to_date(latents[date_name][rows]).tolist()
             entry["generated_date"] = [f"{y:04d}-{m:02d}-{d:02d}" for d, m, y in days]
         sidecar[t.tile.key] = entry
-
-
-def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=1) + "\n")
-    tmp.replace(path)

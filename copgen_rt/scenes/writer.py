@@ -1,12 +1,11 @@
-"""Georeferenced outputs: rows streamed into a tiled GeoTIFF, then turned into a COG atomically.
+"""Georeferenced outputs: rows streamed into a tiled GeoTIFF, then turned into a COG.
 
-Nothing is written under the final name until the COG is complete: the partial file and the
-COG under construction carry temporary names in the output folder, and a rename publishes it.
+Both are written inside the run's private staging folder (`copgen_rt.files.Staging`); the
+caller publishes the finished COG under its final name with a rename.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -14,21 +13,31 @@ import rasterio
 import rasterio.shutil
 from affine import Affine
 from rasterio.crs import CRS
+from rasterio._err import CPLE_BaseError  # GDAL's own errors (not exported by rasterio.errors)
+from rasterio.errors import RasterioError
 from rasterio.windows import Window
+
+from copgen_rt.files import Staging, write_error
+
+GDAL_ERRORS = (OSError, RasterioError, CPLE_BaseError)
 
 
 class CogWriter:
-    def __init__(self, path: Path, crs: CRS, transform: Affine, width: int, height: int, count: int,
+    def __init__(self, staging: Staging, path: Path, crs: CRS, transform: Affine, width: int, height: int, count: int,
                  dtype: str, nodata: float | int, descriptions: list[str], units: list[str],
                  tags: dict[str, str], categorical: bool = False,
                  scales: list[float] | None = None, alpha: bool = False):
-        self.path = Path(path)
-        self.partial = self.path.with_name(f".{self.path.name}.partial.tif")
+        self.path = Path(path)  # where the caller publishes it
+        self.partial = staging.file(f"{self.path.name}.partial.tif")
+        self.staged = staging.file(self.path.name)
         self.categorical = categorical
         profile = dict(driver="GTiff", width=width, height=height, count=count, dtype=dtype, crs=crs,
                        transform=transform, nodata=nodata, tiled=True, blockxsize=256, blockysize=256,
                        compress="deflate", BIGTIFF="IF_SAFER")
-        self.dst = rasterio.open(self.partial, "w", **profile)
+        try:
+            self.dst = rasterio.open(self.partial, "w", **profile)
+        except GDAL_ERRORS as e:
+            raise write_error(self.path, e) from None
         for i, (desc, unit) in enumerate(zip(descriptions, units), start=1):
             self.dst.set_band_description(i, desc)
             self.dst.set_band_unit(i, unit)
@@ -42,22 +51,24 @@ class CogWriter:
         self.dtype, self.width = dtype, width
 
     def write_rows(self, row: int, data: np.ndarray) -> None:
-        self.dst.write(data.astype(self.dtype, copy=False), window=Window(0, row, self.width, data.shape[1]))
+        try:
+            self.dst.write(data.astype(self.dtype, copy=False), window=Window(0, row, self.width, data.shape[1]))
+        except GDAL_ERRORS as e:
+            raise write_error(self.path, e) from None
 
     def close(self) -> Path:
-        self.dst.close()
-        building = self.path.with_name(f".{self.path.name}.cog.tmp")
+        """Finish the COG in the staging folder; returns it there (not yet published)."""
         try:
-            rasterio.shutil.copy(self.partial, building, driver="COG", COMPRESS="DEFLATE",
+            self.dst.close()
+            rasterio.shutil.copy(self.partial, self.staged, driver="COG", COMPRESS="DEFLATE",
                                  BLOCKSIZE=256, OVERVIEWS="AUTO", BIGTIFF="IF_SAFER",
                                  RESAMPLING="NEAREST" if self.categorical else "AVERAGE")
-            os.replace(building, self.path)
+        except GDAL_ERRORS as e:
+            raise write_error(self.path, e) from None
         finally:
-            building.unlink(missing_ok=True)
             self.partial.unlink(missing_ok=True)
-        return self.path
+        return self.staged
 
     def abort(self) -> None:
         if not self.dst.closed:
             self.dst.close()
-        self.partial.unlink(missing_ok=True)

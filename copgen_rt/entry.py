@@ -1,0 +1,62 @@
+"""The `copgen-rt` entry point. Ctrl-C and SIGTERM are handled from its first line, before
+torch is imported, so that either ends the program with one line and the conventional exit
+code (130, 143) after the temporary files are removed, wherever it is."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from types import FrameType
+
+NAMES = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated (SIGTERM)"}
+
+
+class Interrupted(BaseException):
+    """Raised in the main thread by SIGINT or SIGTERM; unwinding removes the temporaries."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _raise(signum: int, frame: FrameType | None) -> None:
+    for s in NAMES:  # a second Ctrl-C must not cut the clean-up short
+        signal.signal(s, signal.SIG_IGN)
+    raise Interrupted(signum)
+
+
+def _silence_native_stderr() -> None:
+    """C libraries print some messages straight to file descriptor 2 (libtiff's "_tiffWriteProc:
+    File too large." on a full disk), next to the one line that reports the same failure. Python
+    keeps writing to a copy of that descriptor; the descriptor itself goes to /dev/null.
+    COPGEN_RT_DEBUG=1 leaves it alone."""
+    if os.environ.get("COPGEN_RT_DEBUG") == "1":
+        return
+    try:
+        sys.stderr.flush()
+        kept = os.dup(2)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 2)
+        os.close(devnull)
+    except OSError:
+        return
+    sys.stderr = os.fdopen(kept, "w", buffering=1, encoding=sys.stderr.encoding, errors="backslashreplace")
+
+
+def main() -> None:
+    for s in NAMES:
+        signal.signal(s, _raise)
+    _silence_native_stderr()
+    try:
+        from copgen_rt.cli import main as cli
+
+        cli()
+    except (Interrupted, KeyboardInterrupt) as e:
+        signum = e.signum if isinstance(e, Interrupted) else signal.SIGINT
+        print(f"copgen-rt: error: {NAMES[signum]}", file=sys.stderr, flush=True)
+        sys.exit(128 + signum)
+
+
+if __name__ == "__main__":
+    main()

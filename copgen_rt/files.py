@@ -1,0 +1,209 @@
+"""Writing into folders that other people and other runs may share.
+
+Whoever can write into an output folder can plant a symlink under any name a run is known to
+use. So nothing is ever opened for writing under a predictable name:
+
+- a file written by us goes to an unpredictable name made with O_CREAT|O_EXCL (`atomic_write`)
+  and is renamed into place, and a rename replaces a planted link instead of following it;
+- libraries that write by path (GDAL) write inside a private folder (`Staging`: mode 0700, an
+  unpredictable name) where nobody else can create anything, and files are published by rename;
+- lock files are opened with O_NOFOLLOW and never truncated; folders we keep state in must be
+  real folders of ours (`own_folder`);
+- a scene's outputs belong to one run at a time (`exclusive`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import functools
+import hashlib
+import os
+import shutil
+import stat
+import tempfile
+from pathlib import Path
+from typing import BinaryIO, Iterator
+
+
+class OutputWriteError(Exception):
+    """An output cannot be written: the folder is not writable, the disk is full, ... (one line)."""
+
+
+class OutputBusyError(Exception):
+    """Another run is writing the same outputs right now."""
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+PUBLIC_MODE = 0o666 & ~_umask()  # what open() would have given a new file
+
+
+def write_error(path: Path, e: BaseException) -> OutputWriteError:
+    """One line for an OSError (or GDAL's wrapped one) met while writing `path`."""
+    code = e.errno if isinstance(e, OSError) else None  # GDAL's exceptions carry its own error numbers
+    if code in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG) or "No space" in str(e) or "too large" in str(e):
+        why = "no space left (disk full, quota or file size limit)"
+    elif code in (errno.EACCES, errno.EPERM, errno.EROFS):
+        why = "not writable (permissions or a read-only filesystem)"
+    else:
+        text = getattr(e, "strerror", None) or str(e)
+        why = (text.strip().splitlines() or [type(e).__name__])[0][:160]
+        if code is None:  # GDAL reports a failed write as a failed read of what it wrote
+            why += " (is the disk full, or a quota or file size limit reached?)"
+    return OutputWriteError(f"cannot write {path}: {why}")
+
+
+def check_writable(folder: Path) -> None:
+    """Create `folder` if needed and prove a file can be made there, before any long work."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        if not folder.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, "not a folder")
+        with tempfile.TemporaryFile(dir=folder) as probe:
+            probe.write(b"0" * 4096)
+            probe.flush()
+            os.fsync(probe.fileno())
+    except OSError as e:
+        raise write_error(folder, e) from None
+
+
+@contextlib.contextmanager
+def atomic_write(path: Path) -> Iterator[BinaryIO]:
+    """A binary file that appears at `path` complete or not at all (see the module docstring)."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            yield f
+            os.fchmod(f.fileno(), PUBLIC_MODE)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def write_text(path: Path, text: str) -> None:
+    try:
+        with atomic_write(path) as f:
+            f.write(text.encode())
+    except OSError as e:
+        raise write_error(path, e) from None
+
+
+class Staging:
+    """A private folder inside an output folder for files that libraries write by path."""
+
+    def __init__(self, folder: Path):
+        try:
+            self.path = Path(tempfile.mkdtemp(prefix=".copgen-tmp-", dir=folder))
+        except OSError as e:
+            raise write_error(folder, e) from None
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    def publish(self, name: str, final: Path) -> Path:
+        """Move a finished file into place (replacing whatever is at `final`, never following it)."""
+        src = self.path / name
+        try:
+            os.chmod(src, PUBLIC_MODE)
+            os.replace(src, final)
+        except OSError as e:
+            raise write_error(final, e) from None
+        return final
+
+    def close(self) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
+
+    def __enter__(self) -> Staging:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def own_folder(path: Path) -> Path:
+    """`path` as a folder of this user's, created private if missing; a link, a file or somebody
+    else's folder there is refused (we would write into wherever it leads)."""
+    try:
+        path.mkdir(mode=0o700)
+    except FileExistsError:
+        pass
+    except OSError as e:
+        raise write_error(path, e) from None
+    st = os.lstat(path)
+    if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():
+        what = "a symlink" if stat.S_ISLNK(st.st_mode) else "not a folder" if not stat.S_ISDIR(st.st_mode) \
+            else "a folder of another user"
+        raise OutputWriteError(f"{path} is {what}: refusing to keep run state there; remove it")
+    return path
+
+
+def is_regular_file(path: Path) -> bool:
+    """A plain file (links, FIFOs and devices are not): safe to open and read."""
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
+def open_lock(path: Path) -> int:
+    """A lock file's descriptor: created if missing, never truncated, never through a link."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, PUBLIC_MODE)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise OutputWriteError(f"{path} is a symlink: refusing to use it as a lock; remove it") from None
+        raise write_error(path, e) from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OutputWriteError(f"{path} is not a plain file: refusing to use it as a lock; remove it")
+    return fd
+
+
+@contextlib.contextmanager
+def exclusive(path: Path, what: str) -> Iterator[None]:
+    """Hold the lock at `path` for `what`, or fail at once if another run holds it."""
+    fd = open_lock(path)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise OutputBusyError(f"{what} is being written by another run right now (it holds {path}); "
+                                  "wait for it to finish, or write to another --out") from None
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+@contextlib.contextmanager
+def waiting_lock(path: Path) -> Iterator[None]:
+    """Hold the lock at `path`, waiting for other holders (for short critical sections)."""
+    fd = open_lock(path)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 of a file, computed once per (path, size, mtime): weights are hashed for provenance,
+    verification and cache keys, and a large checkpoint takes seconds."""
+    st = Path(path).stat()
+    return _sha256(str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=256)
+def _sha256(path: str, size: int, mtime_ns: int) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 22):
+            h.update(block)
+    return h.hexdigest()
