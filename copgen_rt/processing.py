@@ -80,6 +80,14 @@ def postprocess(modality: Modality, x: Tensor) -> Tensor:
     raise TypeError(f"no post-processing for {type(p).__name__}")
 
 
+def physical_dtype(modality: Modality) -> torch.dtype:
+    """The dtype `postprocess` returns for this modality."""
+    p = modality.processing
+    if isinstance(p, (Classes, Date)):
+        return torch.int64
+    return torch.uint8 if isinstance(p, RGB8) else torch.float32
+
+
 def _f32(values) -> Tensor:
     try:
         return torch.as_tensor(values).to(torch.float32)
