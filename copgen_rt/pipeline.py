@@ -88,7 +88,7 @@ class Pipeline:
     Gap filling: `known={modality: (values, valid_mask)}` for a generated image modality holds
     its valid pixels (same units as the conditions) and the mask of them (True = valid, on the
     modality's own pixel grid, or on its latent grid with `conditions_are_latents`). See
-    `_known_region` for how the mask reaches the latent grid.
+    `_known_cells` for how the mask reaches the latent grid.
     """
 
     def __init__(self, spec: ModelSpec, denoiser: DenoiserBackend,
@@ -364,22 +364,12 @@ class Pipeline:
             values, valid = entry
             shape = m.latent_shape if is_latent else self.spec.pixel_shape(name)
             x = processing.preprocess(m, values, shape) if physical_units and not is_latent else \
-                processing._f32(values)
+                processing.as_float32(values)
             x = x.unsqueeze(0) if x.dim() == len(shape) else x
             if x.dim() != len(shape) + 1 or tuple(x.shape[1:]) != tuple(shape):
                 raise ValueError(f"known {name}: expected values (B, {', '.join(map(str, shape))}), "
                                  f"got {tuple(x.shape)}")
-            valid = torch.as_tensor(valid)
-            if valid.dtype != torch.bool:
-                if valid.is_complex() or not bool(((valid == 0) | (valid == 1)).all()):
-                    raise ValueError(f"known {name}: the valid mask must be boolean or 0/1")
-                valid = valid != 0
-            valid = valid.squeeze(-3) if valid.dim() == 4 and valid.shape[-3] == 1 else valid
-            valid = valid.unsqueeze(0) if valid.dim() == 2 else valid
-            if tuple(valid.shape) != (x.shape[0], *shape[1:]):
-                raise ValueError(f"known {name}: expected a valid mask of shape {(x.shape[0], *shape[1:])}, "
-                                 f"got {tuple(valid.shape)}")
-            valid = valid.to(x.device)
+            valid = self._valid_mask(name, valid, (x.shape[0], *shape[1:])).to(x.device)
             where = valid.unsqueeze(1).expand_as(x)
             if not bool(torch.isfinite(x[where]).all()):
                 raise ValueError(f"known {name}: NaN or infinite values at valid pixels")
@@ -387,6 +377,23 @@ class Pipeline:
             mean = torch.where(where, x, 0.0).sum(dim=(2, 3), keepdim=True) / count.clamp_min(1)
             out[name] = (torch.where(where, x, mean), valid)
         return out
+
+    @staticmethod
+    def _valid_mask(name: str, valid: object, shape: tuple[int, int, int]) -> Tensor:
+        """(B, H, W), (B, 1, H, W) or (H, W) (one mask for every row) of bool or 0/1 -> (B, H, W) bool."""
+        try:
+            valid = torch.as_tensor(valid)
+        except (TypeError, ValueError, RuntimeError):
+            raise ValueError(f"known {name}: the valid mask must be an array, got {type(valid).__name__}") from None
+        if valid.dtype != torch.bool:
+            if valid.is_complex() or not bool(((valid == 0) | (valid == 1)).all()):
+                raise ValueError(f"known {name}: the valid mask must be boolean or 0/1")
+            valid = valid != 0
+        valid = valid.squeeze(-3) if valid.dim() == 4 and valid.shape[-3] == 1 else valid
+        valid = valid.expand(shape[0], *valid.shape) if valid.dim() == 2 else valid
+        if tuple(valid.shape) != tuple(shape):
+            raise ValueError(f"known {name}: expected a valid mask of shape {tuple(shape)}, got {tuple(valid.shape)}")
+        return valid
 
     def _known_cells(self, name: str, valid: Tensor, is_latent: bool) -> Tensor:
         """Pixel mask -> latent-cell mask: a cell is known only if ALL its pixels are valid.

@@ -123,8 +123,8 @@ def test_known_pixels_are_encoded_once_and_held_in_latent_space(tiny_pipeline):
 
 def test_all_valid_returns_the_input_without_generation(tiny_pipeline, spy):
     dem = _dem(2)
-    out = tiny_pipeline.generate([DEM], {S1: torch.rand(2, 2, 192, 192)}, known={DEM: (dem, torch.ones(2, 64, 64))},
-                                 n_samples=2, steps=3, seed=1)
+    out = tiny_pipeline.generate([DEM], {S1: torch.rand(2, 2, 192, 192)}, known={DEM: (dem, torch.ones(64, 64))},
+                                 n_samples=2, steps=3, seed=1)  # one (H, W) 0/1 mask for both rows
     assert spy.calls == []
     assert torch.equal(out[DEM], dem.repeat_interleave(2, dim=0))
 
@@ -161,6 +161,8 @@ def test_bad_known_requests(tiny_pipeline):
         (dict(generate=[DEM], known={DEM: (dem[:, :, :32], valid)}), r"expected values \(B, 1, 64, 64\)"),
         (dict(generate=[DEM], known={DEM: (dem, valid[:, :32])}), r"valid mask of shape \(1, 64, 64\)"),
         (dict(generate=[DEM], known={DEM: (dem, valid * 2)}), "boolean or 0/1"),
+        (dict(generate=[DEM], known={DEM: (dem, "clouds")}), "the valid mask must be an array, got str"),
+        (dict(generate=[DEM], known={DEM: ("dem", valid)}), "expected a tensor or array of numbers"),
         (dict(generate=[DEM], known={DEM: (torch.full((1, 1, 64, 64), float("nan")), valid)}),
          "NaN or infinite values at valid pixels"),
         (dict(generate=[DEM], jumps=1), "resampling jumps need a known region"),
