@@ -130,9 +130,11 @@ def mask_from_nodata(path: str | Path, grid: Grid | None = None) -> np.ndarray:
     """(H, W) bool on `grid`: pixels where any band of the scene is nodata or not finite are gaps."""
     path = Path(path)
     with _open(path) as src:
-        gap = (src.read_masks() == 0).any(axis=0)
-        if np.issubdtype(np.dtype(src.dtypes[0]), np.floating):
-            gap |= ~np.isfinite(src.read()).all(axis=0)
+        gap = np.zeros((src.height, src.width), bool)
+        for band in range(1, src.count + 1):  # one band at a time: a whole scene may not fit twice
+            gap |= src.read_masks(band) == 0
+            if np.issubdtype(np.dtype(src.dtypes[band - 1]), np.floating):
+                gap |= ~np.isfinite(src.read(band))
         return _on_grid(path, gap, Grid(src.crs, src.transform, src.width, src.height), grid, outside_is_gap=True)
 
 
