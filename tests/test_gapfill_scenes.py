@@ -36,6 +36,11 @@ def test_raster_mask_nonzero_and_nodata_are_gaps(tmp_path):
     expected = np.zeros((8, 8), bool)
     expected[2, 3] = expected[5, 5] = expected[0, 0] = True
     assert gap.dtype == bool and np.array_equal(gap, expected)
+    with pytest.raises(MaskError, match="no band 2"):
+        mask_from_raster(tmp_path / "m.tif", band=2)
+    floats = np.zeros((1, 4, 4), np.float32)
+    floats[0, 1, 2] = np.nan  # unknown: a gap
+    assert np.nonzero(mask_from_raster(_write(tmp_path / "f.tif", floats))) == (np.array([1]), np.array([2]))
 
 
 def test_scl_default_classes_and_option(tmp_path):
