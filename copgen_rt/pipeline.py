@@ -102,6 +102,11 @@ class Pipeline:
     `generate` takes conditions in physical units (see `copgen_rt.processing`), in model space
     (`physical_units=False`) or as latents (`conditions_are_latents=True`), and returns physical
     values (decode=True) or final latents (decode=False).
+
+    Gap filling: `known={modality: (values, valid_mask)}` for a generated image modality holds
+    its valid pixels (same units as the conditions) and the mask of them (True = valid, on the
+    modality's own pixel grid, or on its latent grid with `conditions_are_latents`). See
+    `_known_cells` for how the mask reaches the latent grid.
     """
 
     def __init__(self, spec: ModelSpec, denoiser: DenoiserBackend,
@@ -221,7 +226,18 @@ class Pipeline:
                  others_noise: Callable[[int, str], Tensor] | None = None,
                  posterior_noise: Mapping[str, Tensor] | None = None,
                  decode: bool = True, physical_units: bool = True,
-                 batch_size: int | None = None) -> dict[str, Tensor]:
+                 batch_size: int | None = None, known: Mapping[str, tuple[object, object]] | None = None,
+                 jumps: int = 0, jump_length: int = 1) -> dict[str, Tensor]:
+        """Generate `generate` given `conditions`; see the class docstring for units.
+
+        known: {generated image modality: (values (B, C, H, W), valid mask (B, H, W))}. Its valid
+        latent cells are held to the encoded values (RePaint replacement at every network call)
+        and come back exactly; the other cells are generated. If every pixel of every known
+        modality is valid and nothing else is generated, the input comes back without any
+        network call. A known modality without one fully valid latent cell is dropped, so the
+        call is the plain generation with the same seed. `jumps`/`jump_length`: RePaint
+        resampling (`copgen_rt.solvers.build_program`); only with a known region.
+        """
         spec = self.spec
         if isinstance(generate, str):
             generate = [generate]
@@ -236,7 +252,7 @@ class Pipeline:
         unknown = set(posterior_noise or {}) - set(cond_names)
         if unknown:
             raise ValueError(f"posterior_noise for {', '.join(sorted(unknown))}, which is not a condition")
-        program = build_program(self.schedule, *resolve_preset(preset, solver, steps))
+        solver_steps = resolve_preset(preset, solver, steps)
         both = set(generate) & set(cond_names)
         if both:
             raise ValueError(f"modalities both generated and conditioned: {', '.join(sorted(both))}")
@@ -247,7 +263,19 @@ class Pipeline:
             x = processing.preprocess(spec.modality(name), value, spec.pixel_shape(name)) if physical_units and not \
                 conditions_are_latents else torch.as_tensor(value, dtype=torch.float32)
             model_inputs[name] = self._check_condition(name, x, conditions_are_latents)
-        batch = self._batch_size(model_inputs, batch_size)
+        known = dict(known or {})
+        if jumps and not known:
+            raise ValueError("resampling jumps need a known region (known=...)")
+        known_inputs = self._known_inputs(generate, known, physical_units, conditions_are_latents)
+        batch = self._batch_size({**model_inputs, **{k: x for k, (x, _) in known_inputs.items()}}, batch_size)
+        if known_inputs and set(known_inputs) == set(generate) and (decode or conditions_are_latents) and \
+                all(bool(valid.all()) for _, valid in known_inputs.values()):
+            return self._known_as_output(known, known_inputs, n_samples, physical_units, decode,
+                                         conditions_are_latents)
+        known_inputs = {k: (x, cells) for k, (x, valid) in known_inputs.items()
+                        if bool((cells := self._known_cells(k, valid, conditions_are_latents)).any())}
+        program = build_program(self.schedule, *solver_steps, jumps=jumps if known_inputs else 0,
+                                jump_length=jump_length)
         if seed is None:
             seed = secrets.randbits(62)
         cond_seeds = [seed + b for b in range(batch)] if _is_int(seed) else \
@@ -263,6 +291,9 @@ class Pipeline:
         for name in cond_names:  # posterior noise first, then x_init, then per-call noise
             latents[name] = self._condition_latent(name, model_inputs[name], conditions_are_latents,
                                                    n_samples, noise, (posterior_noise or {}).get(name))
+        known_latents = {name: (self._condition_latent(name, x, conditions_are_latents, n_samples, noise, None),
+                                cells.to(self.device).repeat_interleave(n_samples, dim=0))
+                         for name, (x, cells) in known_inputs.items()}
         x_init = {}
         for name in generate:
             shape = spec.modality(name).latent_shape
@@ -272,7 +303,9 @@ class Pipeline:
         if others_noise is None:
             others_noise = lambda call, name: noise.draw(spec.modality(name).latent_shape)  # noqa: E731
 
-        result = sample(spec, self.denoiser, program, generate, latents, x_init, others, others_noise)
+        total = sum(spec.modality(n).latent_size for n in generate)
+        result = sample(spec, self.denoiser, program, generate, latents, x_init, others, others_noise,
+                        known_latents, lambda call: noise.draw((total,)))
         return self.decode(result, physical_units) if decode else result
 
     def decode(self, latents: Mapping[str, Tensor], physical_units: bool = True) -> dict[str, Tensor]:
@@ -332,6 +365,85 @@ class Pipeline:
         elif not self.spec.posterior_per_copy:  # COP-GEN: the copies share the first one's sample
             eps = eps[::n_samples].repeat_interleave(n_samples, dim=0)
         return posterior_sample(moments, eps, self.spec.vae_for(name).scale_factor)
+
+    def _known_inputs(self, generate: Sequence[str], known: Mapping[str, object], physical_units: bool,
+                      is_latent: bool) -> dict[str, tuple[Tensor, Tensor]]:
+        """{name: (model-space values with masked pixels filled, valid mask (B, H, W) bool)}.
+
+        Masked pixels may hold anything (clouds, NaN nodata): before encoding they are replaced
+        by the row's per-channel mean of valid pixels, so no cloud or NaN reaches the VAE.
+        """
+        out = {}
+        for name in self.spec.canonical(known):
+            if name not in generate:
+                raise ValueError(f"known values for {name}, which is not generated")
+            m = self.spec.modality(name)
+            if not m.is_image:
+                raise ValueError(f"known {name}: only image modalities can be partly known; give it as a condition")
+            entry = known[name]
+            if not isinstance(entry, (tuple, list)) or len(entry) != 2:
+                raise ValueError(f"known {name}: expected a pair (values, valid_mask)")
+            values, valid = entry
+            shape = m.latent_shape if is_latent else self.spec.pixel_shape(name)
+            x = processing.preprocess(m, values, shape) if physical_units and not is_latent else \
+                processing.as_float32(values)
+            x = x.unsqueeze(0) if x.dim() == len(shape) else x
+            if x.dim() != len(shape) + 1 or tuple(x.shape[1:]) != tuple(shape):
+                raise ValueError(f"known {name}: expected values (B, {', '.join(map(str, shape))}), "
+                                 f"got {tuple(x.shape)}")
+            valid = self._valid_mask(name, valid, (x.shape[0], *shape[1:])).to(x.device)
+            where = valid.unsqueeze(1).expand_as(x)
+            if not bool(torch.isfinite(x[where]).all()):
+                raise ValueError(f"known {name}: NaN or infinite values at valid pixels")
+            count = where.sum(dim=(2, 3), keepdim=True)
+            mean = torch.where(where, x, 0.0).sum(dim=(2, 3), keepdim=True) / count.clamp_min(1)
+            out[name] = (torch.where(where, x, mean), valid)
+        return out
+
+    @staticmethod
+    def _valid_mask(name: str, valid: object, shape: tuple[int, int, int]) -> Tensor:
+        """(B, H, W), (B, 1, H, W) or (H, W) (one mask for every row) of bool or 0/1 -> (B, H, W) bool."""
+        try:
+            valid = torch.as_tensor(valid)
+        except (TypeError, ValueError, RuntimeError):
+            raise ValueError(f"known {name}: the valid mask must be an array, got {type(valid).__name__}") from None
+        if valid.dtype != torch.bool:
+            if valid.is_complex() or not bool(((valid == 0) | (valid == 1)).all()):
+                raise ValueError(f"known {name}: the valid mask must be boolean or 0/1")
+            valid = valid != 0
+        valid = valid.squeeze(-3) if valid.dim() == 4 and valid.shape[-3] == 1 else valid
+        valid = valid.expand(shape[0], *valid.shape) if valid.dim() == 2 else valid
+        if tuple(valid.shape) != tuple(shape):
+            raise ValueError(f"known {name}: expected a valid mask of shape {tuple(shape)}, got {tuple(valid.shape)}")
+        return valid
+
+    def _known_cells(self, name: str, valid: Tensor, is_latent: bool) -> Tensor:
+        """Pixel mask -> latent-cell mask: a cell is known only if ALL its pixels are valid.
+
+        Strict on purpose: a partly clouded cell's latent would encode the fill, and the
+        generated cell is replaced by valid pixels in pixel-space compositing anyway.
+        """
+        if is_latent:
+            return valid
+        _, h, w = self.spec.modality(name).latent_shape
+        b, ph, pw = valid.shape
+        return valid.reshape(b, h, ph // h, w, pw // w).all(dim=4).all(dim=2)
+
+    def _known_as_output(self, known: Mapping[str, object], inputs: Mapping[str, tuple[Tensor, Tensor]],
+                         n_samples: int, physical_units: bool, decode: bool, is_latent: bool
+                         ) -> dict[str, Tensor]:
+        """Every pixel is valid: the input itself, in the units generate would return (decoded,
+        or the given latents when they are latents)."""
+        out = {}
+        for name, (x, _) in inputs.items():
+            m = self.spec.modality(name)
+            if decode and physical_units and not is_latent:
+                given = torch.as_tensor(known[name][0]).to(processing.physical_dtype(m))
+                x = given.unsqueeze(0) if given.dim() == x.dim() - 1 else given
+            elif decode and is_latent:
+                x = self._decode(name, x.to(self.device), physical_units)
+            out[name] = x.to(self.device).repeat_interleave(n_samples, dim=0)
+        return out
 
     def _decode(self, name: str, z: Tensor, physical_units: bool) -> Tensor:
         m = self.spec.modality(name)

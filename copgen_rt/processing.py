@@ -32,9 +32,9 @@ def preprocess(modality: Modality, values, pixel_shape: tuple[int, int, int] | N
     """
     p = modality.processing
     if isinstance(p, Reflectance):
-        return _f32(values) / p.scale * 2.0 - 1.0
+        return as_float32(values) / p.scale * 2.0 - 1.0
     if isinstance(p, LogRange):
-        v = _f32(values)
+        v = as_float32(values)
         v = torch.where(v <= 0, torch.full_like(v, p.min_positive), v)
         logv = 10.0 * torch.log10(v) if p.log == "db" else torch.log1p(v)
         return (logv - p.low) / (p.high - p.low) * 2.0 - 1.0
@@ -80,7 +80,16 @@ def postprocess(modality: Modality, x: Tensor) -> Tensor:
     raise TypeError(f"no post-processing for {type(p).__name__}")
 
 
-def _f32(values) -> Tensor:
+def physical_dtype(modality: Modality) -> torch.dtype:
+    """The dtype `postprocess` returns for this modality."""
+    p = modality.processing
+    if isinstance(p, (Classes, Date)):
+        return torch.int64
+    return torch.uint8 if isinstance(p, RGB8) else torch.float32
+
+
+def as_float32(values) -> Tensor:
+    """Any array-like of numbers as a float32 tensor; anything else is a one-line ValueError."""
     try:
         return torch.as_tensor(values).to(torch.float32)
     except (TypeError, ValueError, RuntimeError):

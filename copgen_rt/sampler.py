@@ -4,6 +4,9 @@ Each network call sees every modality of the spec: generated ones carry the solv
 current timestep, conditioned ones their clean latent at timestep 0, and the rest ("others")
 follow a policy: `reference` (what the published model was sampled with: fresh N(0, 1) labelled
 timestep 0 at every call) or `marginal` (fresh N(0, 1) at the largest timestep, i.e. pure noise).
+
+A generated modality may also be partly known (gap filling): its known latent cells are held to
+the forward-noised known latent at every call (RePaint replacement, `copgen_rt.solvers`).
 """
 
 from __future__ import annotations
@@ -14,12 +17,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from copgen_rt.solvers import SolverProgram, run_program
+from copgen_rt.solvers import KnownLatent, SolverProgram, run_program
 from copgen_rt.specs import ModelSpec
 
 OTHERS_POLICIES = ("reference", "marginal")
 EpsModel = Callable[[list[Tensor], list[Tensor]], list[Tensor]]
 OthersNoise = Callable[[int, str], Tensor]
+KnownNoise = Callable[[int], Tensor]  # call index -> (E, total generated latent size) standard normal
 
 
 class NoiseSource:
@@ -48,11 +52,15 @@ def row_seeds(condition_seeds: Sequence[int], n_samples: int) -> list[int]:
 
 def sample(spec: ModelSpec, eps_model: EpsModel, program: SolverProgram, generate: Sequence[str],
            conditions: Mapping[str, Tensor], x_init: Mapping[str, Tensor],
-           others: str = "reference", others_noise: OthersNoise | None = None) -> dict[str, Tensor]:
+           others: str = "reference", others_noise: OthersNoise | None = None,
+           known: Mapping[str, tuple[Tensor, Tensor]] | None = None,
+           known_noise: KnownNoise | None = None) -> dict[str, Tensor]:
     """Solve for the `generate` latents given clean condition latents; returns final latents.
 
     x_init holds the initial noise of every generated modality (batch E); conditions their clean
     latents (batch E). others_noise(call_index, modality) gives the noise of the others.
+    known maps generated modalities to (clean latent (E, C, h, w), known cells (E, h, w) bool);
+    known_noise(call) draws the noise that forward-noises them (see `KnownLatent`).
     """
     if others not in OTHERS_POLICIES:
         raise ValueError(f"unknown others policy {others!r}; choose {' or '.join(OTHERS_POLICIES)}")
@@ -96,5 +104,30 @@ def sample(spec: ModelSpec, eps_model: EpsModel, program: SolverProgram, generat
         return torch.cat([out[i].reshape(batch, -1).float() for i in gen_index], dim=1)
 
     x = torch.cat([x_init[n].reshape(batch, -1).float() for n in generate], dim=1)
-    final = run_program(program.to(device), x, eps_fn)
+    region = _known_region(spec, generate, known, known_noise, batch, device) if known else None
+    final = run_program(program.to(device), x, eps_fn, region)
     return {n: c.reshape(batch, *shapes[n]) for n, c in zip(generate, final.split(sizes, dim=1))}
+
+
+def _known_region(spec: ModelSpec, generate: Sequence[str], known: Mapping[str, tuple[Tensor, Tensor]],
+                  known_noise: KnownNoise | None, batch: int, device: torch.device) -> KnownLatent:
+    """Flatten per-modality known latents and cell masks into the solver's (E, D) layout."""
+    extra = set(known) - set(generate)
+    if extra:
+        raise ValueError(f"known region for {', '.join(sorted(extra))}, which is not generated")
+    if known_noise is None:
+        raise ValueError("known_noise is needed with a known region")
+    latents, masks = [], []
+    for name in generate:
+        shape = spec.modality(name).latent_shape
+        if name not in known:
+            latents.append(torch.zeros(batch, shape[0] * shape[1] * shape[2], device=device))
+            masks.append(torch.zeros(batch, shape[0] * shape[1] * shape[2], dtype=torch.bool, device=device))
+            continue
+        latent, cells = known[name]
+        if tuple(latent.shape) != (batch, *shape) or tuple(cells.shape) != (batch, *shape[1:]):
+            raise ValueError(f"known {name}: expected latent {(batch, *shape)} and cells {(batch, *shape[1:])}, "
+                             f"got {tuple(latent.shape)} and {tuple(cells.shape)}")
+        latents.append(latent.to(device).float().reshape(batch, -1))
+        masks.append(cells.to(device).bool().unsqueeze(1).expand(batch, *shape).reshape(batch, -1))
+    return KnownLatent(torch.cat(latents, dim=1), torch.cat(masks, dim=1), known_noise)

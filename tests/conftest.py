@@ -61,6 +61,15 @@ def tiny_pipeline(tiny_spec):
                                  device="cpu")
 
 
+@pytest.fixture()
+def spy(tiny_pipeline):
+    """The tiny pipeline's denoiser wrapped in a Spy for one test."""
+    original = tiny_pipeline.denoiser
+    tiny_pipeline.denoiser = Spy(original)
+    yield tiny_pipeline.denoiser
+    tiny_pipeline.denoiser = original
+
+
 @pytest.fixture(scope="session")
 def beta_spec():
     from copgen_rt import specs

@@ -3,16 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import Spy
 from copgen_rt.weights import CheckpointError
-
-
-@pytest.fixture()
-def spy(tiny_pipeline):
-    original = tiny_pipeline.denoiser
-    tiny_pipeline.denoiser = Spy(original)
-    yield tiny_pipeline.denoiser
-    tiny_pipeline.denoiser = original
 
 
 def _s1(batch: int, seed: int = 0) -> torch.Tensor:
