@@ -139,7 +139,8 @@ def _ort_denoiser(spec: ModelSpec, model: Denoiser):
 
 def bench_presets(spec: ModelSpec, device: str, batch: int, log) -> list[dict]:
     """Whole tiles (all modalities generated from an S2 L2A condition) per preset."""
-    from copgen_rt.pipeline import Pipeline, Provenance
+    from copgen_rt.pipeline import Pipeline
+    from copgen_rt.provenance import Provenance
 
     model = random_denoiser(spec, device, torch.float32)
     pipe = Pipeline(spec, TorchDenoiser(model), provenance=Provenance(spec.name, random=True), device=device)
@@ -174,7 +175,8 @@ from pathlib import Path
 import numpy as np, torch
 from copgen_rt.bench import scene_pipeline
 from copgen_rt.scenes.reader import open_input
-from copgen_rt.scenes.run import SceneJob, SceneOptions, run_scene
+from copgen_rt.scenes.job import SceneJob, SceneOptions
+from copgen_rt.scenes.run import run_scene
 from copgen_rt.scenes.synthetic import smooth_s2, write_raster
 side = {side}
 tmp = Path({tmp!r})
@@ -193,7 +195,8 @@ def scene_pipeline(spec_name: str, device: str, dtype: str):
     """A pipeline with random weights whose denoiser and VAE calls are timed."""
     from copgen_rt.backends import TorchVAE
     from copgen_rt.models import Autoencoder
-    from copgen_rt.pipeline import Pipeline, Provenance
+    from copgen_rt.pipeline import Pipeline
+    from copgen_rt.provenance import Provenance
 
     spec = mid_spec() if spec_name == "copgen-mid" else specs.get(spec_name)
     timers = {"denoiser": 0.0, "vae": 0.0}

@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 
 from copgen_rt import specs
-from copgen_rt.scenes.run import OutputExistsError
+from copgen_rt.scenes.state import OutputExistsError
 
 # distinct exit codes, documented in the README
 EXIT_INPUT, EXIT_CHECKPOINT, EXIT_OUTPUT_EXISTS, EXIT_MISSING, EXIT_EXPORT, EXIT_INTERNAL = 3, 4, 5, 6, 7, 1
@@ -180,7 +180,7 @@ def _parse_date(text: str | None):
 def _scene_job(spec: specs.ModelSpec, scene: str, p: dict, batch_size: int, solver: str, others: str,
                seed: int, overwrite: bool):
     from copgen_rt.scenes.reader import open_input
-    from copgen_rt.scenes.run import SceneJob, SceneOptions
+    from copgen_rt.scenes.job import SceneJob, SceneOptions
 
     date = _parse_date(p["date"])
     common = dict(s1_units=p["s1_units"], lulc_values=p["lulc_values"], s2_offset=p["s2_offset"], date=date)
@@ -283,8 +283,9 @@ def infer_cmd(scenes, model, spec_json, weights, engine, backend, solver, others
     """
     from copgen_rt.device import choose as choose_device
     from copgen_rt.files import check_writable
-    from copgen_rt.multiscene import has_glob
-    from copgen_rt.scenes.run import check_outputs, run_scene, scene_lock
+    from copgen_rt.scenelist import has_glob
+    from copgen_rt.scenes.run import run_scene
+    from copgen_rt.scenes.state import check_outputs, scene_lock
 
     if engine and weights:
         raise ValueError("give --weights or --engine, not both")
@@ -345,13 +346,13 @@ def _infer_spec(model: str | None, spec_json: str | None, weights: str | None, e
 def _infer_many(scenes, manifest, ray_address, cpus_per_worker, split_tiles, model, spec_json, weights, engine,
                 backend, solver, others, seed, device, dtype, overwrite, quiet, verbose, p) -> int:
     """Many scenes (copgen_rt.multiscene), in this process or on Ray; returns the exit code."""
-    from copgen_rt import distributed, multiscene
+    from copgen_rt import distributed, driver, multiscene, scenelist
     from copgen_rt.device import choose as choose_device
     from copgen_rt.files import check_writable
 
     if ray_address is not None:
         distributed.check_address(ray_address)  # before the scenes: `--ray scene.tif` took one as ADDRESS
-    entries = multiscene.expand(scenes, manifest, p["conds"], p["out"])
+    entries = scenelist.expand(scenes, manifest, p["conds"], p["out"])
     check_writable(Path(p["out"]))  # the run manifest's folder, before loading any weights; a scene
     # whose own folder cannot be written fails alone
     spec = _infer_spec(model, spec_json, weights, engine)
@@ -364,7 +365,7 @@ def _infer_many(scenes, manifest, ray_address, cpus_per_worker, split_tiles, mod
         spec, "cpu" if ray_address else choose_device(device, dtype).device)
     make_job = lambda e: _scene_job(spec, str(e.scene), {**p, "conds": e.conds, "out": str(e.out)},  # noqa: E731
                                     batch, solver, others, seed, overwrite)
-    source = multiscene.PipelineSource.create(spec, None if engine else weights or demo_weights(), engine,
+    source = driver.PipelineSource.create(spec, None if engine else weights or demo_weights(), engine,
                                               backend, device, dtype)
     summary = multiscene.run(entries, make_job, source, Path(p["out"]), ray_address, cpus_per_worker,
                              split_tiles, quiet, verbose)

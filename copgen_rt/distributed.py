@@ -31,11 +31,13 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from copgen_rt import specs
-from copgen_rt.multiscene import Batch, PipelineSource, SceneEntry, one_line
+from copgen_rt.driver import Batch, PipelineSource, one_line
+from copgen_rt.scenelist import SceneEntry
 from copgen_rt.pipeline import Pipeline
 from copgen_rt.scenes.reader import SceneInput
-from copgen_rt.scenes.run import (SceneJob, SceneOptions, SceneResult, precompute_latents, prepare_work_dir,
-                                  run_scene)
+from copgen_rt.scenes.job import SceneJob, SceneOptions
+from copgen_rt.scenes.run import SceneResult, precompute_latents, run_scene
+from copgen_rt.scenes.state import prepare_work_dir
 
 MAX_IN_FLIGHT = 2  # tasks per actor: one running and one queued, so no actor waits for the driver
 MAX_ATTEMPTS = 3  # per task: a scene that keeps killing its worker fails alone

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from copgen_rt.thumbnail_job import THUMBNAIL_GSD, ThumbnailReader
+from copgen_rt.scenes.thumbnail_scene import THUMBNAIL_GSD, ThumbnailReader
 
 ROOT = Path(__file__).resolve().parent.parent
 CHIPS = ROOT / "tests" / "data" / "majortom"

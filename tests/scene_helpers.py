@@ -10,7 +10,7 @@ import torch
 from affine import Affine
 
 from copgen_rt import processing, specs
-from copgen_rt.pipeline import Provenance
+from copgen_rt.provenance import Provenance
 from copgen_rt.scenes.synthetic import smooth_s2, write_raster  # noqa: F401 (re-exported for tests)
 
 CHIPS = Path(__file__).parent / "data" / "majortom"

@@ -16,10 +16,12 @@ from click.testing import CliRunner
 from copgen_rt import Pipeline, specs
 from copgen_rt.cli import demo_weights, main
 from copgen_rt.distributed import WorkerPool, run_on_ray, tile_ranges
-from copgen_rt.multiscene import (RUN_MANIFEST, Batch, PipelineSource, Report, RunManifest, SceneEntry, expand,
-                                  run)
+from copgen_rt.driver import RUN_MANIFEST, Batch, PipelineSource, Report, RunManifest
+from copgen_rt.multiscene import run
+from copgen_rt.scenelist import SceneEntry, expand
 from copgen_rt.scenes.reader import open_input
-from copgen_rt.scenes.run import SceneJob, SceneOptions, run_scene
+from copgen_rt.scenes.job import SceneJob, SceneOptions
+from copgen_rt.scenes.run import run_scene
 from scene_helpers import smooth_s2, write_raster
 
 DEMO = specs.get("copgen-demo")

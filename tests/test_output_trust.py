@@ -22,9 +22,12 @@ from click.testing import CliRunner
 from copgen_rt import Pipeline, specs
 from copgen_rt.cli import demo_weights, main
 from copgen_rt.files import OutputBusyError, exclusive
-from copgen_rt.scenes import run as scene_run
+from copgen_rt.scenes import run as run_module
+from copgen_rt.scenes import sampling, state
 from copgen_rt.scenes.reader import SceneError, open_input
-from copgen_rt.scenes.run import DamagedFileWarning, SceneJob, SceneOptions, run_scene
+from copgen_rt.scenes.job import SceneJob, SceneOptions
+from copgen_rt.scenes.run import run_scene
+from copgen_rt.scenes.state import DamagedFileWarning
 from scene_helpers import smooth_s2, write_raster
 
 DEMO = specs.get("copgen-demo")
@@ -176,7 +179,7 @@ def test_resume_after_a_kill_inside_a_batch_is_bit_identical(tmp_path, monkeypat
     fresh = _read_all(run_scene(make(tmp_path / "fresh"), pipe).outputs[0].parent)
 
     job = make(tmp_path / "out")
-    save = scene_run._save_latents
+    save = state.save_latents
     saved = []
 
     def killed_after_two_saves(path, latents):
@@ -185,10 +188,10 @@ def test_resume_after_a_kill_inside_a_batch_is_bit_identical(tmp_path, monkeypat
         saved.append(path)
         save(path, latents)
 
-    monkeypatch.setattr(scene_run, "_save_latents", killed_after_two_saves)
+    monkeypatch.setattr(sampling, "save_latents", killed_after_two_saves)
     with pytest.raises(KeyboardInterrupt):
         run_scene(job, pipe)
-    monkeypatch.setattr(scene_run, "_save_latents", save)
+    monkeypatch.setattr(sampling, "save_latents", save)
     assert len(list(job.work_dir.glob("latents/*.safetensors"))) == 2  # half of the first batch
     resumed = run_scene(job, pipe)
     again = _read_all(job.out_dir)
@@ -234,8 +237,8 @@ def test_damaged_cached_latents_are_recomputed(tmp_path, demo, damage):
         run_scene(job, demo, progress=stop_after_two_batches)
     cached = sorted(job.work_dir.glob("latents/*.safetensors"))[0]
     if damage == "nan":  # a valid file with a valid checksum, holding NaN
-        latents = scene_run._load_latents(cached, job)
-        scene_run._save_latents(cached, {k: torch.full_like(v, float("nan")) for k, v in latents.items()})
+        latents = state.load_latents(cached, job)
+        state.save_latents(cached, {k: torch.full_like(v, float("nan")) for k, v in latents.items()})
     elif damage == "truncated":
         cached.write_bytes(cached.read_bytes()[:20])
     else:
@@ -255,7 +258,7 @@ def test_quicklooks_are_added_to_a_complete_run_without_running_it(tmp_path, dem
     make = lambda quicklook: SceneJob(DEMO, [open_input(scene)], tmp_path / "out",  # noqa: E731
                                       SceneOptions(steps=1, generate=("DEM_DEM",), quicklook=quicklook))
     run_scene(make(False), demo)
-    monkeypatch.setattr(scene_run, "_batch_latents", lambda *a: pytest.fail("sampled again"))
+    monkeypatch.setattr(run_module, "batch_latents", lambda *a: pytest.fail("sampled again"))
     result = run_scene(make(True), demo)
     assert result.already_complete and [p.name for p in result.added] == ["scene_DEM_DEM.png"]
     assert (tmp_path / "out" / "scene_DEM_DEM.png").is_file()

@@ -12,9 +12,12 @@ from click.testing import CliRunner
 
 from copgen_rt import Pipeline, processing, specs
 from copgen_rt.cli import default_scene, demo_weights, main
-from copgen_rt.scenes import run as scene_run
+from copgen_rt.scenes import job as scene_job
 from copgen_rt.scenes.reader import CoarseInputWarning, SceneError, open_input
-from copgen_rt.scenes.run import OutputExistsError, SceneJob, SceneOptions, TileReader, run_scene
+from copgen_rt.scenes.job import SceneJob, SceneOptions
+from copgen_rt.scenes.run import run_scene
+from copgen_rt.scenes.state import OutputExistsError
+from copgen_rt.scenes.tile_inputs import TileReader
 from copgen_rt.scenes.tiling import blend_ramp
 from scene_helpers import CHIPS, EchoPipeline, smooth_s2, write_raster
 
@@ -180,7 +183,7 @@ def test_outputs_of_the_same_run_are_rewritten_others_are_kept(tmp_path, demo):
 
 
 def test_run_manifests_of_concurrent_runs_merge(tmp_path):
-    from copgen_rt.multiscene import RunManifest
+    from copgen_rt.driver import RunManifest
 
     path = tmp_path / "copgen-run.json"
     a, b = RunManifest(path), RunManifest(path)
@@ -437,7 +440,7 @@ def test_too_wide_scenes_are_refused_before_running(tmp_path, monkeypatch):
     job = _job(tmp_path, [wide], generate=("LULC_LULC", "S1RTC_vh_vv"))
     lulc_channels = 10 + 1 + 1  # class scores, validity, weights
     assert job.blend_bytes > 2 * lulc_channels * (1920 + 1560) // 10 * 100_000 * 8  # > 6 GB
-    monkeypatch.setattr(scene_run, "memory_limit", lambda: 2**30)
+    monkeypatch.setattr(scene_job, "memory_limit", lambda: 2**30)
     assert "memory: about" in job.describe() and "(allowed: 1.0 GiB" in job.describe()
     with pytest.raises(SceneError, match=r"wide.tif: blending 2 outputs .* needs about .* GiB .* "
                                          r"more than the 1.0 GiB allowed .*gdal_translate -srcwin"):

@@ -4,17 +4,16 @@ chosen by the folder's manifest."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 from copgen_rt import specs
 from copgen_rt.backends.base import DenoiserBackend, VAEBackend
 from copgen_rt.export.manifest import Manifest
+from copgen_rt.provenance import Provenance
 
 
 def load_export(folder: Path, providers: Sequence[str] | None = None):
     """-> (spec, denoiser backend, VAE loader by modality, provenance)."""
-    from copgen_rt.pipeline import Provenance
-
     manifest = Manifest.load(folder)
     spec = specs.from_dict(manifest.spec)
     names = {c.name for c in manifest.components}

@@ -1,0 +1,207 @@
+"""A scene job: what is read, what is generated, how it is tiled and which files it writes.
+
+`SceneJob` plans everything up front, so that `copgen-rt info scene.tif` and `copgen-rt infer`
+share one description, and the scene's memory need is known before anything runs.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from copgen_rt.device import available_host_memory
+from copgen_rt.scenes.encoding import blend_channels
+from copgen_rt.scenes.reader import COARSE_FACTOR, CoarseInputWarning, SceneError, SceneFrame, SceneInput
+from copgen_rt.scenes.tiling import TilingPlan, plan_tiles
+from copgen_rt.solvers import resolve_preset
+from copgen_rt.specs import Classes, Date, LatLon, Modality, ModelSpec
+
+BASE_GSD = 10.0  # validity masks are kept on the finest grid
+MEMORY_FRACTION = 0.5  # of the available memory, for the blenders (weights, GDAL and tiles need the rest)
+
+
+@dataclass(frozen=True)
+class SceneOptions:
+    generate: tuple[str, ...] | None = None  # spec modality names; None = everything not given
+    steps: int | None = None  # None: from the preset
+    solver: str | None = None
+    preset: str | None = None  # exact (default), fast, draft
+    others: str = "reference"
+    seed: int = 0
+    overlap_m: float = 360.0
+    batch_size: int = 4
+    samples: int = 1
+    date: dt.date | None = None
+    overwrite: bool = False
+    quicklook: bool = False  # also write PNG pictures of the outputs
+
+    @property
+    def sampler(self) -> tuple[str, int]:
+        """(solver, steps) after applying the preset."""
+        return resolve_preset(self.preset, self.solver, self.steps)
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    modality: Modality
+    kind: str  # "mean" (values), "std" or "confidence"
+    path: Path
+
+
+def scalar_names(spec: ModelSpec) -> tuple[str | None, str | None]:
+    loc = next((m.name for m in spec.modalities if isinstance(m.processing, LatLon)), None)
+    date = next((m.name for m in spec.modalities if isinstance(m.processing, Date)), None)
+    return loc, date
+
+
+@dataclass
+class SceneJob:
+    spec: ModelSpec
+    inputs: list[SceneInput]
+    out_dir: Path
+    options: SceneOptions
+    frame: SceneFrame = field(init=False)
+    plan: TilingPlan = field(init=False)
+    conditions: dict[str, SceneInput] = field(init=False)  # image modality -> the input it comes from
+    scalar_conditions: list[str] = field(init=False)
+    generate: list[str] = field(init=False)
+    outputs: list[OutputSpec] = field(init=False)
+
+    def __post_init__(self) -> None:
+        if not self.inputs:
+            raise SceneError("no input scene")
+        self.frame = SceneFrame.of(self.inputs[0])
+        if min(self.frame.width_m, self.frame.height_m) < BASE_GSD:
+            raise SceneError(f"{self.inputs[0].path.name}: covers only {self.frame.width_m:.3g} x "
+                             f"{self.frame.height_m:.3g} m, less than one {BASE_GSD:g} m output pixel; "
+                             "check its pixel size (georeferencing)")
+        self.plan = plan_tiles(self.frame, self.options.overlap_m)
+        self.conditions = {}
+        first = self.inputs[0]
+        for scene in self.inputs:
+            if scene is not first and not self.frame.overlaps(scene):
+                raise SceneError(f"{scene.path.name}: does not overlap {first.path.name} (the scene); give "
+                                 "conditions that cover part of it")
+            matched = [m for m in self.spec.modalities if m.is_image and m.product == scene.product
+                       and all(b in scene.bands for b in (m.bands or scene.bands[:1]))]
+            if not matched:
+                raise SceneError(f"{scene.path.name}: no modality of {self.spec.name} can be read from "
+                                 f"{scene.product} bands {' '.join(scene.bands)}")
+            _warn_if_coarse(scene, self.frame.pixel_size(scene), matched)
+            for m in matched:
+                if m.name in self.conditions:
+                    raise SceneError(f"{m.name} is given twice ({self.conditions[m.name].path.name} and "
+                                     f"{scene.path.name})")
+                self.conditions[m.name] = scene
+        loc, date_name = scalar_names(self.spec)
+        wanted = set(self.options.generate or ())
+        for name in wanted:
+            self.spec.modality(name)
+            if name in self.conditions:
+                raise SceneError(f"{name} is both given (from {self.conditions[name].path.name}) and "
+                                 "asked for")
+        self.scalar_conditions = []
+        if loc and loc not in wanted:
+            self.scalar_conditions.append(loc)
+        if date_name and self.date is not None and date_name not in wanted:
+            self.scalar_conditions.append(date_name)
+        if self.options.generate:
+            self.generate = self.spec.canonical(wanted)
+        else:
+            given = set(self.conditions) | set(self.scalar_conditions)
+            self.generate = [n for n in self.spec.names if n not in given]
+        if not self.generate:
+            raise SceneError("nothing to generate: every modality is given")
+        stem = self.inputs[0].path.stem
+        self.outputs = []
+        for name in self.generate:
+            m = self.spec.modality(name)
+            if not m.is_image:
+                continue
+            self.outputs.append(OutputSpec(m, "mean", self.out_dir / f"{stem}_{name}.tif"))
+            if self.options.samples > 1:
+                kind = "confidence" if isinstance(m.processing, Classes) else "std"
+                self.outputs.append(OutputSpec(m, kind, self.out_dir / f"{stem}_{name}_{kind}.tif"))
+
+    @property
+    def date(self) -> dt.date | None:
+        return self.options.date or next((s.date for s in self.inputs if s.date), None)
+
+    @property
+    def sidecar(self) -> Path:
+        return self.out_dir / f"{self.inputs[0].path.stem}_tiles.json"
+
+    @property
+    def work_dir(self) -> Path:
+        return self.out_dir / f".copgen-work-{self.inputs[0].path.stem}"
+
+    @property
+    def lock_path(self) -> Path:
+        """Held by the run writing this scene's outputs (`scene_lock`)."""
+        return self.out_dir / f".copgen-lock-{self.inputs[0].path.stem}"
+
+    @property
+    def blend_bytes(self) -> int:
+        """Peak memory of the output blenders: float64 sums and weights (`RowBlender`) over the rows
+        one batch of tiles can span, for every output at once, plus one output's transient copy."""
+        plan = self.plan
+        span_m = plan.footprint_m + math.ceil(self.options.batch_size / plan.n_cols) * plan.stride_m
+        sizes = []
+        for out in self.outputs:
+            _, width, height = self.frame.grid(out.modality.gsd)
+            rows = min(height, math.ceil(span_m / out.modality.gsd))
+            sizes.append((blend_channels(out.modality, out.kind) + 1) * rows * width * 8)
+        return sum(sizes) + max(sizes, default=0)
+
+    def check_memory(self) -> None:
+        """Refuse a scene too wide for this machine's memory before running anything."""
+        need, limit = self.blend_bytes, memory_limit()
+        if limit is None or need <= limit:
+            return
+        first = self.inputs[0]
+        strip = max(1, int(first.width * limit / need))
+        raise SceneError(f"{first.path.name}: blending {len(self.outputs)} outputs over {first.width} px of "
+                         f"width needs about {_gib(need)} of memory, more than the {_gib(limit)} allowed "
+                         f"({MEMORY_FRACTION:g} of what is available); split the scene into strips at most "
+                         f"{strip} px wide (gdal_translate -srcwin XOFF 0 {strip} {first.height} "
+                         f"{first.path.name} part.tif) or generate fewer modalities (--generate)")
+
+    def describe(self) -> str:
+        lines = ["inputs:"] + [f"  {s.describe()}" for s in self.inputs]
+        lines.append("conditions: " + ", ".join(list(self.conditions) + self.scalar_conditions))
+        if self.date is None:
+            lines.append("date: unknown (pass --date to condition on it); generated per tile")
+        lines.append("generate: " + ", ".join(self.generate))
+        lines.append("tiling: " + self.plan.describe())
+        o = self.options
+        solver, steps = o.sampler
+        lines.append(f"work: {len(self.plan)} tiles x {o.samples} sample(s) x {steps} steps ({solver}) = "
+                     f"{len(self.plan) * o.samples * steps} denoiser evaluations, batch {o.batch_size}")
+        lines.append("outputs: " + ", ".join(p.path.name for p in self.outputs) + f", {self.sidecar.name}")
+        limit = memory_limit()
+        lines.append(f"memory: about {_gib(self.blend_bytes)} of blending buffers" + (
+            f" (allowed: {_gib(limit)}, {MEMORY_FRACTION:g} of the available memory)" if limit else ""))
+        return "\n".join(lines)
+
+
+def _warn_if_coarse(scene: SceneInput, pixel_m: float, modalities: list[Modality]) -> None:
+    coarse = [m for m in modalities if pixel_m > COARSE_FACTOR * m.gsd]
+    if coarse:
+        native = "/".join(f"{g:g}" for g in sorted({m.gsd for m in coarse}))
+        warnings.warn(f"{scene.path.name}: its {pixel_m:.4g} m pixels are more than {COARSE_FACTOR:g}x "
+                      f"coarser than the native {native} m of "
+                      f"{', '.join(m.name for m in coarse)}: upsampled, the model sees no real detail",
+                      CoarseInputWarning, stacklevel=4)
+
+
+def memory_limit() -> int | None:
+    """Bytes the blenders may use: a fraction of the available memory, None where unknown."""
+    available = available_host_memory()
+    return int(available * MEMORY_FRACTION) if available is not None else None
+
+
+def _gib(n: int) -> str:
+    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"

@@ -1,0 +1,173 @@
+"""The output stage: decoded tiles -> blended rows -> COGs in the staging folder -> published
+files, with the sidecar (tile records and the run record) written last."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from copgen_rt import processing
+from copgen_rt.files import Staging, write_text
+from copgen_rt.pipeline import Pipeline
+from copgen_rt.scenes.blend import RowBlender
+from copgen_rt.scenes.encoding import blend_channels, encoding, to_file_units
+from copgen_rt.scenes.job import BASE_GSD, OutputSpec, SceneJob, scalar_names
+from copgen_rt.scenes.state import RECORD_FIELD, RUN_KEY_TAG, checksum, read_record
+from copgen_rt.scenes.tile_inputs import TileInputs, not_finite
+from copgen_rt.scenes.tiling import Tile, blend_weights
+from copgen_rt.scenes.writer import CogWriter
+from copgen_rt.specs import Classes
+
+
+def provenance_tags(job: SceneJob, pipeline: Pipeline, run_key: str) -> dict[str, str]:
+    o = job.options
+    return pipeline.provenance.tags() | {
+        "COPGEN_SEED": str(o.seed), "COPGEN_STEPS": str(o.sampler[1]), "COPGEN_SOLVER": o.sampler[0],
+        "COPGEN_PRESET": o.preset or ("exact" if o.solver is None and o.steps is None else "custom"),
+        "COPGEN_OTHERS": o.others, "COPGEN_SAMPLES": str(o.samples), "COPGEN_OVERLAP_M": f"{o.overlap_m:g}",
+        "COPGEN_CONDITIONS": "; ".join(f"{n}<-{s.path.name}" for n, s in job.conditions.items())
+                             + "".join(f"; {n}" for n in job.scalar_conditions),
+        "COPGEN_DATE": str(job.date) if job.date else "unknown (generated)",
+        "COPGEN_S2_DN_OFFSET": ", ".join(f"{s.path.name}:{s.dn_offset:+g}" for s in job.inputs
+                                         if s.product.startswith("S2")) or "n/a",
+        RUN_KEY_TAG: run_key,
+    }
+
+
+class _Output:
+    """One output file: its blender (values + validity channel) and its writer."""
+
+    def __init__(self, job: SceneJob, out: OutputSpec, tags: dict[str, str], staging: Staging):
+        m = out.modality
+        self.spec, self.modality = out, m
+        enc = encoding(m, out.kind)
+        transform, width, height = job.frame.grid(m.gsd)
+        self.nodata = enc.nodata
+        self.writer = CogWriter(staging, out.path, job.frame.crs, transform, width, height, len(enc.names),
+                                enc.dtype, enc.nodata, enc.names, enc.units, tags,
+                                categorical=enc.categorical, scales=enc.scales)
+        self.blender = RowBlender(blend_channels(m, out.kind), width, height, self._emit)
+    def _emit(self, row: int, sums: np.ndarray, weights: np.ndarray) -> None:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = sums / weights
+        valid = (weights > 0) & (mean[-1] > 1e-6)  # any part of the pixel had input data
+        values = mean[:-1]
+        p = self.modality.processing
+        if isinstance(p, Classes) and self.spec.kind == "mean":
+            codes = np.asarray(p.codes, np.uint8)[np.nan_to_num(values, nan=-1).argmax(axis=0)]
+            out = np.where(valid, codes, self.nodata)[None]
+        else:
+            out = np.where(valid[None], values, np.nan)
+        self.writer.write_rows(row, out)
+
+
+class SceneOutputs:
+    """Every output file of a scene, built in `staging` and published together by `publish`."""
+
+    def __init__(self, job: SceneJob, tags: dict[str, str], staging: Staging):
+        self.job, self.tags, self.staging = job, tags, staging
+        self.files = [_Output(job, o, tags, staging) for o in job.outputs]
+        self.tiles: dict[str, dict] = {}  # the sidecar's per-tile records
+        self._weights: dict[float, np.ndarray] = {}
+        self.peak_rows = 0
+
+    def add(self, present: list[TileInputs], latents: dict[str, torch.Tensor],
+            decoded: dict[str, torch.Tensor]) -> None:
+        """Blend a batch of decoded tiles. Where inputs had data a non-finite output is an
+        error, never a product."""
+        for out in self.job.outputs:
+            rows = decoded[out.modality.name].reshape(len(present), -1)  # a tile's samples are adjacent
+            finite = torch.isfinite(rows).all(dim=1)
+            if not bool(finite.all()):
+                raise not_finite(self.job, present[int((~finite).nonzero()[0])], out.modality.name)
+        for out in self.files:
+            self._accumulate(out, present, decoded[out.modality.name])
+        self._record_tiles(present, latents)
+
+    def flush(self, last: Tile) -> None:
+        """Write the rows no tile after `last` can touch."""
+        for out in self.files:
+            self.peak_rows = max(self.peak_rows, out.blender.buffered_rows)
+            out.blender.flush(self.job.plan.final_rows(last, out.modality.gsd, out.blender.height))
+
+    def abort(self) -> None:
+        for out in self.files:
+            out.writer.abort()
+
+    def publish(self) -> list[Path]:
+        """Finish the COGs, then rename them into place, quicklooks next, the sidecar (the run
+        record with every output's checksum) last: a run cut short in between leaves no record,
+        and its rerun finishes the set."""
+        job = self.job
+        staged = [out.writer.close() for out in self.files]
+        record = {o.path.name: checksum(s) for o, s in zip(job.outputs, staged)}
+        pictures = []
+        if job.options.quicklook:
+            from copgen_rt.scenes.quicklook import write_quicklooks
+
+            pictures = write_quicklooks([(o.modality, s, o.path.with_suffix(".png"))
+                                         for o, s in zip(job.outputs, staged) if o.kind == "mean"])
+            record |= {p.name: checksum(p) for p in pictures}
+        paths = [self.staging.publish(s.name, o.path) for o, s in zip(job.outputs, staged)]
+        sidecar = {"tiles": self.tiles, "plan": job.plan.describe(), **self.tags, RECORD_FIELD: record}
+        write_text(job.sidecar, json.dumps(sidecar, indent=1) + "\n")
+        return paths + pictures + [job.sidecar]
+
+    def _accumulate(self, out: _Output, present: list[TileInputs], x: torch.Tensor) -> None:
+        job, m = self.job, out.modality
+        n = job.options.samples
+        x = x.reshape(len(present), n, *x.shape[1:])
+        if isinstance(m.processing, Classes):
+            scores = ((x + 1.0) / 2.0).mean(dim=1).numpy()
+            if out.spec.kind == "confidence":
+                clipped = np.clip(scores, 0, None)
+                values = (clipped.max(axis=1) / np.maximum(clipped.sum(axis=1), 1e-6))[:, None]
+            else:
+                values = scores
+        else:
+            phys = processing.postprocess(m, x.reshape(-1, *x.shape[2:]))
+            phys = to_file_units(m, phys.numpy()).reshape(len(present), n, *x.shape[2:])
+            values = phys.mean(axis=1) if out.spec.kind == "mean" else phys.std(axis=1, ddof=1)
+        size = values.shape[-1]
+        if m.gsd not in self._weights:
+            self._weights[m.gsd] = blend_weights(size, round(job.options.overlap_m / m.gsd))
+        w = self._weights[m.gsd]
+        factor = round(m.gsd / BASE_GSD)
+        for t, v in zip(present, values):
+            valid = t.valid.reshape(size, factor, size, factor).mean(axis=(1, 3))
+            col, row = t.tile.pixel_origin(m.gsd)
+            out.blender.add(col, row, np.concatenate([v, valid[None]], axis=0), w)
+
+    def _record_tiles(self, present: list[TileInputs], latents: dict[str, torch.Tensor]) -> None:
+        job = self.job
+        loc_name, date_name = scalar_names(job.spec)
+        n = job.options.samples
+        for i, t in enumerate(present):
+            entry: dict[str, object] = {"centre_lat_lon": [round(t.location[0], 6), round(t.location[1], 6)]}
+            missing = [name for name in job.conditions if name not in t.conditions]
+            if missing:
+                entry["conditions_without_data"] = missing
+            rows = slice(i * n, (i + 1) * n)
+            if loc_name in job.generate:
+                entry["generated_lat_lon"] = processing.vector_to_latlon(latents[loc_name][rows]).tolist()
+            if date_name in job.generate:
+                days = processing.vector_to_date(latents[date_name][rows]).tolist()
+                entry["generated_date"] = [f"{y:04d}-{m:02d}-{d:02d}" for d, m, y in days]
+            self.tiles[t.tile.key] = entry
+
+
+def add_quicklooks(job: SceneJob, pictures: list[Path]) -> list[Path]:
+    """Quicklooks asked for over a complete run: drawn from its outputs, added to its record."""
+    if not pictures:
+        return []
+    from copgen_rt.scenes.quicklook import write_quicklooks
+
+    written = write_quicklooks([(o.modality, o.path, o.path.with_suffix(".png")) for o in job.outputs
+                                if o.path.with_suffix(".png") in pictures])
+    record = read_record(job.sidecar) or {}
+    record[RECORD_FIELD] = record.get(RECORD_FIELD, {}) | {p.name: checksum(p) for p in written}
+    write_text(job.sidecar, json.dumps(record, indent=1) + "\n")
+    return written

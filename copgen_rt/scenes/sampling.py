@@ -1,0 +1,85 @@
+"""The sampling stage: final latents for a batch of tiles, from the work folder where a previous
+run finished them, else from the pipeline (one call per set of conditions with data)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from copgen_rt.pipeline import Pipeline
+from copgen_rt.scenes.job import SceneJob, scalar_names
+from copgen_rt.scenes.state import load_latents, save_latents
+from copgen_rt.scenes.tile_inputs import TileInputs, not_finite
+from copgen_rt.scenes.tiling import Tile
+
+
+def tile_seed(seed: int, tile: Tile) -> int:
+    """A tile's seed depends only on the run seed and its position: batch and order do not matter."""
+    state = np.random.SeedSequence([seed % 2**63, tile.row, tile.col]).generate_state(2, np.uint32)
+    return int(state[0]) << 31 ^ int(state[1])
+
+
+def batch_latents(job: SceneJob, pipeline: Pipeline, present: list[TileInputs], work: Path
+                  ) -> tuple[dict[str, torch.Tensor], int]:
+    """Final latents of every present tile, one sampler call per set of conditions with data
+    (seeds stay per tile). A group whose tiles a previous run all finished is loaded; any other
+    is sampled whole, so that it is the same batch as in an uninterrupted run, bit for bit,
+    whichever of its tiles were saved before a kill."""
+    o = job.options
+    loc_name, date_name = scalar_names(job.spec)
+    cached = [work / "latents" / f"{t.tile.key}.safetensors" for t in present]
+    per_tile: list[dict[str, torch.Tensor] | None] = [None] * len(present)
+    groups: dict[tuple[str, ...], list[int]] = {}
+    for i, t in enumerate(present):
+        groups.setdefault(tuple(t.conditions), []).append(i)
+    resumed = 0
+    for names, group in groups.items():
+        loaded = [load_latents(cached[i], job) for i in group]
+        if all(z is not None for z in loaded):
+            for i, z in zip(group, loaded):
+                per_tile[i] = z
+            resumed += len(group)
+            continue
+        conditions: dict[str, object] = {
+            name: torch.from_numpy(np.stack([present[i].conditions[name] for i in group])) for name in names}
+        if loc_name in job.scalar_conditions:
+            conditions[loc_name] = torch.tensor([present[i].location for i in group])
+        if date_name in job.scalar_conditions:
+            conditions[date_name] = [job.date] * len(group)
+        latents = _generate_splitting_on_oom(job, pipeline, conditions,
+                                             [tile_seed(o.seed, present[i].tile) for i in group])
+        for j, i in enumerate(group):
+            rows = slice(j * o.samples, (j + 1) * o.samples)
+            per_tile[i] = {n: z[rows].contiguous() for n, z in latents.items()}
+            _check_finite(job, present[i], per_tile[i])
+            save_latents(cached[i], per_tile[i])
+    merged = {n: torch.cat([t[n] for t in per_tile]) for n in job.generate}
+    return merged, resumed
+
+
+def _check_finite(job: SceneJob, tile: TileInputs, latents: dict[str, torch.Tensor]) -> None:
+    bad = [n for n, z in latents.items() if not bool(torch.isfinite(z).all())]
+    if bad:
+        raise not_finite(job, tile, bad[0])
+
+
+def _generate_splitting_on_oom(job: SceneJob, pipeline: Pipeline, conditions: dict,
+                               seeds: list[int]) -> dict[str, torch.Tensor]:
+    """Sample a batch; if the device runs out of memory, halve it (tiles keep their own seeds)."""
+    o = job.options
+    solver, steps = o.sampler
+    try:
+        return pipeline.generate(job.generate, conditions, n_samples=o.samples, steps=steps, solver=solver,
+                                 others=o.others, decode=False, seed=seeds, batch_size=len(seeds))
+    except torch.cuda.OutOfMemoryError:
+        if len(seeds) == 1:
+            raise
+        torch.cuda.empty_cache()
+    half = len(seeds) // 2
+    parts = []
+    for sl in (slice(0, half), slice(half, None)):
+        sub = {k: v[sl] for k, v in conditions.items()}
+        parts.append(_generate_splitting_on_oom(job, pipeline, sub, seeds[sl]))
+    return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}

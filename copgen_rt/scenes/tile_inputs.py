@@ -1,0 +1,88 @@
+"""A tile's inputs: every condition read on its native grid with gaps filled, where any input
+has data (on the 10 m grid), and the tile's centre location."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from rasterio.warp import transform as warp_transform
+
+from copgen_rt.scenes.job import BASE_GSD, SceneJob
+from copgen_rt.scenes.reader import ModalityReader, SceneError, coverage_reader
+from copgen_rt.scenes.tiling import Tile
+from copgen_rt.specs import Classes, Modality
+
+
+@dataclass
+class TileInputs:
+    tile: Tile
+    conditions: dict[str, np.ndarray]  # physical values per image modality with data here (C, h, w)
+    valid: np.ndarray  # (192, 192) bool on the 10 m grid: any input had data
+    location: tuple[float, float]  # tile centre (lat, lon)
+
+
+class TileReader:
+    def __init__(self, job: SceneJob):
+        self.job = job
+        self.readers = {name: ModalityReader(scene, job.spec.modality(name), job.frame)
+                        for name, scene in job.conditions.items()}
+        sources = {id(s): s for s in job.conditions.values()}.values()
+        self.coverage = [coverage_reader(s, job.frame, BASE_GSD) for s in sources]
+        self.base_px = round(job.plan.footprint_m / BASE_GSD)
+
+    def close(self) -> None:
+        for r in [*self.readers.values(), *self.coverage]:
+            r.close()
+
+    def read(self, tile: Tile) -> TileInputs | None:
+        """Conditions of one tile with gaps filled, or None if no input has data there. A modality
+        without a valid pixel in the tile is left out: it is then neither given nor generated
+        there (the `others` policy), never fed as zeros."""
+        valid = np.zeros((self.base_px, self.base_px), bool)
+        conditions = {}
+        for name, reader in self.readers.items():
+            m = reader.modality
+            size = round(self.job.plan.footprint_m / m.gsd)
+            col, row = tile.pixel_origin(m.gsd)
+            data, ok = reader.read(col, row, size)
+            if ok.any():
+                conditions[name] = _fill_gaps(data, ok, m)
+        col, row = tile.pixel_origin(BASE_GSD)
+        for reader in self.coverage:
+            valid |= reader.read(col, row, self.base_px)[1]
+        if self.readers and not valid.any():
+            return None
+        if not self.readers:
+            valid[:] = True
+        return TileInputs(tile, conditions, valid, self._centre_latlon(tile))
+
+    def _centre_latlon(self, tile: Tile) -> tuple[float, float]:
+        f, half = self.job.frame, self.job.plan.footprint_m / 2
+        x, y = f.left + tile.x_m + half, f.top - tile.y_m - half
+        lon, lat = warp_transform(f.crs, "EPSG:4326", [x], [y])
+        return float(lat[0]), float(lon[0])
+
+
+def _fill_gaps(data: np.ndarray, valid: np.ndarray, m: Modality) -> np.ndarray:
+    """Give nodata pixels a neutral value (per-band mean, or the most common class) so the model
+    sees plausible input; their outputs are masked as nodata afterwards."""
+    if valid.all():
+        return data
+    out = data.copy()
+    for c in range(out.shape[0]):
+        band = out[c]
+        if isinstance(m.processing, Classes):
+            values, counts = np.unique(band[valid], return_counts=True)
+            band[~valid] = values[counts.argmax()]
+        else:
+            band[~valid] = band[valid].mean()
+    return out
+
+
+def not_finite(job: SceneJob, tile: TileInputs, name: str) -> SceneError:
+    ranges = "; ".join(f"{m} from {job.conditions[m].path.name}: {v.min():.4g} to {v.max():.4g}"
+                       for m, v in tile.conditions.items())
+    return SceneError(f"tile {tile.tile.key}: the generated {name} is not finite (NaN or infinite) where the "
+                      f"inputs have data ({ranges or 'no image input'}); inputs far outside their units "
+                      "(S2 DNs beyond 0-65535, a wrong --s2-offset or --s1-units) make the model diverge")

@@ -1,0 +1,38 @@
+"""Whole-scene outputs, pixel for pixel, against digests recorded before the scene code was split
+into stages (tests/data/scene_digests.json, made by the single-module scene runner of commit
+6ae3e85 with this very script). Restructuring the stages must not change a single bit.
+
+The digests hold for the CPU kind CI runs on (fp32, eager torch, the demo model); on another CPU
+kind, regenerate them from a commit known to be right before trusting a failure here."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import rasterio
+
+from copgen_rt import Pipeline, specs
+from copgen_rt.cli import default_scene, demo_weights
+from copgen_rt.scenes.job import SceneJob, SceneOptions
+from copgen_rt.scenes.reader import open_input
+from copgen_rt.scenes.run import run_scene
+from copgen_rt.scenes.synthetic import smooth_s2, write_raster
+
+DIGESTS = Path(__file__).parent / "data" / "scene_digests.json"
+
+
+def test_outputs_are_bit_identical_to_the_recorded_ones(tmp_path):
+    demo = specs.get("copgen-demo")
+    pipe = Pipeline.from_pretrained(demo, demo_weights(), dtype="fp32", backend="torch")
+    scene = write_raster(tmp_path / "synthetic.tif", smooth_s2(517, 389))
+    found = {}
+    for name, path, options in [("chip", default_scene(), dict(steps=2)),
+                                ("synthetic", scene, dict(steps=2, batch_size=3, samples=2))]:
+        job = SceneJob(demo, [open_input(path)], tmp_path / name, SceneOptions(**options))
+        for p in run_scene(job, pipe).outputs:
+            if p.suffix == ".tif":
+                with rasterio.open(p) as src:
+                    found[f"{name}/{p.name}"] = hashlib.sha256(src.read().tobytes()).hexdigest()[:16]
+    assert found == json.loads(DIGESTS.read_text())
