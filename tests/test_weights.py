@@ -1,10 +1,13 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
+
+from click.testing import CliRunner
 
 from conftest import TINY
 from copgen_rt import Pipeline, specs
@@ -145,3 +148,24 @@ def test_hub_id_offline_is_one_line(monkeypatch, tiny_spec):
     assert "Hugging Face hub" in _one_line(e.value)
     with pytest.raises(CheckpointError, match="no such weights directory"):
         resolve_weights(tiny_spec, "./not/here")
+
+
+def test_weights_paths_are_never_taken_for_hub_ids(tmp_path, monkeypatch):
+    """An existing path wins (trailing slash included); a missing path, or anything that is not a
+    well-formed owner/name, is 'no such weights directory', in one line, exit 4 from the CLI."""
+    from copgen_rt.cli import demo_weights, main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    shutil.copytree(demo_weights(), tmp_path / "weights")
+    assert Pipeline.from_pretrained("copgen-demo", "weights/", device="cpu").is_random
+    r = CliRunner().invoke(main, ["convert", "--model", "copgen-demo", "--weights", "weights/", "--out", "conv"])
+    assert r.exit_code == 0 and (tmp_path / "conv" / "weights.json").is_file(), r.output
+    for missing in ["gone/", "./gone", "~/gone-copgen-weights", "/gone", "gone/a/b", "gone", "a--b/c"]:
+        with pytest.raises(CheckpointError) as e:
+            Pipeline.from_pretrained("copgen-demo", missing)
+        assert _one_line(e.value).startswith(f"no such weights directory: {missing} "), e.value
+    r = CliRunner().invoke(main, ["infer", "--weights", "weights-missing/", "--out", "o"])
+    lines = [line for line in r.output.splitlines() if line.strip()]
+    assert r.exit_code == 4 and lines == [
+        "copgen-rt: error: no such weights directory: weights-missing/ (nor a hub id 'owner/name')"], r.output
