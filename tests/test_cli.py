@@ -69,3 +69,24 @@ def test_export_without_the_onnx_extra_names_it(tmp_path, monkeypatch, module):
     assert lines == [f"copgen-rt: error: export needs onnx and onnxruntime ({module} is not installed): "
                      "pip install 'copgen-rt[onnx]'"], r.output
     assert not (tmp_path / "export").exists()
+
+
+def test_info_plans_for_the_model_infer_runs(tmp_path):
+    """`info SCENE` and `infer` default to the same model (the demo without --weights) and the
+    same plan (batch size included), and both name the model."""
+    from copgen_rt.cli import default_scene
+
+    args = [default_scene(), "--generate", "DEM_DEM", "--steps", "1"]
+    info = _run(["info", *args])
+    assert info.exit_code == 0, info.output
+    assert info.output.startswith("model: copgen-demo (the bundled random demo model"), info.output
+    infer = _run(["infer", *args, "-v", "-q", "--out", str(tmp_path / "o")])
+    assert infer.exit_code == 0, infer.output
+    plan = [line for line in info.output.splitlines() if not line.startswith("memory:")]
+    assert all(line in infer.output.splitlines() for line in plan), (info.output, infer.output)
+    import rasterio
+
+    with rasterio.open(tmp_path / "o" / "S2L2A_433D_629L_3_1_DEM_DEM.tif") as f:
+        assert f.tags()["COPGEN_MODEL"] == "copgen-demo"
+    base = _run(["info", *args, "--model", "copgen-base"])
+    assert base.exit_code == 0 and base.output.startswith("model: copgen-base\n"), base.output
