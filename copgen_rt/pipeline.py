@@ -228,7 +228,7 @@ class Pipeline:
             x = processing.preprocess(spec.modality(name), value, spec.pixel_shape(name)) if physical_units and not \
                 conditions_are_latents else torch.as_tensor(value, dtype=torch.float32)
             model_inputs[name] = self._check_condition(name, x, conditions_are_latents)
-        batch = self._batch_size(model_inputs, batch_size)
+        batch = self._batch_size(model_inputs, batch_size, initial_noise or {}, n_samples)
         if seed is None:
             seed = secrets.randbits(62)
         cond_seeds = [seed + b for b in range(batch)] if isinstance(seed, int) else list(seed)
@@ -259,7 +259,9 @@ class Pipeline:
 
     # --- helpers ------------------------------------------------------------------------------
 
-    def _batch_size(self, inputs: Mapping[str, Tensor], batch_size: int | None) -> int:
+    def _batch_size(self, inputs: Mapping[str, Tensor], batch_size: int | None,
+                    initial_noise: Mapping[str, Tensor], n_samples: int) -> int:
+        """The conditions' batch, else `batch_size`, else the injected noise's (rows / n_samples), else 1."""
         sizes = {x.shape[0] for x in inputs.values()}
         if 0 in sizes:
             raise ValueError("conditions have batch size 0")
@@ -271,10 +273,27 @@ class Pipeline:
                 raise ValueError(f"batch_size={batch_size} but conditions have batch {b}")
             return b
         if batch_size is None:
-            return 1
+            return self._noise_batch(initial_noise, n_samples) if initial_noise else 1
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
         return batch_size
+
+    @staticmethod
+    def _noise_batch(initial_noise: Mapping[str, Tensor], n_samples: int) -> int:
+        """Unconditional generation with injected noise: its rows are batch x n_samples (each row
+        is one sample of one batch entry); the shapes past the first axis are checked later."""
+        rows = {name: tuple(torch.as_tensor(x).shape[:1]) for name, x in initial_noise.items()}
+        counts = {r[0] for r in rows.values() if r}
+        if len(counts) > 1:
+            raise ValueError("initial_noise entries have different numbers of rows: "
+                             + ", ".join(f"{n} {r[0] if r else 'none'}" for n, r in sorted(rows.items())))
+        if not counts:
+            return 1  # scalars: refused with the expected shape by _check_shape
+        (count,) = counts
+        if count == 0 or count % n_samples:
+            raise ValueError(f"initial_noise has {count} rows, which is not batch x n_samples "
+                             f"for n_samples={n_samples}")
+        return count // n_samples
 
     @staticmethod
     def _check_shape(what: str, x: Tensor, shape: tuple[int, ...]) -> Tensor:
