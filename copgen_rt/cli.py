@@ -10,8 +10,9 @@ from pathlib import Path
 
 import click
 
-from copgen_rt import specs
+from copgen_rt import demo, specs
 from copgen_rt.scenes.run import OutputExistsError, SceneJob
+from copgen_rt.weights import RandomWeightsWarning
 
 # distinct exit codes, documented in the README
 EXIT_INPUT, EXIT_CHECKPOINT, EXIT_OUTPUT_EXISTS, EXIT_MISSING, EXIT_EXPORT, EXIT_INTERNAL = 3, 4, 5, 6, 7, 1
@@ -104,6 +105,8 @@ def main():
     warnings.simplefilter("default")
     # a raster without georeferencing is refused with its own one-line error
     warnings.filterwarnings("ignore", message="Dataset has no geotransform")
+    # the API's RandomWeightsWarning: the commands print their own RANDOM WEIGHTS line
+    warnings.filterwarnings("ignore", category=RandomWeightsWarning)
     warnings.showwarning = _show_warning
 
 
@@ -198,15 +201,11 @@ def _scene_job(spec: specs.ModelSpec, scene: str, p: dict, batch_size: int, solv
 
 
 def default_scene() -> str:
-    from importlib.resources import files
-
-    return str(files("copgen_rt") / "assets" / "chips" / "S2L2A_433D_629L_3_1.tif")
+    return str(demo.chip_path())
 
 
 def demo_weights() -> str:
-    from importlib.resources import files
-
-    return str(files("copgen_rt") / "assets" / "demo")
+    return str(demo.weights_path())
 
 
 @main.command("info")

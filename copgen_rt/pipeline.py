@@ -21,7 +21,8 @@ from copgen_rt.schedule import NoiseSchedule
 from copgen_rt.solvers import build_program, resolve_preset
 from copgen_rt.specs import ModelSpec
 from copgen_rt.weights import (Checkpoint, CheckpointError, file_sha256, load_autoencoder,
-                               load_denoiser, parse_dtype, read_checkpoint, resolve_weights)
+                               load_denoiser, parse_dtype, read_checkpoint, resolve_weights,
+                               warn_random_weights)
 
 
 @dataclass
@@ -97,6 +98,8 @@ class Pipeline:
         self._vae_loader = vae_loader
         self._vaes: dict[str, VAEBackend] = {}
         self._moments = _MomentsCache()
+        if self.provenance.random:
+            warn_random_weights(f"this {spec.name} pipeline")
 
     # --- construction -------------------------------------------------------------------------
 
@@ -149,6 +152,8 @@ class Pipeline:
             if key not in vae_files:
                 raise CheckpointError(f"no VAE checkpoint given for {modality}")
             vckpt: Checkpoint = read_checkpoint(vae_files[key])
+            if vckpt.is_random and not provenance.random:
+                warn_random_weights(f"the {modality} VAE of this {spec.name} pipeline")
             provenance.random = provenance.random or vckpt.is_random
             vae = load_autoencoder(spec, modality, vckpt, device, vae_dtype)
             if choice["vae"] == "onnxruntime":
@@ -171,13 +176,28 @@ class Pipeline:
         return cls(spec, denoiser_backend, vae_loader, provenance, _device(device))
 
     @classmethod
-    def from_pretrained(cls, spec: ModelSpec | str, weights: str | Path, **kwargs) -> "Pipeline":
-        """A weights directory (ours or the released layout) or a hub id."""
+    def from_pretrained(cls, spec: ModelSpec | str, weights: str | Path | None = None,
+                        **kwargs) -> "Pipeline":
+        """A weights directory (ours or the released layout) or a hub id; without `weights`, the
+        bundled demo model (copgen-demo only). `kwargs` go to `from_weights`."""
         spec = specs.get(spec) if isinstance(spec, str) else spec
+        if weights is None:
+            from copgen_rt import demo
+
+            if spec.name != demo.DEMO_MODEL:
+                raise ValueError(f"{spec.name} needs weights (a directory or a hub id); only "
+                                 f"{demo.DEMO_MODEL} ships with the package")
+            weights = demo.weights_path()
         files = resolve_weights(spec, weights)
         if files.denoiser is None:
             raise CheckpointError(f"{weights}: no denoiser checkpoint of {spec.name} found")
         return cls.from_weights(spec, files.denoiser, vaes=dict(files.vaes), **kwargs)
+
+    @classmethod
+    def demo(cls, **kwargs) -> "Pipeline":
+        """The bundled demo model (copgen-demo): RANDOM weights, so its outputs are synthetic
+        textures, not predictions; for trying the API (`copgen_rt.demo.read_chip` gives inputs)."""
+        return cls.from_pretrained("copgen-demo", **kwargs)
 
     @property
     def is_random(self) -> bool:

@@ -16,6 +16,7 @@ import math
 import os
 import re
 import tempfile
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Mapping
@@ -35,6 +36,16 @@ def first_line(e: BaseException) -> str:
     """The first line of an exception's message (libraries raise long multi-line ones)."""
     text = str(e).strip()
     return text.splitlines()[0][:160] if text else type(e).__name__
+
+
+class RandomWeightsWarning(UserWarning):
+    """A pipeline runs on random weights (the demo model, make-random-weights): its outputs are
+    synthetic, not predictions."""
+
+
+def warn_random_weights(what: str) -> None:
+    warnings.warn(f"{what} has RANDOM weights: outputs are synthetic, not predictions "
+                  "(load released weights for a real model)", RandomWeightsWarning, stacklevel=3)
 
 
 class CheckpointError(Exception):
