@@ -250,10 +250,20 @@ def _s1_units(src, requested: str) -> str:
     return units
 
 
+def _corner_blocks(src) -> np.ndarray:
+    """Valid values of every band in the first and the last block: the blocks opening reads
+    anyway, so that a look at the values neither reads a whole scene nor a corrupt block."""
+    rows, cols = src.block_shapes[0]
+    last = Window((src.width - 1) // cols * cols, (src.height - 1) // rows * rows, 0, 0)
+    windows = [Window(0, 0, min(cols, src.width), min(rows, src.height)),
+               Window(last.col_off, last.row_off, src.width - last.col_off, src.height - last.row_off)]
+    values = np.concatenate([src.read(window=w, masked=True).compressed().astype(np.float64) for w in windows])
+    return values[np.isfinite(values)]
+
+
 def _warn_if_not_dns(src) -> None:
     """One ImplausibleDNWarning when an S2 raster is 8-bit or its values are far below DNs."""
-    values = _sample(src).compressed().astype(np.float64)
-    values = values[np.isfinite(values)]
+    values = _corner_blocks(src)
     high = float(np.percentile(values, 99)) if values.size else math.nan
     if src.dtypes[0] == "uint8" or high < S2_MIN_DN_P99:
         what = "8-bit S2 data" if src.dtypes[0] == "uint8" else "S2 values"
