@@ -73,7 +73,8 @@ def test_export_without_the_onnx_extra_names_it(tmp_path, monkeypatch, module):
 
 def test_info_plans_for_the_model_infer_runs(tmp_path):
     """`info SCENE` and `infer` default to the same model (the demo without --weights) and the
-    same plan (batch size included), and both name the model."""
+    same plan (batch size included), and both name the model; infer says RANDOM WEIGHTS once
+    (its own line, not the API's RandomWeightsWarning as well)."""
     from copgen_rt.cli import default_scene
 
     args = [default_scene(), "--generate", "DEM_DEM", "--steps", "1"]
@@ -82,6 +83,8 @@ def test_info_plans_for_the_model_infer_runs(tmp_path):
     assert info.output.startswith("model: copgen-demo (the bundled random demo model"), info.output
     infer = _run(["infer", *args, "-v", "-q", "--out", str(tmp_path / "o")])
     assert infer.exit_code == 0, infer.output
+    assert [line for line in infer.output.splitlines() if "RANDOM" in line] == [
+        "copgen-rt: RANDOM WEIGHTS: outputs are synthetic, not predictions (pass --weights for a real model)"]
     plan = [line for line in info.output.splitlines() if not line.startswith("memory:")]
     assert all(line in infer.output.splitlines() for line in plan), (info.output, infer.output)
     import rasterio

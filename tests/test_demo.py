@@ -7,7 +7,6 @@ import warnings
 import numpy as np
 import pytest
 import rasterio
-from click.testing import CliRunner
 from rasterio.warp import transform as warp_transform
 
 from conftest import TINY
@@ -69,14 +68,3 @@ def test_random_weights_warn_once_from_the_api(tmp_path):
     assert not real.is_random and seen == []
     _, seen = _random_weight_warnings(lambda: real.vae("DEM_DEM"))
     assert real.is_random and len(seen) == 1 and seen[0].startswith("the DEM_DEM VAE of this")
-
-
-def test_the_cli_says_random_weights_once(tmp_path):
-    """The CLI prints its RANDOM WEIGHTS line, not the API's warning as well."""
-    from copgen_rt.cli import main
-
-    r = CliRunner().invoke(main, ["infer", "--generate", "DEM_DEM", "--steps", "1", "-q",
-                                  "--out", str(tmp_path / "o")])
-    assert r.exit_code == 0, r.output
-    assert [line for line in r.output.splitlines() if "RANDOM" in line] == [
-        "copgen-rt: RANDOM WEIGHTS: outputs are synthetic, not predictions (pass --weights for a real model)"]
