@@ -11,14 +11,15 @@ from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
 
-__all__ = ["Autoencoder", "Denoiser", "Pipeline", "specs", "__version__"]
+__all__ = ["Autoencoder", "Denoiser", "Pipeline", "RandomWeightsWarning", "specs", "__version__"]
 _LAZY = {"Autoencoder": "copgen_rt.models", "Denoiser": "copgen_rt.models", "Pipeline": "copgen_rt.pipeline",
-         "specs": "copgen_rt.specs"}
+         "specs": "copgen_rt.specs", "RandomWeightsWarning": "copgen_rt.weights"}
 
 if TYPE_CHECKING:
     from copgen_rt import specs
     from copgen_rt.models import Autoencoder, Denoiser
     from copgen_rt.pipeline import Pipeline
+    from copgen_rt.weights import RandomWeightsWarning
 
 
 def __getattr__(name: str) -> object:

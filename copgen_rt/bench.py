@@ -293,9 +293,9 @@ def run(out_dir: Path, device: str = "cpu", quick: bool = False, log=print) -> d
         results["denoiser"] += bench_denoiser(base, device, [2], ["torch-fp32", "torch-low",
                                                                   "eager-reference"], peak, 1, log)
     log("tiles per preset:")
-    results["presets"] = bench_presets(demo if quick else mid, device, 2 if quick else 4, log)
+    results["presets"] = bench_presets(demo if quick else mid, device, 1 if quick else 4, log)
     log("scenes (subprocesses):")
-    sides = [224, 448] if quick else [256, 512]  # the second has 4x the area
+    sides = [160, 320] if quick else [256, 512]  # the second has 4x the area (quick: 1 and 4 tiles)
     results["scenes"] = bench_scene("copgen-demo" if quick else "copgen-mid", device, choice.dtype,
                                     "draft" if quick else "fast", 4, sides, log)
     small, large = results["scenes"][0], results["scenes"][-1]

@@ -12,8 +12,10 @@ from pathlib import Path
 
 import click
 
-from copgen_rt import specs
+from copgen_rt import demo, specs
+from copgen_rt.scenes.job import SceneJob
 from copgen_rt.scenes.state import OutputExistsError
+from copgen_rt.weights import RandomWeightsWarning
 
 # distinct exit codes, documented in the README
 EXIT_INPUT, EXIT_CHECKPOINT, EXIT_OUTPUT_EXISTS, EXIT_MISSING, EXIT_EXPORT, EXIT_INTERNAL = 3, 4, 5, 6, 7, 1
@@ -116,6 +118,8 @@ def main():
     os.environ.setdefault("CPL_LOG", os.devnull)  # GDAL's default handler, outside rasterio's calls
     # a raster without georeferencing is refused with its own one-line error
     warnings.filterwarnings("ignore", message="Dataset has no geotransform")
+    # the API's RandomWeightsWarning: the commands print their own RANDOM WEIGHTS line
+    warnings.filterwarnings("ignore", category=RandomWeightsWarning)
     warnings.showwarning = _show_warning
 
 
@@ -210,20 +214,17 @@ def _scene_job(spec: specs.ModelSpec, scene: str, p: dict, batch_size: int, solv
 
 
 def default_scene() -> str:
-    from importlib.resources import files
-
-    return str(files("copgen_rt") / "assets" / "chips" / "S2L2A_433D_629L_3_1.tif")
+    return str(demo.chip_path())
 
 
 def demo_weights() -> str:
-    from importlib.resources import files
-
-    return str(files("copgen_rt") / "assets" / "demo")
+    return str(demo.weights_path())
 
 
 @main.command("info")
 @click.argument("scene", required=False, type=click.Path(dir_okay=False))
-@model_option
+@click.option("--model", "--spec", "model", default=None,
+              help="model spec (default: copgen-demo, as `infer` without --weights)")
 @spec_json_option
 @scene_options
 @friendly_errors
@@ -231,14 +232,23 @@ def info_cmd(scene, model, spec_json, **p):
     """Print a spec's modality table, or what `infer SCENE` would read, tile and write."""
     from copgen_rt.device import choose
 
-    spec = resolve_spec(model, spec_json)
+    spec = _infer_spec(model, spec_json, weights=None, engine=None)
+    choice = choose()
     if scene is None:
         click.echo(describe_spec(spec))
-        click.echo(choose().describe())
+        click.echo(choice.describe())
         return
-    job = _scene_job(spec, scene, p, batch_size=p["batch_size"] or 4, solver=None,
-                     others="reference", seed=0, overwrite=True)
-    click.echo(job.describe())
+    job = _scene_job(spec, scene, p, batch_size=p["batch_size"] or _default_batch_size(spec, choice.device),
+                     solver=None, others="reference", seed=0, overwrite=True)
+    click.echo(describe_plan(spec, job))
+
+
+def describe_plan(spec: specs.ModelSpec, job: SceneJob) -> str:
+    """The model a scene job is planned for, then the job's plan (`info SCENE`, `infer -v`)."""
+    model = f"model: {spec.name}"
+    if spec.name == "copgen-demo":
+        model += " (the bundled random demo model: infer's default without --weights)"
+    return f"{model}\n{job.describe()}"
 
 
 @main.command("infer")
@@ -316,7 +326,7 @@ def infer_cmd(scenes, model, spec_json, weights, engine, backend, solver, others
         pipeline = _load_pipeline(spec, weights, engine, choice, backend)
         if verbose:
             click.echo(choice.describe(), err=True)
-            click.echo(job.describe(), err=True)
+            click.echo(describe_plan(spec, job), err=True)
         from tqdm import tqdm
 
         with tqdm(total=len(job.plan), unit="tile", disable=quiet, desc="copgen-rt", file=sys.stderr) as bar:

@@ -17,6 +17,7 @@ import json
 import os
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
@@ -30,7 +31,7 @@ from copgen_rt.scenelist import SceneEntry
 from copgen_rt.scenes.job import SceneJob
 from copgen_rt.scenes.run import SceneResult
 from copgen_rt.scenes.state import OutputExistsError, check_outputs, scene_lock
-from copgen_rt.weights import CheckpointError, file_sha256, resolve_weights
+from copgen_rt.weights import CheckpointError, RandomWeightsWarning, file_sha256, resolve_weights
 
 RUN_MANIFEST = "copgen-run.json"
 SAVE_INTERVAL_S = 2.0  # the run manifest is rewritten at most this often (and at the end)
@@ -54,13 +55,14 @@ class PipelineSource:
         return cls(specs.to_dict(spec), local(weights), local(engine), backend, device, dtype)
 
     def load(self) -> Pipeline:
+        """The pipeline, without its RandomWeightsWarning: the driver says so once for the run."""
         choice = choose_device(self.device, self.dtype)
-        if self.engine:
-            pipeline = Pipeline.from_export(self.engine, device=choice.device)
-        else:
-            pipeline = Pipeline.from_pretrained(specs.from_dict(self.spec), self.weights, device=choice.device,
-                                                dtype=choice.dtype, backend={"denoiser": self.backend})
-        return pipeline
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RandomWeightsWarning)
+            if self.engine:
+                return Pipeline.from_export(self.engine, device=choice.device)
+            return Pipeline.from_pretrained(specs.from_dict(self.spec), self.weights, device=choice.device,
+                                            dtype=choice.dtype, backend={"denoiser": self.backend})
 
     def provenance(self, pipeline: Pipeline) -> dict:
         """Model and hashes of every weight file the pipeline may load (hashed once per run)."""

@@ -20,8 +20,8 @@ from copgen_rt.schedule import NoiseSchedule
 from copgen_rt.solvers import build_program, resolve_preset
 from copgen_rt.specs import ModelSpec
 from copgen_rt.provenance import Provenance
-from copgen_rt.weights import (Checkpoint, CheckpointError, load_autoencoder,
-                               load_denoiser, parse_dtype, read_checkpoint, resolve_weights)
+from copgen_rt.weights import (Checkpoint, CheckpointError, load_autoencoder, load_denoiser, parse_dtype,
+                               read_checkpoint, resolve_weights, warn_random_weights)
 
 
 class _MomentsCache:
@@ -96,6 +96,8 @@ class Pipeline:
         self._vae_loader = vae_loader
         self._vaes: dict[str, VAEBackend] = {}
         self._moments = _MomentsCache()
+        if self.provenance.random:
+            warn_random_weights(f"this {spec.name} pipeline")
 
     # --- construction -------------------------------------------------------------------------
 
@@ -148,6 +150,8 @@ class Pipeline:
             if key not in vae_files:
                 raise CheckpointError(f"no VAE checkpoint given for {modality}")
             vckpt: Checkpoint = read_checkpoint(vae_files[key])
+            if vckpt.is_random and not provenance.random:
+                warn_random_weights(f"the {modality} VAE of this {spec.name} pipeline")
             provenance.random = provenance.random or vckpt.is_random
             vae = load_autoencoder(spec, modality, vckpt, device, vae_dtype)
             if choice["vae"] == "onnxruntime":
@@ -170,13 +174,28 @@ class Pipeline:
         return cls(spec, denoiser_backend, vae_loader, provenance, _device(device))
 
     @classmethod
-    def from_pretrained(cls, spec: ModelSpec | str, weights: str | Path, **kwargs) -> "Pipeline":
-        """A weights directory (ours or the released layout) or a hub id."""
+    def from_pretrained(cls, spec: ModelSpec | str, weights: str | Path | None = None,
+                        **kwargs) -> "Pipeline":
+        """A weights directory (ours or the released layout) or a hub id; without `weights`, the
+        bundled demo model (copgen-demo only). `kwargs` go to `from_weights`."""
         spec = specs.get(spec) if isinstance(spec, str) else spec
+        if weights is None:
+            from copgen_rt import demo
+
+            if spec.name != demo.DEMO_MODEL:
+                raise ValueError(f"{spec.name} needs weights (a directory or a hub id); only "
+                                 f"{demo.DEMO_MODEL} ships with the package")
+            weights = demo.weights_path()
         files = resolve_weights(spec, weights)
         if files.denoiser is None:
             raise CheckpointError(f"{weights}: no denoiser checkpoint of {spec.name} found")
         return cls.from_weights(spec, files.denoiser, vaes=dict(files.vaes), **kwargs)
+
+    @classmethod
+    def demo(cls, **kwargs) -> "Pipeline":
+        """The bundled demo model (copgen-demo): RANDOM weights, so its outputs are synthetic
+        textures, not predictions; for trying the API (`copgen_rt.demo.read_chip` gives inputs)."""
+        return cls.from_pretrained("copgen-demo", **kwargs)
 
     @property
     def is_random(self) -> bool:
@@ -243,7 +262,8 @@ class Pipeline:
         if jumps and not known:
             raise ValueError("resampling jumps need a known region (known=...)")
         known_inputs = self._known_inputs(generate, known, physical_units, conditions_are_latents)
-        batch = self._batch_size({**model_inputs, **{k: x for k, (x, _) in known_inputs.items()}}, batch_size)
+        batch = self._batch_size({**model_inputs, **{k: x for k, (x, _) in known_inputs.items()}}, batch_size,
+                                 initial_noise or {}, n_samples)
         if known_inputs and set(known_inputs) == set(generate) and (decode or conditions_are_latents) and \
                 all(bool(valid.all()) for _, valid in known_inputs.values()):
             return self._known_as_output(known, known_inputs, n_samples, physical_units, decode,
@@ -290,7 +310,9 @@ class Pipeline:
 
     # --- helpers ------------------------------------------------------------------------------
 
-    def _batch_size(self, inputs: Mapping[str, Tensor], batch_size: int | None) -> int:
+    def _batch_size(self, inputs: Mapping[str, Tensor], batch_size: int | None,
+                    initial_noise: Mapping[str, Tensor], n_samples: int) -> int:
+        """The conditions' batch, else `batch_size`, else the injected noise's (rows / n_samples), else 1."""
         sizes = {x.shape[0] for x in inputs.values()}
         if 0 in sizes:
             raise ValueError("conditions have batch size 0")
@@ -302,10 +324,27 @@ class Pipeline:
                 raise ValueError(f"batch_size={batch_size} but conditions have batch {b}")
             return b
         if batch_size is None:
-            return 1
+            return self._noise_batch(initial_noise, n_samples) if initial_noise else 1
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
         return batch_size
+
+    @staticmethod
+    def _noise_batch(initial_noise: Mapping[str, Tensor], n_samples: int) -> int:
+        """Unconditional generation with injected noise: its rows are batch x n_samples (each row
+        is one sample of one batch entry); the shapes past the first axis are checked later."""
+        rows = {name: tuple(torch.as_tensor(x).shape[:1]) for name, x in initial_noise.items()}
+        counts = {r[0] for r in rows.values() if r}
+        if len(counts) > 1:
+            raise ValueError("initial_noise entries have different numbers of rows: "
+                             + ", ".join(f"{n} {r[0] if r else 'none'}" for n, r in sorted(rows.items())))
+        if not counts:
+            return 1  # scalars: refused with the expected shape by _check_shape
+        (count,) = counts
+        if count == 0 or count % n_samples:
+            raise ValueError(f"initial_noise has {count} rows, which is not batch x n_samples "
+                             f"for n_samples={n_samples}")
+        return count // n_samples
 
     @staticmethod
     def _check_shape(what: str, x: Tensor, shape: tuple[int, ...]) -> Tensor:

@@ -36,6 +36,16 @@ def first_line(e: BaseException) -> str:
     return text.splitlines()[0][:160] if text else type(e).__name__
 
 
+class RandomWeightsWarning(UserWarning):
+    """A pipeline runs on random weights (the demo model, make-random-weights): its outputs are
+    synthetic, not predictions."""
+
+
+def warn_random_weights(what: str) -> None:
+    warnings.warn(f"{what} has RANDOM weights: outputs are synthetic, not predictions "
+                  "(load released weights for a real model)", RandomWeightsWarning, stacklevel=3)
+
+
 class CheckpointError(Exception):
     """A checkpoint is missing, unreadable, or does not fit the spec (message is one line)."""
 
@@ -224,15 +234,25 @@ def _verify_manifest(root: Path, files: WeightFiles) -> None:
             raise CheckpointError(f"{path}: sha256 differs from {manifest.name} (corrupt or replaced file)")
 
 
+# the hub's repo id rule: owner/name, word characters, '-' and '.', no '--' or '..', neither
+# part starting or ending with '-' or '.'
+_HUB_ID = re.compile(r"(?!.*(--|\.\.))[A-Za-z0-9](?:[\w.-]{0,94}[A-Za-z0-9])?/[A-Za-z0-9](?:[\w.-]{0,94}[A-Za-z0-9])?")
+
+
+def is_hub_id(text: str) -> bool:
+    """A well-formed 'owner/name' (anything else that does not exist locally is a missing path)."""
+    return _HUB_ID.fullmatch(text) is not None
+
+
 def resolve_weights(spec: ModelSpec, source: str | Path) -> WeightFiles:
-    """A local directory, or a hub id like 'mespinosami/copgen-base' (needs network)."""
+    """A local directory (an existing path always wins), or a hub id like 'mespinosami/copgen-base'
+    (needs network)."""
     path = Path(source).expanduser()
     if path.exists():
         return find_weights(spec, path)
-    text = str(source)
-    if text.count("/") != 1 or text.startswith((".", "/", "~")):
-        raise CheckpointError(f"{source}: no such weights directory (nor a hub id 'owner/name')")
-    return _from_hub(spec, text)
+    if isinstance(source, Path) or not is_hub_id(source):
+        raise CheckpointError(f"no such weights directory: {source} (nor a hub id 'owner/name')")
+    return _from_hub(spec, source)
 
 
 def _from_hub(spec: ModelSpec, repo_id: str) -> WeightFiles:

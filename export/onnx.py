@@ -35,6 +35,17 @@ class ExportError(Exception):
     """An export is invalid or does not match the torch component (message is one line)."""
 
 
+def require_onnx() -> tuple:
+    """onnx and onnxruntime, or an ImportError (exit 6 from the CLI) that names the extra."""
+    try:
+        import onnx
+        import onnxruntime
+    except ImportError as e:
+        raise ImportError(f"export needs onnx and onnxruntime ({e.name or 'onnx'} is not installed): "
+                          "pip install 'copgen-rt[onnx]'") from None
+    return onnx, onnxruntime
+
+
 class _DenoiserIO(nn.Module):
     """Flat positional inputs (latents then timesteps) -> tuple of eps, for the exporter."""
 
@@ -207,9 +218,7 @@ def export_models(spec: ModelSpec, denoiser: Denoiser | None, vaes: dict[str, Au
 
     check: "parity" (graph checks and onnxruntime vs torch), "graph" (checks only) or "none".
     """
-    import onnx
-    import onnxruntime
-
+    onnx, onnxruntime = require_onnx()
     if precision not in PARITY_TOL:
         raise ExportError(f"ONNX graphs are exported in fp32 (the CPU runtime's precision); "
                           f"build a TensorRT engine for {precision}")
@@ -255,6 +264,7 @@ def export_weights(spec: ModelSpec, files, out: Path, modalities: Sequence[str] 
     from copgen_rt.weights import (CheckpointError, file_sha256 as ckpt_sha, load_autoencoder,
                                    load_denoiser, read_checkpoint)
 
+    require_onnx()  # before loading any weights
     if files.denoiser is None:
         raise CheckpointError("no denoiser checkpoint to export")
     keys = list(files.vaes) if modalities is None else \

@@ -14,6 +14,9 @@ def test_flop_count_matches_the_reference_measurement():
 
 
 def test_quick_bench_writes_reports(tmp_path):
+    """The quick bench (the smallest run of every section: matmul peak, each denoiser variant,
+    presets at batch 1, scenes of 1 and 4 tiles in subprocesses) fills every field of the JSON
+    report and writes the table and the chart."""
     results = bench.run(tmp_path, device="cpu", quick=True, log=lambda line: None)
     stem = next(tmp_path.glob("bench-*.json"))
     data = json.loads(stem.read_text())
@@ -24,4 +27,5 @@ def test_quick_bench_writes_reports(tmp_path):
     presets = {r["preset"]: r for r in results["presets"]}
     assert presets["exact"]["drift_from_exact"] == 0.0 and presets["draft"]["speedup_vs_exact"] > 2
     assert 0 < results["scenes"][0]["network_share"] <= 1
+    assert [r["tiles"] for r in results["scenes"]] == [1, 4] and results["memory_ratio_4x_area"] > 0
     assert stem.with_suffix(".md").exists() and stem.with_suffix(".svg").read_text().startswith("<svg")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -55,3 +57,39 @@ def test_warnings_are_one_line_each(tmp_path):
     warnings = [line for line in r.output.splitlines() if "UnknownClassCodeWarning" in line]
     assert warnings and all(w.startswith("copgen-rt: warning: UnknownClassCodeWarning: ") for w in warnings)
     assert not any(line.lstrip().startswith(("warnings.warn", "File ")) for line in r.output.splitlines())
+
+
+@pytest.mark.parametrize("module", ["onnx", "onnxruntime"])
+def test_export_without_the_onnx_extra_names_it(tmp_path, monkeypatch, module):
+    """A missing onnx or onnxruntime is exit 6 with the pip extra to install, before any export."""
+    monkeypatch.setitem(sys.modules, module, None)  # `import onnx` now fails
+    r = _run(["export", "--out", str(tmp_path / "export")])
+    assert r.exit_code == 6, r.output
+    lines = _error_lines(r.output)
+    assert lines == [f"copgen-rt: error: export needs onnx and onnxruntime ({module} is not installed): "
+                     "pip install 'copgen-rt[onnx]'"], r.output
+    assert not (tmp_path / "export").exists()
+
+
+def test_info_plans_for_the_model_infer_runs(tmp_path):
+    """`info SCENE` and `infer` default to the same model (the demo without --weights) and the
+    same plan (batch size included), and both name the model; infer says RANDOM WEIGHTS once
+    (its own line, not the API's RandomWeightsWarning as well)."""
+    from copgen_rt.cli import default_scene
+
+    args = [default_scene(), "--generate", "DEM_DEM", "--steps", "1"]
+    info = _run(["info", *args])
+    assert info.exit_code == 0, info.output
+    assert info.output.startswith("model: copgen-demo (the bundled random demo model"), info.output
+    infer = _run(["infer", *args, "-v", "-q", "--out", str(tmp_path / "o")])
+    assert infer.exit_code == 0, infer.output
+    assert [line for line in infer.output.splitlines() if "RANDOM" in line] == [
+        "copgen-rt: RANDOM WEIGHTS: outputs are synthetic, not predictions (pass --weights for a real model)"]
+    plan = [line for line in info.output.splitlines() if not line.startswith("memory:")]
+    assert all(line in infer.output.splitlines() for line in plan), (info.output, infer.output)
+    import rasterio
+
+    with rasterio.open(tmp_path / "o" / "S2L2A_433D_629L_3_1_DEM_DEM.tif") as f:
+        assert f.tags()["COPGEN_MODEL"] == "copgen-demo"
+    base = _run(["info", *args, "--model", "copgen-base"])
+    assert base.exit_code == 0 and base.output.startswith("model: copgen-base\n"), base.output

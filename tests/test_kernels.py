@@ -212,28 +212,33 @@ def test_bias_gelu_in_place(gen):
 # --- the triton denoiser backend ---------------------------------------------------------------
 
 def test_triton_denoiser_matches_golden(tiny_spec, golden):
+    """The triton forward reproduces the reference's golden denoiser output (fp32). One golden
+    row: rows are independent, and the time tokens (the golden rows' edge timesteps 0 and 1000)
+    are embedded by the model's own torch code, not by the kernels."""
     model = Denoiser(tiny_spec)
     model.load_state_dict(read_checkpoint(TINY / "denoiser.safetensors").state_dict, strict=True)
     backend = make_denoiser_backend("triton", model)
     assert backend.name == "triton"
-    out = backend([golden[f"denoiser/in/{n}"] for n in tiny_spec.names],
-                  [golden[f"denoiser/t/{n}"] for n in tiny_spec.names])
+    out = backend([golden[f"denoiser/in/{n}"][:1] for n in tiny_spec.names],
+                  [golden[f"denoiser/t/{n}"][:1] for n in tiny_spec.names])
     for name, o in zip(tiny_spec.names, out):
-        ref = golden[f"denoiser/out/{name}"]
+        ref = golden[f"denoiser/out/{name}"][:1]
         assert o.dtype == torch.float32 and o.shape == ref.shape
         assert rel_err(o, ref) < 1e-4, name
 
 
-# Measured ratios triton/torch: 0.89 (fp16) and 0.95 (bf16). bf16 gets more room because the
+# Measured ratios triton/torch at batch 1: 0.875-0.892 (fp16) and 0.934-0.963 (bf16) over 5 and
+# 4 seeds, as at batch 2 (0.89, 0.95): one row keeps the margin. bf16 gets more room because the
 # interpreter rounds fp32 -> bf16 casts toward zero (GPUs round to nearest even), which adds
 # drift to every bf16 tensor the kernels write; its fp16 casts round to nearest.
 @pytest.mark.parametrize("dtype, factor", [(torch.float16, 1.25), (torch.bfloat16, 1.5)], ids=str)
 def test_triton_denoiser_low_precision_drift(tiny_spec, gen, dtype, factor):
     """Loaded as the pipeline loads low precision (matmuls in dtype, norms and stream fp32), the
-    triton forward drifts from the fp32 forward no more than torch's autocast forward does."""
+    triton forward drifts from the fp32 forward no more than torch's autocast forward does, on one
+    row of every modality (the drift is a mean over all 26,118 outputs: stable at one row)."""
     ckpt = read_checkpoint(TINY / "denoiser.safetensors")
-    latents = [randn(gen, 2, *m.latent_shape) for m in tiny_spec.modalities]
-    timesteps = [torch.rand(2, generator=gen) * 1000 for _ in tiny_spec.modalities]
+    latents = [randn(gen, 1, *m.latent_shape) for m in tiny_spec.modalities]
+    timesteps = [torch.rand(1, generator=gen) * 1000 for _ in tiny_spec.modalities]
     ref = TorchDenoiser(load_denoiser(tiny_spec, ckpt, "cpu", torch.float32))(latents, timesteps)
     model = load_denoiser(tiny_spec, ckpt, "cpu", dtype)
     torch_drift = drift(TorchDenoiser(model)(latents, timesteps), ref)

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
 
@@ -113,3 +115,25 @@ def test_unconditional_latents_without_vae(tiny_pipeline):
     out = tiny_pipeline.generate(["LULC_LULC", "mean_timestamps"], steps=2, batch_size=2, seed=0,
                                  decode=False)
     assert out["LULC_LULC"].shape == (2, 8, 24, 24) and out["mean_timestamps"].shape == (2, 1, 1, 3)
+
+
+def test_unconditional_batch_comes_from_the_injected_noise(tiny_pipeline):
+    """Without conditions or batch_size, injected initial noise sets the batch (its rows are
+    batch x n_samples); the result equals stating that batch_size, and only real mismatches fail."""
+    gen = functools.partial(tiny_pipeline.generate, steps=1, seed=0, decode=False)
+    shape = tiny_pipeline.spec.modality("LULC_LULC").latent_shape
+    noise = torch.randn(2, *shape, generator=torch.Generator().manual_seed(3))
+    out = gen(["LULC_LULC", "mean_timestamps"], initial_noise={"LULC_LULC": noise})
+    stated = gen(["LULC_LULC", "mean_timestamps"], initial_noise={"LULC_LULC": noise}, batch_size=2)
+    assert out["LULC_LULC"].shape == (2, *shape) and out["mean_timestamps"].shape[0] == 2
+    assert all(torch.equal(out[k], stated[k]) for k in out)
+    per_row = gen(["LULC_LULC"], initial_noise={"LULC_LULC": noise}, n_samples=2)  # batch 1 x 2 samples
+    stated = gen(["LULC_LULC"], initial_noise={"LULC_LULC": noise}, n_samples=2, batch_size=1)
+    assert torch.equal(per_row["LULC_LULC"], stated["LULC_LULC"])
+    with pytest.raises(ValueError, match="initial_noise has 3 rows, which is not batch x n_samples for n_samples=2"):
+        gen(["LULC_LULC"], initial_noise={"LULC_LULC": noise[[0, 1, 0]]}, n_samples=2)
+    with pytest.raises(ValueError, match=r"initial_noise\[LULC_LULC\]: expected shape \(3, "):
+        gen(["LULC_LULC"], initial_noise={"LULC_LULC": noise}, batch_size=3)
+    dem = torch.zeros(1, *tiny_pipeline.spec.modality("DEM_DEM").latent_shape)
+    with pytest.raises(ValueError, match="different numbers of rows: DEM_DEM 1, LULC_LULC 2"):
+        gen(["DEM_DEM", "LULC_LULC"], initial_noise={"LULC_LULC": noise, "DEM_DEM": dem})

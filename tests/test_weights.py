@@ -1,34 +1,48 @@
 from __future__ import annotations
 
 import json
+import shutil
+from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from click.testing import CliRunner
+
 from conftest import TINY
-from copgen_rt import Pipeline, specs
-from copgen_rt.weights import (CheckpointError, convert, find_weights, make_random_weights,
+from copgen_rt import Denoiser, Pipeline, specs
+from copgen_rt.weights import (Checkpoint, CheckpointError, convert, find_weights, make_random_weights,
                                read_checkpoint, load_denoiser, resolve_weights)
 
 
-@pytest.mark.parametrize("name", ["copgen-base", "copgen-large", "copgen-huge"])
-def test_strict_loading_of_synthetic_real_size_checkpoints(tmp_path, name):
+REAL_SIZES = {"copgen-base": 286_986_562, "copgen-large": 501_092_674, "copgen-huge": 951_274_306}
+
+
+@pytest.mark.parametrize("name", list(REAL_SIZES))
+def test_strict_loading_of_real_size_state_dicts(name):
+    """Each real spec loads a state dict of its released shapes strictly, at the released
+    parameter count, in the checkpoint's dtype. The tensors are zero-stride views (no memory):
+    the file round trip of a real-size checkpoint is the Beta test's (the same code path)."""
     spec = specs.get(name)
-    make_random_weights(spec, tmp_path, seed=1, dtype=torch.float16, vaes=["DEM_DEM"])
-    ckpt = read_checkpoint(tmp_path / "denoiser.safetensors")
-    assert ckpt.is_random and ckpt.metadata["spec"] == name
+    with torch.device("meta"):
+        shapes = {k: v.shape for k, v in Denoiser(spec).state_dict().items()}
+    zero = torch.zeros((), dtype=torch.float16)
+    ckpt = Checkpoint(Path(f"{name}.safetensors"), {k: zero.expand(shape) for k, shape in shapes.items()})
     model = load_denoiser(spec, ckpt, dtype=torch.float16)
-    expected = {"copgen-base": 286_986_562, "copgen-large": 501_092_674, "copgen-huge": 951_274_306}
-    assert sum(p.numel() for p in model.parameters()) == expected[name]
+    assert sum(p.numel() for p in model.parameters()) == REAL_SIZES[name]
     assert model.in_blocks[0].attn.qkv.weight.dtype == torch.float16
-    manifest = json.loads((tmp_path / "weights.json").read_text())
-    assert manifest["random"] is True and set(manifest["files"]) == {"denoiser", "vae/DEM_DEM"}
 
 
 def test_strict_loading_of_a_synthetic_real_size_beta_checkpoint(tmp_path):
+    """make_random_weights writes real-size files (COP-GEN-Beta: denoiser and VAE), marked random
+    and listed in a manifest; they read back and load strictly in fp16 through from_pretrained."""
     spec = specs.get("copgen-beta")
     make_random_weights(spec, tmp_path, dtype=torch.float16)
+    ckpt = read_checkpoint(tmp_path / "denoiser.safetensors")
+    assert ckpt.is_random and ckpt.metadata["spec"] == "copgen-beta"
+    manifest = json.loads((tmp_path / "weights.json").read_text())
+    assert manifest["random"] is True and set(manifest["files"]) == {"denoiser", "vae/sd-kl-f8"}
     pipe = Pipeline.from_pretrained("copgen-beta", tmp_path, device="cpu", dtype=torch.float16,
                                     vae_dtype=torch.float16)
     assert pipe.is_random and spec.num_tokens == 1028
@@ -145,3 +159,24 @@ def test_hub_id_offline_is_one_line(monkeypatch, tiny_spec):
     assert "Hugging Face hub" in _one_line(e.value)
     with pytest.raises(CheckpointError, match="no such weights directory"):
         resolve_weights(tiny_spec, "./not/here")
+
+
+def test_weights_paths_are_never_taken_for_hub_ids(tmp_path, monkeypatch):
+    """An existing path wins (trailing slash included); a missing path, or anything that is not a
+    well-formed owner/name, is 'no such weights directory', in one line, exit 4 from the CLI."""
+    from copgen_rt.cli import demo_weights, main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    shutil.copytree(demo_weights(), tmp_path / "weights")
+    assert Pipeline.from_pretrained("copgen-demo", "weights/", device="cpu").is_random
+    r = CliRunner().invoke(main, ["convert", "--model", "copgen-demo", "--weights", "weights/", "--out", "conv"])
+    assert r.exit_code == 0 and (tmp_path / "conv" / "weights.json").is_file(), r.output
+    for missing in ["gone/", "./gone", "~/gone-copgen-weights", "/gone", "gone/a/b", "gone", "a--b/c"]:
+        with pytest.raises(CheckpointError) as e:
+            Pipeline.from_pretrained("copgen-demo", missing)
+        assert _one_line(e.value).startswith(f"no such weights directory: {missing} "), e.value
+    r = CliRunner().invoke(main, ["infer", "--weights", "weights-missing/", "--out", "o"])
+    lines = [line for line in r.output.splitlines() if line.strip()]
+    assert r.exit_code == 4 and lines == [
+        "copgen-rt: error: no such weights directory: weights-missing/ (nor a hub id 'owner/name')"], r.output

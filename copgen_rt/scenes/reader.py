@@ -36,10 +36,17 @@ LULC_VALUES = ("auto", "index", "code")
 S1_DB_RANGE = (-60.0, 45.0)  # plausible backscatter in dB (the model's own outputs reach 40.2)
 S1_LINEAR_RANGE = (0.0, 100.0)  # plausible linear gamma0
 COARSE_FACTOR = 4.0  # inputs coarser than this many native pixels get a CoarseInputWarning
+# S2 DNs are reflectance x 10000 (+1000 from baseline 04.00): even dark water scenes have a 99th
+# percentile well above this; 8-bit visualisations (0-255) and reflectances in 0-1 stay below it
+S2_MIN_DN_P99 = 300.0
 
 
 class SceneError(ValueError):
     """An input raster cannot be used as given (message is one line)."""
+
+
+class ImplausibleDNWarning(UserWarning):
+    """S2 values that do not look like digital numbers (8-bit pictures, reflectances in 0-1)."""
 
 
 class CoarseInputWarning(UserWarning):
@@ -187,6 +194,8 @@ def open_input(path: str | Path, product: str | None = None, bands: tuple[str, .
             units = _s1_units(src, s1_units)
         elif product in ("LULC", "CLOUD"):
             units = _class_values(src, product, lulc_values)
+        elif product.startswith("S2"):
+            _warn_if_not_dns(src)
         # S2 DNs are used as distributed by default (the model was trained on Major TOM DNs,
         # baseline >= 04.00 L2A offset included); --s2-offset -1000 removes that offset.
         offset = float(s2_offset or 0.0) if product.startswith("S2") else 0.0
@@ -259,6 +268,29 @@ def _s1_units(src, requested: str) -> str:
                          f"({S1_LINEAR_RANGE[0]:g} to {S1_LINEAR_RANGE[1]:g}); rescale them (e.g. dB x 100 "
                          "-> dB), or pass --s1-units db|linear to use them as they are")
     return units
+
+
+def _corner_blocks(src) -> np.ndarray:
+    """Valid values of every band in the first and the last block: the blocks opening reads
+    anyway, so that a look at the values neither reads a whole scene nor a corrupt block."""
+    rows, cols = src.block_shapes[0]
+    last = Window((src.width - 1) // cols * cols, (src.height - 1) // rows * rows, 0, 0)
+    windows = [Window(0, 0, min(cols, src.width), min(rows, src.height)),
+               Window(last.col_off, last.row_off, src.width - last.col_off, src.height - last.row_off)]
+    values = np.concatenate([src.read(window=w, masked=True).compressed().astype(np.float64) for w in windows])
+    return values[np.isfinite(values)]
+
+
+def _warn_if_not_dns(src) -> None:
+    """One ImplausibleDNWarning when an S2 raster is 8-bit or its values are far below DNs."""
+    values = _corner_blocks(src)
+    high = float(np.percentile(values, 99)) if values.size else math.nan
+    if src.dtypes[0] == "uint8" or high < S2_MIN_DN_P99:
+        what = "8-bit S2 data" if src.dtypes[0] == "uint8" else "S2 values"
+        warnings.warn(f"{Path(src.name).name}: {what} (99th percentile {high:g}) do not look like digital "
+                      "numbers (reflectance x 10000, as L1C/L2A products store them): a picture or "
+                      "reflectances in 0-1 make meaningless conditions; use the DN product",
+                      ImplausibleDNWarning, stacklevel=3)
 
 
 def _class_values(src, product: str, requested: str) -> str:
