@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import math
@@ -129,6 +130,51 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
 
     text = str(message).strip().splitlines()[0] if str(message).strip() else ""
     tqdm.write(f"copgen-rt: warning: {category.__name__}: {text}", file=sys.stderr)
+
+
+class _LineProgress:
+    """Progress for logs (stderr not a terminal): a plain line at most every `interval` seconds
+    and at the end, never carriage returns."""
+
+    def __init__(self, total: int, interval: float = 10.0):
+        import time
+
+        self.total, self.done, self.interval, self.clock = total, 0.0, interval, time.monotonic
+        self.start = self.last = self.clock()
+
+    def __call__(self, tiles: float) -> None:
+        self.done += tiles
+        if self.clock() - self.last >= self.interval:
+            self._line()
+
+    def _line(self) -> None:
+        self.last = self.clock()
+        click.echo(f"copgen-rt: {self.done:.1f}/{self.total} tiles ({self.done / max(self.total, 1):.0%}), "
+                   f"{self.last - self.start:.0f} s", err=True)
+
+    def __enter__(self) -> "_LineProgress":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if exc[0] is None:
+            self._line()
+
+
+@contextlib.contextmanager
+def progress_bar(total: int, quiet: bool):
+    """A callable taking tiles done (fractions as network calls finish): a tqdm bar on a terminal,
+    periodic plain lines in logs, nothing with --quiet."""
+    if quiet:
+        yield lambda tiles: None
+    elif sys.stderr.isatty():
+        from tqdm import tqdm
+
+        with tqdm(total=total, unit="tile", desc="copgen-rt", file=sys.stderr,
+                  bar_format="{l_bar}{bar}| {n:.1f}/{total} tiles [{elapsed}<{remaining}]") as bar:
+            yield bar.update
+    else:
+        with _LineProgress(total) as lines:
+            yield lines
 
 
 def _finite(ctx, param, value):
@@ -327,10 +373,8 @@ def infer_cmd(scenes, model, spec_json, weights, engine, backend, solver, others
         if verbose:
             click.echo(choice.describe(), err=True)
             click.echo(describe_plan(spec, job), err=True)
-        from tqdm import tqdm
-
-        with tqdm(total=len(job.plan), unit="tile", disable=quiet, desc="copgen-rt", file=sys.stderr) as bar:
-            result = run_scene(job, pipeline, progress=bar.update, locked=True)
+        with progress_bar(len(job.plan), quiet) as bar:
+            result = run_scene(job, pipeline, progress=bar, locked=True)
     if not quiet and result.already_complete:
         added = f"; added {', '.join(p.name for p in result.added)}" if result.added else ""
         click.echo("already complete: every output exists from the same settings (--overwrite to "

@@ -60,6 +60,18 @@ def _device(device: str | torch.device | None) -> torch.device:
     return chosen
 
 
+class _Reporting:
+    """A denoiser that reports each call (a progress bar's step) and otherwise is the one it wraps."""
+
+    def __init__(self, inner: DenoiserBackend, progress: Callable[[float], None], calls: int):
+        self.inner, self.progress, self.share = inner, progress, 1.0 / max(calls, 1)
+
+    def __call__(self, latents: list[Tensor], timesteps: list[Tensor]) -> list[Tensor]:
+        out = self.inner(latents, timesteps)
+        self.progress(self.share)
+        return out
+
+
 def _is_int(value: object) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
@@ -222,8 +234,12 @@ class Pipeline:
                  posterior_noise: Mapping[str, Tensor] | None = None,
                  decode: bool = True, physical_units: bool = True,
                  batch_size: int | None = None, known: Mapping[str, tuple[object, object]] | None = None,
-                 jumps: int = 0, jump_length: int = 1) -> dict[str, Tensor]:
+                 jumps: int = 0, jump_length: int = 1,
+                 progress: Callable[[float], None] | None = None) -> dict[str, Tensor]:
         """Generate `generate` given `conditions`; see the class docstring for units.
+
+        progress: called after every network call with the share of this call's work it did
+        (1 / number of calls), e.g. for a progress bar that moves within one batch.
 
         known: {generated image modality: (values (B, C, H, W), valid mask (B, H, W))}. Its valid
         latent cells are held to the encoded values (RePaint replacement at every network call)
@@ -300,7 +316,8 @@ class Pipeline:
             others_noise = lambda call, name: noise.draw(spec.modality(name).latent_shape)  # noqa: E731
 
         total = sum(spec.modality(n).latent_size for n in generate)
-        result = sample(spec, self.denoiser, program, generate, latents, x_init, others, others_noise,
+        denoiser = self.denoiser if progress is None else _Reporting(self.denoiser, progress, program.num_calls)
+        result = sample(spec, denoiser, program, generate, latents, x_init, others, others_noise,
                         known_latents, lambda call: noise.draw((total,)))
         return self.decode(result, physical_units) if decode else result
 

@@ -67,9 +67,10 @@ def precompute_latents(job: SceneJob, pipeline: Pipeline, start: int, stop: int)
     return done
 
 
-def run_scene(job: SceneJob, pipeline: Pipeline, progress: Callable[[int], None] | None = None,
+def run_scene(job: SceneJob, pipeline: Pipeline, progress: Callable[[float], None] | None = None,
               locked: bool = False) -> SceneResult:
     """Generate every tile, blend and write. Interrupted runs resume from the work folder.
+    `progress` gets tiles done, in fractions of a tile as network calls finish.
     `locked`: the caller holds the scene's lock already (many-scene runs, Ray workers)."""
     if pipeline.spec.name != job.spec.name:
         raise SceneError("the job and the pipeline use different specs")
@@ -77,7 +78,7 @@ def run_scene(job: SceneJob, pipeline: Pipeline, progress: Callable[[int], None]
         return _run_locked(job, pipeline, progress)
 
 
-def _run_locked(job: SceneJob, pipeline: Pipeline, progress: Callable[[int], None] | None) -> SceneResult:
+def _run_locked(job: SceneJob, pipeline: Pipeline, progress: Callable[[float], None] | None) -> SceneResult:
     key = run_key_of(job, pipeline)
     state = check_outputs(job, key)
     if state.damaged:
@@ -103,14 +104,14 @@ def _run_locked(job: SceneJob, pipeline: Pipeline, progress: Callable[[int], Non
                     skipped += len(batch) - len(present)
                     if present:
                         t0 = time.perf_counter()
-                        latents, n_resumed = batch_latents(job, pipeline, present, work)
+                        latents, n_resumed = batch_latents(job, pipeline, present, work, progress)
                         resumed += n_resumed
                         decoded = pipeline.decode(latents, physical_units=False)
                         network += time.perf_counter() - t0
                         outputs.add(present, latents, decoded)
                     outputs.flush(batch[-1])
-                    if progress:
-                        progress(len(batch))
+                    if progress and len(present) < len(batch):
+                        progress(len(batch) - len(present))  # tiles without data
             if skipped == len(tiles):
                 raise SceneError(f"{job.inputs[0].path.name}: no tile has input data (every pixel lacks at "
                                  "least one band): nothing to generate from")

@@ -4,6 +4,7 @@ run finished them, else from the pipeline (one call per set of conditions with d
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -21,10 +22,10 @@ def tile_seed(seed: int, tile: Tile) -> int:
     return int(state[0]) << 31 ^ int(state[1])
 
 
-def batch_latents(job: SceneJob, pipeline: Pipeline, present: list[TileInputs], work: Path
-                  ) -> tuple[dict[str, torch.Tensor], int]:
+def batch_latents(job: SceneJob, pipeline: Pipeline, present: list[TileInputs], work: Path,
+                  progress: Callable[[float], None] | None = None) -> tuple[dict[str, torch.Tensor], int]:
     """Final latents of every present tile, one sampler call per set of conditions with data
-    (seeds stay per tile). A group whose tiles a previous run all finished is loaded; any other
+    (seeds stay per tile); `progress` gets tiles done, in fractions as network calls finish. A group whose tiles a previous run all finished is loaded; any other
     is sampled whole, so that it is the same batch as in an uninterrupted run, bit for bit,
     whichever of its tiles were saved before a kill."""
     o = job.options
@@ -41,6 +42,8 @@ def batch_latents(job: SceneJob, pipeline: Pipeline, present: list[TileInputs], 
             for i, z in zip(group, loaded):
                 per_tile[i] = z
             resumed += len(group)
+            if progress:
+                progress(len(group))
             continue
         conditions: dict[str, object] = {
             name: torch.from_numpy(np.stack([present[i].conditions[name] for i in group])) for name in names}
@@ -48,8 +51,10 @@ def batch_latents(job: SceneJob, pipeline: Pipeline, present: list[TileInputs], 
             conditions[loc_name] = torch.tensor([present[i].location for i in group])
         if date_name in job.scalar_conditions:
             conditions[date_name] = [job.date] * len(group)
+        tiles = len(group)
+        on_call = (lambda share: progress(share * tiles)) if progress else None
         latents = _generate_splitting_on_oom(job, pipeline, conditions,
-                                             [tile_seed(o.seed, present[i].tile) for i in group])
+                                             [tile_seed(o.seed, present[i].tile) for i in group], on_call)
         for j, i in enumerate(group):
             rows = slice(j * o.samples, (j + 1) * o.samples)
             per_tile[i] = {n: z[rows].contiguous() for n, z in latents.items()}
@@ -65,14 +70,15 @@ def _check_finite(job: SceneJob, tile: TileInputs, latents: dict[str, torch.Tens
         raise not_finite(job, tile, bad[0])
 
 
-def _generate_splitting_on_oom(job: SceneJob, pipeline: Pipeline, conditions: dict,
-                               seeds: list[int]) -> dict[str, torch.Tensor]:
+def _generate_splitting_on_oom(job: SceneJob, pipeline: Pipeline, conditions: dict, seeds: list[int],
+                               progress: Callable[[float], None] | None = None) -> dict[str, torch.Tensor]:
     """Sample a batch; if the device runs out of memory, halve it (tiles keep their own seeds)."""
     o = job.options
     solver, steps = o.sampler
     try:
         return pipeline.generate(job.generate, conditions, n_samples=o.samples, steps=steps, solver=solver,
-                                 others=o.others, decode=False, seed=seeds, batch_size=len(seeds))
+                                 others=o.others, decode=False, seed=seeds, batch_size=len(seeds),
+                                 progress=progress)
     except torch.cuda.OutOfMemoryError:
         if len(seeds) == 1:
             raise
@@ -81,5 +87,7 @@ def _generate_splitting_on_oom(job: SceneJob, pipeline: Pipeline, conditions: di
     parts = []
     for sl in (slice(0, half), slice(half, None)):
         sub = {k: v[sl] for k, v in conditions.items()}
-        parts.append(_generate_splitting_on_oom(job, pipeline, sub, seeds[sl]))
+        parts.append(_generate_splitting_on_oom(job, pipeline, sub, seeds[sl],
+                                                progress and (lambda share, n=len(seeds[sl]) / len(seeds):
+                                                              progress(share * n))))
     return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
