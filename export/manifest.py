@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -54,10 +53,10 @@ class Manifest:
         raise KeyError(f"the export has no component {name!r}")
 
     def save(self, folder: Path) -> Path:
+        from copgen_rt.files import write_text
+
         path = Path(folder) / MANIFEST
-        tmp = path.with_name(f".{MANIFEST}.tmp")
-        tmp.write_text(json.dumps(asdict(self), indent=1) + "\n")
-        os.replace(tmp, path)
+        write_text(path, json.dumps(asdict(self), indent=1) + "\n")
         return path
 
     @classmethod
