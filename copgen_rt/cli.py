@@ -217,12 +217,13 @@ def demo_weights() -> str:
 @friendly_errors
 def info_cmd(scene, model, spec_json, **p):
     """Print a spec's modality table, or what `infer SCENE` would read, tile and write."""
-    from copgen_rt.device import choose
+    from copgen_rt.device import choose, choose_engine
 
     spec = resolve_spec(model, spec_json)
     if scene is None:
         click.echo(describe_spec(spec))
         click.echo(choose().describe())
+        click.echo(choose_engine(choose().device).describe())
         return
     job = _scene_job(spec, scene, p, batch_size=p["batch_size"] or 4, solver=None,
                      others="reference", seed=0, overwrite=True)
@@ -237,8 +238,9 @@ def info_cmd(scene, model, spec_json, **p):
 @click.option("--weights", help="weights directory or hub id (default: the bundled random demo model)")
 @click.option("--engine", type=click.Path(file_okay=False),
               help="an export folder of `copgen-rt export` (onnxruntime or TensorRT) instead of --weights")
-@click.option("--backend", type=click.Choice(["torch", "triton", "onnxruntime"]), default="torch",
-              show_default=True, help="denoiser backend when running from --weights")
+@click.option("--backend", type=click.Choice(["auto", "torch", "triton", "onnxruntime", "openvino"]),
+              help="engine of each component when running from --weights (default auto: openvino on "
+                   "CPUs where it is installed, else torch; see `info`)")
 @scene_options
 @click.option("--solver", type=click.Choice(["reference", "dpmpp-2m", "dpmpp-3m", "ddim"]),
               help="default: the preset's (reference for exact)")
@@ -270,6 +272,7 @@ def infer_cmd(scenes, model, spec_json, weights, engine, backend, solver, others
     rerun skips the scenes already done; exit code 8 if any scene failed.
     """
     from copgen_rt.device import choose as choose_device
+    from copgen_rt.device import choose_engine
     from copgen_rt.multiscene import has_glob
     from copgen_rt.scenes.run import check_outputs, run_scene
 
@@ -283,23 +286,28 @@ def infer_cmd(scenes, model, spec_json, weights, engine, backend, solver, others
         specs.get(model)  # an unknown name fails here, before anything else
     if weights is None and engine is None and model not in (None, "copgen-demo"):
         raise ValueError(f"--model {model} needs --weights (a directory or a hub id)")
+    if engine and (backend or dtype):
+        raise ValueError("--engine runs the export's own engine and precision: drop --backend/--dtype")
+    choice = choose_device(device, dtype)
+    engines = None if engine else choose_engine(choice.device, backend, dtype)  # bad pairs fail here
     if ray_address is not None or manifest or len(scenes) > 1 or has_glob(scenes):
         sys.exit(_infer_many(scenes, manifest, ray_address, cpus_per_worker, split_tiles, model, spec_json,
                              weights, engine, backend, solver, others, seed, device, dtype, overwrite, quiet,
                              verbose, p))
     scene = scenes[0] if scenes else None
-    choice = choose_device(device, dtype)
     spec = _infer_spec(model, spec_json, weights, engine)
     if all(isinstance(m.processing, specs.RGB8) for m in spec.modalities):
-        return _infer_thumbnails(spec, scene, weights, engine, choice, backend, solver, others, seed,
+        return _infer_thumbnails(spec, scene, weights, engine, choice, engines, solver, others, seed,
                                  overwrite, quiet, p)
     batch = p["batch_size"] or _default_batch_size(spec, choice.device)
     job = _scene_job(spec, scene or default_scene(), p, batch, solver, others, seed, overwrite)
     check_outputs(job)  # before loading any weights
     job.check_memory()
-    pipeline = _load_pipeline(spec, weights, engine, choice, backend)
+    pipeline = _load_pipeline(spec, weights, engine, choice, engines)
     if verbose:
         click.echo(choice.describe(), err=True)
+        if engines:
+            click.echo(engines.describe(), err=True)
         click.echo(job.describe(), err=True)
     from tqdm import tqdm
 
@@ -352,7 +360,7 @@ def _infer_many(scenes, manifest, ray_address, cpus_per_worker, split_tiles, mod
     return EXIT_SCENES_FAILED if summary.failed else 0
 
 
-def _load_pipeline(spec: specs.ModelSpec, weights: str | None, engine: str | None, choice, backend: str):
+def _load_pipeline(spec: specs.ModelSpec, weights: str | None, engine: str | None, choice, engines):
     from copgen_rt.pipeline import Pipeline
 
     if engine:
@@ -361,14 +369,15 @@ def _load_pipeline(spec: specs.ModelSpec, weights: str | None, engine: str | Non
         if weights is None and spec.name != "copgen-demo":
             raise ValueError(f"{spec.name} needs --weights (a directory or a hub id)")
         pipeline = Pipeline.from_pretrained(spec, weights or demo_weights(), device=choice.device,
-                                            dtype=choice.dtype, backend={"denoiser": backend})
+                                            dtype=engines.dtype,
+                                            backend={"denoiser": engines.denoiser, "vae": engines.vae})
     if pipeline.is_random:
         click.echo("copgen-rt: RANDOM WEIGHTS: outputs are synthetic, not predictions "
                    "(pass --weights for a real model)", err=True)
     return pipeline
 
 
-def _infer_thumbnails(spec, scene, weights, engine, choice, backend, solver, others, seed, overwrite,
+def _infer_thumbnails(spec, scene, weights, engine, choice, engines, solver, others, seed, overwrite,
                       quiet, p):
     """Thumbnail families (COP-GEN-Beta): --cond MODALITY=FILE (image or raster), PNGs out."""
     from copgen_rt.thumbnail_job import run_thumbnails
@@ -387,7 +396,7 @@ def _infer_thumbnails(spec, scene, weights, engine, choice, backend, solver, oth
         generate = [t.strip() for t in p["generate"].split(",") if t.strip()]
         if not generate:
             raise ValueError("--generate is empty: name modalities, or leave it out for all")
-    pipeline = _load_pipeline(spec, weights, engine, choice, backend)
+    pipeline = _load_pipeline(spec, weights, engine, choice, engines)
     written = run_thumbnails(pipeline, conditions, Path(p["out"]), generate, samples=p["samples"], seed=seed,
                              preset=p["preset"], solver=solver, steps=p["steps"], others=others,
                              overwrite=overwrite)

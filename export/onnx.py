@@ -168,26 +168,43 @@ def check_graph(path: Path, outputs: list[TensorInfo]) -> dict[str, int]:
         raise ExportError(str(e)) from None
 
 
-def check_parity(path: Path, inputs: list[TensorInfo], outputs: list[TensorInfo],
-                 reference: Callable[[list[Tensor]], Sequence[Tensor]], batch: int, precision: str) -> dict:
-    """onnxruntime vs torch on fresh random inputs; raises ExportError above the tolerance."""
+def _run_onnxruntime(path: Path, output_names: list[str], feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
     import onnxruntime as ort
 
-    feeds = _random_inputs(inputs, batch, torch.Generator().manual_seed(int.from_bytes(os.urandom(4), "little")))
     options = ort.SessionOptions()
     options.intra_op_num_threads = torch.get_num_threads()
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    got = session.run([o.name for o in outputs], {i.name: t.numpy() for i, t in zip(inputs, feeds)})
+    return session.run(output_names, feeds)
+
+
+def _parity_runtime(name: str) -> tuple[Callable, str]:
+    """(run(path, output names, feeds) -> outputs, description) of an fp32 ONNX runtime."""
+    if name == "openvino":
+        from copgen_rt.backends import openvino_backend
+
+        return openvino_backend.run_fp32, f"openvino {openvino_backend.version()} CPU fp32"
+    import onnxruntime as ort
+
+    return _run_onnxruntime, f"onnxruntime {ort.__version__} CPU"
+
+
+def check_parity(path: Path, inputs: list[TensorInfo], outputs: list[TensorInfo],
+                 reference: Callable[[list[Tensor]], Sequence[Tensor]], batch: int, precision: str,
+                 runtime: str = "onnxruntime") -> dict:
+    """The ONNX file through `runtime` (onnxruntime or openvino, fp32) vs torch on fresh random
+    inputs; raises ExportError above the tolerance."""
+    run, description = _parity_runtime(runtime)
+    feeds = _random_inputs(inputs, batch, torch.Generator().manual_seed(int.from_bytes(os.urandom(4), "little")))
+    got = run(path, [o.name for o in outputs], {i.name: t.numpy() for i, t in zip(inputs, feeds)})
     with torch.no_grad():
         want = reference(feeds)
     err = max(float(np.abs(g - w.numpy()).max() / max(np.abs(w.numpy()).max(), 1e-30))
               for g, w in zip(got, want))
     tol = PARITY_TOL[precision]
     if not err <= tol:
-        raise ExportError(f"{path.name}: onnxruntime differs from torch by {err:.2e} (relative), "
+        raise ExportError(f"{path.name}: {runtime} differs from torch by {err:.2e} (relative), "
                           f"above {tol:g}")
-    return {"max_rel_err": err, "batch": batch, "runtime": f"onnxruntime {ort.__version__} CPU",
-            "tolerance": tol}
+    return {"max_rel_err": err, "batch": batch, "runtime": description, "tolerance": tol}
 
 
 def file_sha256(path: Path) -> str:
@@ -202,13 +219,13 @@ def file_sha256(path: Path) -> str:
 def export_models(spec: ModelSpec, denoiser: Denoiser | None, vaes: dict[str, Autoencoder], out: Path,
                   weights: dict[str, str], random_weights: bool, batch: tuple[int, int, int] = (1, 4, 16),
                   precision: str = "fp32", check: str = "parity", parity_batch: int = 2,
-                  progress: Callable[[str], None] = lambda s: None) -> Manifest:
+                  progress: Callable[[str], None] = lambda s: None,
+                  parity_runtime: str = "onnxruntime") -> Manifest:
     """Export the given torch components (fp32 graphs) into `out` and write the manifest.
 
-    check: "parity" (graph checks and onnxruntime vs torch), "graph" (checks only) or "none".
+    check: "parity" (graph checks and `parity_runtime` vs torch), "graph" (checks only) or "none".
     """
     import onnx
-    import onnxruntime
 
     if precision not in PARITY_TOL:
         raise ExportError(f"ONNX graphs are exported in fp32 (the CPU runtime's precision); "
@@ -217,7 +234,7 @@ def export_models(spec: ModelSpec, denoiser: Denoiser | None, vaes: dict[str, Au
     manifest = Manifest(format="onnx", spec=specs.to_dict(spec), weights=weights,
                         random_weights=random_weights, opset=OPSET, batch=list(batch),
                         versions={"copgen_rt": __version__, "torch": torch.__version__,
-                                  "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__})
+                                  "onnx": onnx.__version__, **_runtime_versions()})
     jobs = []
     if denoiser is not None:
         ins, outs = denoiser_io(spec)
@@ -236,11 +253,24 @@ def export_models(spec: ModelSpec, denoiser: Denoiser | None, vaes: dict[str, Au
             parity["ops"] = sum(check_graph(path, outs).values())
         if check == "parity":
             parity.update(check_parity(path, ins, outs, lambda feeds, m=module: _as_tuple(m(*feeds)),
-                                       parity_batch, precision))
+                                       parity_batch, precision, parity_runtime))
         manifest.components.append(Component(name, str(path.relative_to(out)), ins, outs, precision,
                                              parity, file_sha256(path)))
     manifest.save(out)
     return manifest
+
+
+def _runtime_versions() -> dict[str, str]:
+    """Versions of the installed ONNX runtimes (each is optional)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {}
+    for name in ("onnxruntime", "openvino"):
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            pass
+    return found
 
 
 def _as_tuple(x) -> tuple[Tensor, ...]:
