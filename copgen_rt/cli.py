@@ -545,13 +545,14 @@ def _refuse_existing(path: Path, overwrite: bool) -> None:
 @main.command("bench")
 @click.option("--device", default=None, help="cpu or cuda (default: cuda if available)")
 @click.option("--quick", is_flag=True, help="a smoke run on the tiny model (seconds)")
+@click.option("--base-only", is_flag=True, help="skip the tiny and mid-size per-call tables")
 @click.option("--out", default="benchmarks/results", show_default=True, type=click.Path(file_okay=False))
 @friendly_errors
-def bench_cmd(device, quick, out):
-    """Measure matmul peak, denoiser calls per backend/precision, presets and scenes on this machine."""
+def bench_cmd(device, quick, base_only, out):
+    """Measure GEMM limits, denoiser calls per engine/precision, presets and scenes on this machine."""
     from copgen_rt import bench
     from copgen_rt.device import choose
 
-    results = bench.run(Path(out), device=choose(device).device, quick=quick,
+    results = bench.run(Path(out), device=choose(device).device, quick=quick, base_only=base_only,
                         log=lambda line: click.echo(line, err=True))
     click.echo(str(bench.write_reports(results, Path(out)).with_suffix(".md")))

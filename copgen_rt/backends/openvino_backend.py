@@ -132,11 +132,12 @@ def compile_onnx(path: Path, onnx_sha256: str, precision: str, batch: int | None
 class _Engine:
     """One ONNX component: a compiled model (dynamic batch, or one per batch size) and its request."""
 
-    def __init__(self, folder: Path, component: Component, precision: str):
+    def __init__(self, folder: Path, component: Component, precision: str, static_batch: bool = STATIC_BATCH):
         self.path, self.sha256, self.precision = folder / component.file, component.sha256, precision
         self.input_names = [t.name for t in component.inputs]
+        self.static_batch = static_batch
         self._requests: dict[int | None, object] = {}
-        if not STATIC_BATCH:
+        if not static_batch:
             self._request(None)  # compile (or import) now, not at the first call
 
     def _request(self, batch: int | None):
@@ -147,7 +148,7 @@ class _Engine:
 
     def run(self, inputs: list[Tensor]) -> list[Tensor]:
         device = inputs[0].device
-        request = self._request(inputs[0].shape[0] if STATIC_BATCH else None)
+        request = self._request(inputs[0].shape[0] if self.static_batch else None)
         feeds = {n: np.ascontiguousarray(t.detach().float().cpu().numpy()) for n, t in zip(self.input_names, inputs)}
         request.infer(feeds, share_inputs=True)
         # copies: the request's output buffers are overwritten by its next call
@@ -158,9 +159,9 @@ class _Engine:
 class OpenVinoDenoiser:
     name = "openvino"
 
-    def __init__(self, folder: Path, component: Component, precision: str):
+    def __init__(self, folder: Path, component: Component, precision: str, static_batch: bool = STATIC_BATCH):
         self.precision = precision
-        self.engine = _Engine(folder, component, precision)
+        self.engine = _Engine(folder, component, precision, static_batch)
 
     def __call__(self, latents: list[Tensor], timesteps: list[Tensor]) -> list[Tensor]:
         return self.engine.run([*latents, *timesteps])
