@@ -29,8 +29,11 @@ from torch import Tensor
 from copgen_rt.export.manifest import Component
 
 PRECISION_HINTS = {"fp32": "f32", "bf16": "bf16"}
-# dynamic batch, or one static compile per batch size: measured at copgen-base shapes (README)
-STATIC_BATCH = False
+# denoiser precisions compiled once per batch size (static shapes) instead of once with a dynamic
+# batch axis: at copgen-base shapes, batch 2, static was 10% faster in fp32 and within noise (1%)
+# in bf16 (benchmarks/results/bench-intel-r--xeon-r--processor.md), where one dynamic compile serves
+# every batch size; VAEs keep a dynamic batch (not measured)
+STATIC_BATCH_PRECISIONS = ("fp32",)
 
 
 @dataclass
@@ -132,7 +135,7 @@ def compile_onnx(path: Path, onnx_sha256: str, precision: str, batch: int | None
 class _Engine:
     """One ONNX component: a compiled model (dynamic batch, or one per batch size) and its request."""
 
-    def __init__(self, folder: Path, component: Component, precision: str, static_batch: bool = STATIC_BATCH):
+    def __init__(self, folder: Path, component: Component, precision: str, static_batch: bool = False):
         self.path, self.sha256, self.precision = folder / component.file, component.sha256, precision
         self.input_names = [t.name for t in component.inputs]
         self.static_batch = static_batch
@@ -159,9 +162,10 @@ class _Engine:
 class OpenVinoDenoiser:
     name = "openvino"
 
-    def __init__(self, folder: Path, component: Component, precision: str, static_batch: bool = STATIC_BATCH):
+    def __init__(self, folder: Path, component: Component, precision: str, static_batch: bool | None = None):
         self.precision = precision
-        self.engine = _Engine(folder, component, precision, static_batch)
+        static = precision in STATIC_BATCH_PRECISIONS if static_batch is None else static_batch
+        self.engine = _Engine(folder, component, precision, static)
 
     def __call__(self, latents: list[Tensor], timesteps: list[Tensor]) -> list[Tensor]:
         return self.engine.run([*latents, *timesteps])
