@@ -658,6 +658,7 @@ def write_reports(results: dict, out_dir: Path) -> Path:
     for t in results.get("targets", []):
         lines.append(f"| {t['target']} | {t['value']:.2f}{t['unit']} | {t['goal']}{t['unit']} | "
                      f"{'met' if t['met'] else '**missed**'} |")
+    lines += [""] + [f"Note: {note}" for note in results.get("notes", [])]
     stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
     stem.with_suffix(".svg").write_text(_svg_bars(results["denoiser"]))
     return stem
