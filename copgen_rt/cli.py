@@ -276,13 +276,14 @@ def demo_weights() -> str:
 @friendly_errors
 def info_cmd(scene, model, spec_json, **p):
     """Print a spec's modality table, or what `infer SCENE` would read, tile and write."""
-    from copgen_rt.device import choose
+    from copgen_rt.device import choose, choose_engine
 
     spec = _infer_spec(model, spec_json, weights=None, engine=None)
     choice = choose()
     if scene is None:
         click.echo(describe_spec(spec))
         click.echo(choice.describe())
+        click.echo(choose_engine(choice.device).describe())
         return
     job = _scene_job(spec, scene, p, batch_size=p["batch_size"] or _default_batch_size(spec, choice.device),
                      solver=None, others="reference", seed=0, overwrite=True)
@@ -305,8 +306,9 @@ def describe_plan(spec: specs.ModelSpec, job: SceneJob) -> str:
 @click.option("--weights", help="weights directory or hub id (default: the bundled random demo model)")
 @click.option("--engine", type=click.Path(file_okay=False),
               help="an export folder of `copgen-rt export` (onnxruntime or TensorRT) instead of --weights")
-@click.option("--backend", type=click.Choice(["torch", "triton", "onnxruntime"]), default="torch",
-              show_default=True, help="denoiser backend when running from --weights")
+@click.option("--backend", type=click.Choice(["auto", "torch", "triton", "onnxruntime", "openvino"]),
+              help="engine of each component when running from --weights (default auto: openvino on "
+                   "CPUs where it is installed, else torch; see `info`)")
 @scene_options
 @click.option("--solver", type=click.Choice(["reference", "dpmpp-2m", "dpmpp-3m", "ddim"]),
               help="default: the preset's (reference for exact)")
@@ -338,6 +340,7 @@ def infer_cmd(scenes, model, spec_json, weights, engine, backend, solver, others
     rerun skips the scenes already done; exit code 8 if any scene failed.
     """
     from copgen_rt.device import choose as choose_device
+    from copgen_rt.device import choose_engine
     from copgen_rt.files import check_writable
     from copgen_rt.scenelist import has_glob
     from copgen_rt.scenes.run import run_scene
@@ -353,15 +356,18 @@ def infer_cmd(scenes, model, spec_json, weights, engine, backend, solver, others
         specs.get(model)  # an unknown name fails here, before anything else
     if weights is None and engine is None and model not in (None, "copgen-demo"):
         raise ValueError(f"--model {model} needs --weights (a directory or a hub id)")
+    if engine and (backend or dtype):
+        raise ValueError("--engine runs the export's own engine and precision: drop --backend/--dtype")
+    choice = choose_device(device, dtype)
+    engines = None if engine else choose_engine(choice.device, backend, dtype)  # bad pairs fail here
     if ray_address is not None or manifest or len(scenes) > 1 or has_glob(scenes):
         sys.exit(_infer_many(scenes, manifest, ray_address, cpus_per_worker, split_tiles, model, spec_json,
                              weights, engine, backend, solver, others, seed, device, dtype, overwrite, quiet,
                              verbose, p))
     scene = scenes[0] if scenes else None
-    choice = choose_device(device, dtype)
     spec = _infer_spec(model, spec_json, weights, engine)
     if all(isinstance(m.processing, specs.RGB8) for m in spec.modalities):
-        return _infer_thumbnails(spec, scene, weights, engine, choice, backend, solver, others, seed,
+        return _infer_thumbnails(spec, scene, weights, engine, choice, engines, solver, others, seed,
                                  overwrite, quiet, p)
     batch = p["batch_size"] or _default_batch_size(spec, choice.device)
     job = _scene_job(spec, scene or default_scene(), p, batch, solver, others, seed, overwrite)
@@ -369,9 +375,11 @@ def infer_cmd(scenes, model, spec_json, weights, engine, backend, solver, others
     check_outputs(job)
     job.check_memory()
     with scene_lock(job):  # a second run of the same scene fails here, before loading anything
-        pipeline = _load_pipeline(spec, weights, engine, choice, backend)
+        pipeline = _load_pipeline(spec, weights, engine, choice, engines)
         if verbose:
             click.echo(choice.describe(), err=True)
+            if engines:
+                click.echo(engines.describe(), err=True)
             click.echo(describe_plan(spec, job), err=True)
         with progress_bar(len(job.plan), quiet) as bar:
             result = run_scene(job, pipeline, progress=bar, locked=True)
@@ -426,7 +434,7 @@ def _infer_many(scenes, manifest, ray_address, cpus_per_worker, split_tiles, mod
     return EXIT_SCENES_FAILED if summary.failed else 0
 
 
-def _load_pipeline(spec: specs.ModelSpec, weights: str | None, engine: str | None, choice, backend: str):
+def _load_pipeline(spec: specs.ModelSpec, weights: str | None, engine: str | None, choice, engines):
     from copgen_rt.pipeline import Pipeline
 
     if engine:
@@ -435,14 +443,15 @@ def _load_pipeline(spec: specs.ModelSpec, weights: str | None, engine: str | Non
         if weights is None and spec.name != "copgen-demo":
             raise ValueError(f"{spec.name} needs --weights (a directory or a hub id)")
         pipeline = Pipeline.from_pretrained(spec, weights or demo_weights(), device=choice.device,
-                                            dtype=choice.dtype, backend={"denoiser": backend})
+                                            dtype=engines.dtype,
+                                            backend={"denoiser": engines.denoiser, "vae": engines.vae})
     if pipeline.is_random:
         click.echo("copgen-rt: RANDOM WEIGHTS: outputs are synthetic, not predictions "
                    "(pass --weights for a real model)", err=True)
     return pipeline
 
 
-def _infer_thumbnails(spec, scene, weights, engine, choice, backend, solver, others, seed, overwrite,
+def _infer_thumbnails(spec, scene, weights, engine, choice, engines, solver, others, seed, overwrite,
                       quiet, p):
     """Thumbnail families (COP-GEN-Beta): --cond MODALITY=FILE (image or raster), PNGs out."""
     from copgen_rt.files import check_writable
@@ -463,7 +472,7 @@ def _infer_thumbnails(spec, scene, weights, engine, choice, backend, solver, oth
         if not generate:
             raise ValueError("--generate is empty: name modalities, or leave it out for all")
     check_writable(Path(p["out"]))  # before loading any weights
-    pipeline = _load_pipeline(spec, weights, engine, choice, backend)
+    pipeline = _load_pipeline(spec, weights, engine, choice, engines)
     written = run_thumbnails(pipeline, conditions, Path(p["out"]), generate, samples=p["samples"], seed=seed,
                              preset=p["preset"], solver=solver, steps=p["steps"], others=others,
                              overwrite=overwrite)
@@ -612,13 +621,14 @@ def _refuse_existing(path: Path, overwrite: bool) -> None:
 @main.command("bench")
 @click.option("--device", default=None, help="cpu or cuda (default: cuda if available)")
 @click.option("--quick", is_flag=True, help="a smoke run on the tiny model (seconds)")
+@click.option("--base-only", is_flag=True, help="skip the tiny and mid-size per-call tables")
 @click.option("--out", default="benchmarks/results", show_default=True, type=click.Path(file_okay=False))
 @friendly_errors
-def bench_cmd(device, quick, out):
-    """Measure matmul peak, denoiser calls per backend/precision, presets and scenes on this machine."""
+def bench_cmd(device, quick, base_only, out):
+    """Measure GEMM limits, denoiser calls per engine/precision, presets and scenes on this machine."""
     from copgen_rt import bench
     from copgen_rt.device import choose
 
-    results = bench.run(Path(out), device=choose(device).device, quick=quick,
+    results = bench.run(Path(out), device=choose(device).device, quick=quick, base_only=base_only,
                         log=lambda line: click.echo(line, err=True))
     click.echo(str(bench.write_reports(results, Path(out)).with_suffix(".md")))

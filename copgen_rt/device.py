@@ -1,14 +1,20 @@
-"""Device and precision by capability: run in what the hardware does natively.
+"""Device, precision and engine by capability: run in what the hardware does natively, on the
+fastest engine present. The one place where these are chosen and where bad pairs are refused.
 
 CPUs without bf16 units (no AVX512-BF16 / AMX) emulate bf16, which is several times slower than
 fp32 (measured: the reference's bf16 autocast is ~6x slower on our AVX2 CPUs), so they get fp32;
-GPUs get bf16 from compute capability 8.0 (Ampere) on, fp16 before. Explicit choices win.
+GPUs get bf16 from compute capability 8.0 (Ampere) on, fp16 before. On CPUs the engine is
+OpenVINO where it is installed (measured faster than eager torch at both precisions, README),
+torch otherwise; CUDA keeps torch (CUDA graphs). Explicit choices win; impossible ones (an engine
+on a device it cannot run on, a precision it does not run) are a ValueError before any weights load.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import platform
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,7 +67,7 @@ def choose(device: str | None = None, dtype: str | None = None) -> Choice:
     elif device == "cpu":
         flags = cpu_flags()
         hardware = f"{cpu_name()}, {torch.get_num_threads()} threads"
-        if {"avx512_bf16"} & flags or {"amx_bf16"} & flags:
+        if _native_bf16(flags):
             native, why = "bf16", "native bf16 (AVX512-BF16/AMX)"
         else:
             native, why = "fp32", "no native bf16 units (AVX512-BF16/AMX absent): bf16 would be emulated"
@@ -70,6 +76,111 @@ def choose(device: str | None = None, dtype: str | None = None) -> Choice:
     if dtype is not None and dtype != native:
         return Choice(device, dtype, hardware, f"requested (the native choice would be {native})")
     return Choice(device, native, hardware, why)
+
+
+ENGINES = ("torch", "triton", "onnxruntime", "openvino")
+# what each engine runs: devices, denoiser precisions, and whether it serves the VAEs too
+_ENGINE_DEVICES = {"torch": ("cpu", "cuda"), "triton": ("cuda",), "onnxruntime": ("cpu", "cuda"),
+                   "openvino": ("cpu",)}
+_ENGINE_DTYPES = {"torch": ("fp32", "fp16", "bf16"), "triton": ("fp32", "fp16", "bf16"),
+                  "onnxruntime": ("fp32",), "openvino": ("fp32", "bf16")}
+_SERVES_VAES = {"torch": True, "triton": False, "onnxruntime": True, "openvino": True}
+
+
+@dataclass(frozen=True)
+class EngineChoice:
+    denoiser: str  # an engine of ENGINES
+    vae: str
+    dtype: str  # the denoiser's precision
+    reason: str
+
+    def describe(self) -> str:
+        return f"engine {self.denoiser} (VAEs {self.vae}), denoiser precision {self.dtype}: {self.reason}"
+
+
+def openvino_installed() -> bool:
+    return importlib.util.find_spec("openvino") is not None
+
+
+def _device_type(device: str) -> str:
+    return "cuda" if device.startswith("cuda") else device
+
+
+def _triton_interpreted() -> bool:
+    return os.environ.get("TRITON_INTERPRET") == "1"  # Triton's CPU interpreter (tests only)
+
+
+def choose_engine(device: str, backend: str | Mapping[str, str] | None = None, dtype: str | None = None,
+                  vae_dtype: str = "fp32") -> EngineChoice:
+    """The engine of each component and the denoiser precision for `device`.
+
+    backend: None or "auto", one engine name for every component it serves, or
+    {"denoiser": ..., "vae": ...} (a missing or "auto" entry is chosen). dtype None: the device's
+    native precision, narrowed to what the engine runs. Raises ValueError for a bad pair.
+    """
+    wanted = dict(backend) if isinstance(backend, Mapping) else \
+        {"denoiser": backend, "vae": backend if _SERVES_VAES.get(backend, True) else None}
+    unknown = set(wanted) - {"denoiser", "vae"}
+    if unknown:
+        raise ValueError(f"backend for {', '.join(sorted(unknown))}: the components are denoiser and vae")
+    kind = _device_type(device)
+    reasons = []
+    den = wanted.get("denoiser") or "auto"
+    if den == "auto":
+        if kind == "cpu" and openvino_installed() and dtype in (None, "fp32", "bf16"):
+            den, why = "openvino", "auto: OpenVINO is installed, the fastest CPU engine measured"
+        elif kind == "cpu":
+            den, why = "torch", ("auto: OpenVINO is not installed (pip install openvino)" if not
+                                 openvino_installed() else f"auto: OpenVINO does not run {dtype}")
+        else:
+            den, why = "torch", f"auto: torch on {kind}" + (" with CUDA graphs" if kind == "cuda" else "")
+        reasons.append(why)
+    else:
+        _check_engine(den, kind, device)
+        reasons.append("requested")
+    if dtype is None:
+        native = choose(device).dtype
+        dtype = native if native in _ENGINE_DTYPES[den] else "fp32"
+        reasons.append(f"precision {dtype}" + (" (the device's native precision)" if dtype == native else
+                                              f" ({den} does not run {native})"))
+    elif dtype not in _ENGINE_DTYPES[den]:
+        raise ValueError(f"--backend {den} runs {' or '.join(_ENGINE_DTYPES[den])}, not --dtype {dtype}")
+    else:
+        reasons.append(f"precision {dtype} requested")
+    if den == "openvino" and dtype == "bf16" and not _native_bf16(cpu_flags()):
+        raise ValueError("--backend openvino --dtype bf16 needs native bf16 units (AVX512-BF16/AMX), "
+                         "which this CPU lacks: use --dtype fp32")
+    _require_installed(den)
+    vae = wanted.get("vae") or "auto"
+    if vae == "auto":
+        vae = "openvino" if kind == "cpu" and openvino_installed() and \
+            vae_dtype in _ENGINE_DTYPES["openvino"] else "torch"
+    else:
+        _check_engine(vae, kind, device)
+        if not _SERVES_VAES[vae]:
+            raise ValueError(f"the {vae} backend runs the denoiser only; VAEs run on torch, onnxruntime "
+                             "or openvino")
+        if vae_dtype not in _ENGINE_DTYPES[vae]:
+            raise ValueError(f"VAE backend {vae} runs {' or '.join(_ENGINE_DTYPES[vae])}, not {vae_dtype}")
+        _require_installed(vae)
+    return EngineChoice(den, vae, dtype, "; ".join(reasons))
+
+
+def _check_engine(name: str, kind: str, device: str) -> None:
+    if name not in ENGINES:
+        raise ValueError(f"unknown backend {name!r}; choose auto, {', '.join(ENGINES)}")
+    if kind not in _ENGINE_DEVICES[name] and not (name == "triton" and _triton_interpreted()):
+        runs_on = " or ".join("a CUDA GPU" if d == "cuda" else "the CPU" for d in _ENGINE_DEVICES[name])
+        raise ValueError(f"--backend {name} runs on {runs_on}, not on device {device}")
+
+
+def _require_installed(name: str) -> None:
+    if name == "openvino" and not openvino_installed():
+        raise ImportError("--backend openvino needs OpenVINO: pip install openvino")
+
+
+def _native_bf16(flags: set[str]) -> bool:
+    return bool({"avx512_bf16", "amx_bf16"} & flags)
 
 
 def available_host_memory() -> int | None:

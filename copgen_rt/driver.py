@@ -44,12 +44,12 @@ class PipelineSource:
     spec: dict  # specs.to_dict (ModelSpec itself does not pickle)
     weights: str | None  # a weights directory or hub id; None with an engine
     engine: str | None
-    backend: str = "torch"
+    backend: str | None = None  # None: auto (copgen_rt.device.choose_engine, where it loads)
     device: str | None = None  # chosen where the pipeline is loaded
     dtype: str | None = None
 
     @classmethod
-    def create(cls, spec: specs.ModelSpec, weights: str | None, engine: str | None, backend: str = "torch",
+    def create(cls, spec: specs.ModelSpec, weights: str | None, engine: str | None, backend: str | None = None,
                device: str | None = None, dtype: str | None = None) -> "PipelineSource":
         local = lambda p: str(Path(p).absolute()) if p and Path(p).exists() else p  # noqa: E731
         return cls(specs.to_dict(spec), local(weights), local(engine), backend, device, dtype)
@@ -62,7 +62,7 @@ class PipelineSource:
             if self.engine:
                 return Pipeline.from_export(self.engine, device=choice.device)
             return Pipeline.from_pretrained(specs.from_dict(self.spec), self.weights, device=choice.device,
-                                            dtype=choice.dtype, backend={"denoiser": self.backend})
+                                            dtype=self.dtype or "auto", backend=self.backend or "auto")
 
     def provenance(self, pipeline: Pipeline) -> dict:
         """Model and hashes of every weight file the pipeline may load (hashed once per run)."""

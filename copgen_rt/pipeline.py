@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from copgen_rt import processing, specs
-from copgen_rt.backends import DenoiserBackend, TorchVAE, VAEBackend, make_denoiser_backend
+from copgen_rt.backends import DenoiserBackend, VAEBackend
 from copgen_rt.models.autoencoder import posterior_sample
 from copgen_rt.sampler import NoiseSource, row_seeds, sample
 from copgen_rt.schedule import NoiseSchedule
@@ -48,6 +48,11 @@ class _MomentsCache:
         if len(self.entries) > self.max_entries:
             self.entries.popitem(last=False)
         return value
+
+
+def dtype_name(dtype: torch.dtype | str) -> str:
+    """fp32 | fp16 | bf16 for a torch dtype or any name `parse_dtype` takes."""
+    return {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}[parse_dtype(dtype)]
 
 
 def _device(device: str | torch.device | None) -> torch.device:
@@ -110,6 +115,7 @@ class Pipeline:
         self._moments = _MomentsCache()
         if self.provenance.random:
             warn_random_weights(f"this {spec.name} pipeline")
+        self.engines = None  # from_weights: the copgen_rt.device.EngineChoice (what runs what, and why)
 
     # --- construction -------------------------------------------------------------------------
 
@@ -118,42 +124,35 @@ class Pipeline:
                      vaes: Mapping[str, str | Path] | None = None, device=None,
                      dtype: torch.dtype | str = torch.float32,
                      vae_dtype: torch.dtype | str = torch.float32,
-                     backend: str | Mapping[str, str] = "torch", cuda_graphs: bool = True) -> "Pipeline":
+                     backend: str | Mapping[str, str] = "auto", cuda_graphs: bool = True) -> "Pipeline":
         """Checkpoint files: the denoiser and {modality: VAE file} (VAEs load on first use).
 
-        `backend` is one name for every component or {"denoiser": ..., "vae": ...}: "torch",
-        "triton" (denoiser only) or "onnxruntime" (exported on first use into a cache folder).
-        `dtype="auto"` picks what the device runs natively (`copgen_rt.device`). On CUDA the torch
-        denoiser replays CUDA graphs per batch bucket unless `cuda_graphs=False`.
+        `backend` is one name for every component or {"denoiser": ..., "vae": ...}: "auto"
+        (OpenVINO on CPUs where it is installed, else torch), "torch", "triton" (denoiser only),
+        "onnxruntime" or "openvino" (exported on first use into a cache folder, compiled once);
+        `copgen_rt.device.choose_engine` decides and refuses bad pairs. `dtype="auto"` picks what
+        the device runs natively. On CUDA the torch denoiser replays CUDA graphs per batch bucket
+        unless `cuda_graphs=False`.
         """
+        from copgen_rt.backends import EXPORTED_ENGINES, denoiser_backend, vae_backend
+        from copgen_rt.device import choose_engine
+
         spec = specs.get(spec) if isinstance(spec, str) else spec
         device = _device(device)
-        choice = {"denoiser": backend, "vae": backend} if isinstance(backend, str) else \
-            {"denoiser": "torch", "vae": "torch", **backend}
+        engines = choose_engine(str(device), backend, None if dtype == "auto" else dtype_name(dtype),
+                                dtype_name(vae_dtype))
         ckpt = read_checkpoint(denoiser)
-        if dtype == "auto":
-            from copgen_rt.device import choose
-
-            dtype = choose(str(device)).dtype
-        model = load_denoiser(spec, ckpt, device, parse_dtype(dtype))
+        exported = engines.denoiser in EXPORTED_ENGINES  # exports are fp32 graphs
+        model = load_denoiser(spec, ckpt, device, torch.float32 if exported else parse_dtype(engines.dtype))
         provenance = Provenance(spec.name, {"denoiser": str(ckpt.path)}, ckpt.is_random)
-        if choice["denoiser"] == "onnxruntime":
-            from copgen_rt.backends.onnxruntime_backend import cached_onnx_denoiser
-
-            den_backend = cached_onnx_denoiser(spec, model, ckpt.path)
-        else:
-            den_backend = make_denoiser_backend(choice["denoiser"], model)
-            if cuda_graphs and device.type == "cuda" and choice["denoiser"] == "torch":
-                from copgen_rt.backends.cuda_graphs import CudaGraphDenoiser
-
-                den_backend = CudaGraphDenoiser(den_backend)
+        den_backend = denoiser_backend(engines.denoiser, spec, model, ckpt.path, engines.dtype, cuda_graphs)
         vae_files: dict[str, Path] = {}
         for name, path in (vaes or {}).items():
             key = spec.modality(name).vae if name in spec.names else name
             if key not in spec.vaes:
                 raise ValueError(f"{name}: not a modality with a VAE in {spec.name}")
             vae_files[key] = Path(path)
-        vae_dtype = parse_dtype(vae_dtype)
+        vae_precision = dtype_name(vae_dtype)
         # every file the pipeline may load, known up front: provenance does not change as VAEs load
         provenance.files.update({f"vae/{k}": str(p) for k, p in vae_files.items()})
 
@@ -165,16 +164,13 @@ class Pipeline:
             if vckpt.is_random and not provenance.random:
                 warn_random_weights(f"the {modality} VAE of this {spec.name} pipeline")
             provenance.random = provenance.random or vckpt.is_random
-            vae = load_autoencoder(spec, modality, vckpt, device, vae_dtype)
-            if choice["vae"] == "onnxruntime":
-                from copgen_rt.backends.onnxruntime_backend import cached_onnx_vae
+            vae = load_autoencoder(spec, modality, vckpt, device,
+                                   torch.float32 if engines.vae in EXPORTED_ENGINES else parse_dtype(vae_dtype))
+            return vae_backend(engines.vae, spec, key, vae, vckpt.path, vae_precision)
 
-                return cached_onnx_vae(spec, key, vae, vckpt.path)
-            if choice["vae"] != "torch":
-                raise ValueError(f"unknown VAE backend {choice['vae']!r}; choose torch or onnxruntime")
-            return TorchVAE(vae)
-
-        return cls(spec, den_backend, load_vae, provenance, device)
+        pipeline = cls(spec, den_backend, load_vae, provenance, device)
+        pipeline.engines = engines
+        return pipeline
 
     @classmethod
     def from_export(cls, folder: str | Path, device=None, providers: Sequence[str] | None = None

@@ -9,6 +9,7 @@ fresh random inputs through onnxruntime; an export that fails parity raises `Exp
 
 from __future__ import annotations
 
+import importlib
 import hashlib
 import os
 import tempfile
@@ -35,15 +36,21 @@ class ExportError(Exception):
     """An export is invalid or does not match the torch component (message is one line)."""
 
 
-def require_onnx() -> tuple:
-    """onnx and onnxruntime, or an ImportError (exit 6 from the CLI) that names the extra."""
+def require_onnx():
+    """onnx, with a runtime for the parity check (onnxruntime or OpenVINO), or an ImportError
+    (exit 6 from the CLI) that names the extra."""
     try:
         import onnx
-        import onnxruntime
-    except ImportError as e:
-        raise ImportError(f"export needs onnx and onnxruntime ({e.name or 'onnx'} is not installed): "
-                          "pip install 'copgen-rt[onnx]'") from None
-    return onnx, onnxruntime
+    except ImportError:
+        raise ImportError("export needs onnx (not installed): pip install 'copgen-rt[onnx]'") from None
+    for runtime in ("onnxruntime", "openvino"):
+        try:
+            importlib.import_module(runtime)
+            return onnx
+        except ImportError:
+            continue
+    raise ImportError("export checks parity through onnxruntime or openvino, and neither is installed: "
+                      "pip install 'copgen-rt[onnx]'")
 
 
 class _DenoiserIO(nn.Module):
@@ -179,26 +186,43 @@ def check_graph(path: Path, outputs: list[TensorInfo]) -> dict[str, int]:
         raise ExportError(str(e)) from None
 
 
-def check_parity(path: Path, inputs: list[TensorInfo], outputs: list[TensorInfo],
-                 reference: Callable[[list[Tensor]], Sequence[Tensor]], batch: int, precision: str) -> dict:
-    """onnxruntime vs torch on fresh random inputs; raises ExportError above the tolerance."""
+def _run_onnxruntime(path: Path, output_names: list[str], feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
     import onnxruntime as ort
 
-    feeds = _random_inputs(inputs, batch, torch.Generator().manual_seed(int.from_bytes(os.urandom(4), "little")))
     options = ort.SessionOptions()
     options.intra_op_num_threads = torch.get_num_threads()
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    got = session.run([o.name for o in outputs], {i.name: t.numpy() for i, t in zip(inputs, feeds)})
+    return session.run(output_names, feeds)
+
+
+def _parity_runtime(name: str) -> tuple[Callable, str]:
+    """(run(path, output names, feeds) -> outputs, description) of an fp32 ONNX runtime."""
+    if name == "openvino":
+        from copgen_rt.backends import openvino_backend
+
+        return openvino_backend.run_fp32, f"openvino {openvino_backend.version()} CPU fp32"
+    import onnxruntime as ort
+
+    return _run_onnxruntime, f"onnxruntime {ort.__version__} CPU"
+
+
+def check_parity(path: Path, inputs: list[TensorInfo], outputs: list[TensorInfo],
+                 reference: Callable[[list[Tensor]], Sequence[Tensor]], batch: int, precision: str,
+                 runtime: str = "onnxruntime") -> dict:
+    """The ONNX file through `runtime` (onnxruntime or openvino, fp32) vs torch on fresh random
+    inputs; raises ExportError above the tolerance."""
+    run, description = _parity_runtime(runtime)
+    feeds = _random_inputs(inputs, batch, torch.Generator().manual_seed(int.from_bytes(os.urandom(4), "little")))
+    got = run(path, [o.name for o in outputs], {i.name: t.numpy() for i, t in zip(inputs, feeds)})
     with torch.no_grad():
         want = reference(feeds)
     err = max(float(np.abs(g - w.numpy()).max() / max(np.abs(w.numpy()).max(), 1e-30))
               for g, w in zip(got, want))
     tol = PARITY_TOL[precision]
     if not err <= tol:
-        raise ExportError(f"{path.name}: onnxruntime differs from torch by {err:.2e} (relative), "
+        raise ExportError(f"{path.name}: {runtime} differs from torch by {err:.2e} (relative), "
                           f"above {tol:g}")
-    return {"max_rel_err": err, "batch": batch, "runtime": f"onnxruntime {ort.__version__} CPU",
-            "tolerance": tol}
+    return {"max_rel_err": err, "batch": batch, "runtime": description, "tolerance": tol}
 
 
 def file_sha256(path: Path) -> str:
@@ -213,12 +237,13 @@ def file_sha256(path: Path) -> str:
 def export_models(spec: ModelSpec, denoiser: Denoiser | None, vaes: dict[str, Autoencoder], out: Path,
                   weights: dict[str, str], random_weights: bool, batch: tuple[int, int, int] = (1, 4, 16),
                   precision: str = "fp32", check: str = "parity", parity_batch: int = 2,
-                  progress: Callable[[str], None] = lambda s: None) -> Manifest:
+                  progress: Callable[[str], None] = lambda s: None,
+                  parity_runtime: str = "onnxruntime") -> Manifest:
     """Export the given torch components (fp32 graphs) into `out` and write the manifest.
 
-    check: "parity" (graph checks and onnxruntime vs torch), "graph" (checks only) or "none".
+    check: "parity" (graph checks and `parity_runtime` vs torch), "graph" (checks only) or "none".
     """
-    onnx, onnxruntime = require_onnx()
+    onnx = require_onnx()
     if precision not in PARITY_TOL:
         raise ExportError(f"ONNX graphs are exported in fp32 (the CPU runtime's precision); "
                           f"build a TensorRT engine for {precision}")
@@ -226,7 +251,7 @@ def export_models(spec: ModelSpec, denoiser: Denoiser | None, vaes: dict[str, Au
     manifest = Manifest(format="onnx", spec=specs.to_dict(spec), weights=weights,
                         random_weights=random_weights, opset=OPSET, batch=list(batch),
                         versions={"copgen_rt": __version__, "torch": torch.__version__,
-                                  "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__})
+                                  "onnx": onnx.__version__, **_runtime_versions()})
     jobs = []
     if denoiser is not None:
         ins, outs = denoiser_io(spec)
@@ -245,11 +270,24 @@ def export_models(spec: ModelSpec, denoiser: Denoiser | None, vaes: dict[str, Au
             parity["ops"] = sum(check_graph(path, outs).values())
         if check == "parity":
             parity.update(check_parity(path, ins, outs, lambda feeds, m=module: _as_tuple(m(*feeds)),
-                                       parity_batch, precision))
+                                       parity_batch, precision, parity_runtime))
         manifest.components.append(Component(name, str(path.relative_to(out)), ins, outs, precision,
                                              parity, file_sha256(path)))
     manifest.save(out)
     return manifest
+
+
+def _runtime_versions() -> dict[str, str]:
+    """Versions of the installed ONNX runtimes (each is optional)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {}
+    for name in ("onnxruntime", "openvino"):
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            pass
+    return found
 
 
 def _as_tuple(x) -> tuple[Tensor, ...]:

@@ -34,6 +34,19 @@ def drift(outs: list[torch.Tensor], refs: list[torch.Tensor]) -> float:
     return float((out - ref).abs().mean() / ref.abs().mean())
 
 
+@pytest.fixture(scope="session", autouse=True)
+def export_cache(tmp_path_factory) -> Path:
+    """Exports and compiled engines (the default CPU engine makes them on first use) go to one
+    folder per session, not to the user's cache; set COPGEN_RT_CACHE to reuse one across runs."""
+    import os
+
+    if os.environ.get("COPGEN_RT_CACHE"):
+        return Path(os.environ["COPGEN_RT_CACHE"])
+    folder = tmp_path_factory.mktemp("copgen-rt-cache")
+    os.environ["COPGEN_RT_CACHE"] = str(folder)
+    return folder
+
+
 @pytest.fixture(scope="session")
 def tiny_spec():
     from copgen_rt import specs
@@ -58,7 +71,7 @@ def tiny_pipeline(tiny_spec):
     return Pipeline.from_weights(tiny_spec, TINY / "denoiser.safetensors",
                                  vaes={"DEM_DEM": TINY / "vae-DEM_DEM.safetensors",
                                        "S1RTC_vh_vv": TINY / "vae-S1RTC_vh_vv.safetensors"},
-                                 device="cpu")
+                                 device="cpu", backend="torch")  # the implementation itself
 
 
 @pytest.fixture()
@@ -92,4 +105,4 @@ def beta_pipeline(beta_spec):
     from copgen_rt import Pipeline
 
     return Pipeline.from_weights(beta_spec, BETA / "denoiser.safetensors",
-                                 vaes={"sd-kl-f8": BETA / "vae.safetensors"}, device="cpu")
+                                 vaes={"sd-kl-f8": BETA / "vae.safetensors"}, device="cpu", backend="torch")

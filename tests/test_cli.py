@@ -59,15 +59,19 @@ def test_warnings_are_one_line_each(tmp_path):
     assert not any(line.lstrip().startswith(("warnings.warn", "File ")) for line in r.output.splitlines())
 
 
-@pytest.mark.parametrize("module", ["onnx", "onnxruntime"])
-def test_export_without_the_onnx_extra_names_it(tmp_path, monkeypatch, module):
-    """A missing onnx or onnxruntime is exit 6 with the pip extra to install, before any export."""
-    monkeypatch.setitem(sys.modules, module, None)  # `import onnx` now fails
+@pytest.mark.parametrize("missing, message", [
+    (["onnx"], "export needs onnx (not installed)"),
+    (["onnxruntime", "openvino"], "export checks parity through onnxruntime or openvino, and neither is installed"),
+])
+def test_export_without_the_onnx_extra_names_it(tmp_path, monkeypatch, missing, message):
+    """A missing onnx, or no runtime for the parity check, is exit 6 with the pip extra to install,
+    before any export."""
+    for module in missing:
+        monkeypatch.setitem(sys.modules, module, None)  # `import onnx` now fails
     r = _run(["export", "--out", str(tmp_path / "export")])
     assert r.exit_code == 6, r.output
     lines = _error_lines(r.output)
-    assert lines == [f"copgen-rt: error: export needs onnx and onnxruntime ({module} is not installed): "
-                     "pip install 'copgen-rt[onnx]'"], r.output
+    assert lines == [f"copgen-rt: error: {message}: pip install 'copgen-rt[onnx]'"], r.output
     assert not (tmp_path / "export").exists()
 
 

@@ -3,8 +3,13 @@
 A denoiser backend is called as `backend(latents, timesteps) -> list of eps` with lists in
 canonical modality order, float32 in and out; a VAE backend has `encode_moments(x)` and
 `decode(z)`. The sampler and pipeline only see these interfaces. Implementations: torch (eager),
-triton (fused kernels), onnxruntime and tensorrt (exported components).
+triton (fused kernels), onnxruntime, openvino and tensorrt (exported components). Which engine
+runs what is chosen in `copgen_rt.device.choose_engine`.
 """
+
+from __future__ import annotations
+
+from pathlib import Path
 
 from copgen_rt.backends.base import DenoiserBackend, VAEBackend
 from copgen_rt.backends.torch_backend import TorchDenoiser, TorchVAE
@@ -23,4 +28,41 @@ def make_denoiser_backend(name: str, model) -> DenoiserBackend:
     raise ValueError(f"unknown denoiser backend {name!r}; choose {', '.join(DENOISER_BACKENDS)}")
 
 
-__all__ = ["DenoiserBackend", "VAEBackend", "TorchDenoiser", "TorchVAE", "make_denoiser_backend"]
+def denoiser_backend(engine: str, spec, model, checkpoint: Path, dtype: str,
+                     cuda_graphs: bool = True) -> DenoiserBackend:
+    """The denoiser on `engine` (see `copgen_rt.device.choose_engine`); exported engines export the
+    (fp32) model on first use and run it in `dtype`."""
+    if engine == "onnxruntime":
+        from copgen_rt.backends.onnxruntime_backend import cached_onnx_denoiser
+
+        return cached_onnx_denoiser(spec, model, checkpoint)
+    if engine == "openvino":
+        from copgen_rt.backends.openvino_backend import cached_denoiser
+
+        return cached_denoiser(spec, model, checkpoint, dtype)
+    backend = make_denoiser_backend(engine, model)
+    if cuda_graphs and engine == "torch" and backend.device.type == "cuda":
+        from copgen_rt.backends.cuda_graphs import CudaGraphDenoiser
+
+        backend = CudaGraphDenoiser(backend)
+    return backend
+
+
+def vae_backend(engine: str, spec, key: str, vae, checkpoint: Path, dtype: str) -> VAEBackend:
+    if engine == "onnxruntime":
+        from copgen_rt.backends.onnxruntime_backend import cached_onnx_vae
+
+        return cached_onnx_vae(spec, key, vae, checkpoint)
+    if engine == "openvino":
+        from copgen_rt.backends.openvino_backend import cached_vae
+
+        return cached_vae(spec, key, vae, checkpoint, dtype)
+    if engine != "torch":
+        raise ValueError(f"unknown VAE backend {engine!r}; choose torch, onnxruntime or openvino")
+    return TorchVAE(vae)
+
+
+EXPORTED_ENGINES = ("onnxruntime", "openvino")  # run an fp32 ONNX export, whatever their precision
+
+__all__ = ["DenoiserBackend", "VAEBackend", "TorchDenoiser", "TorchVAE", "make_denoiser_backend",
+           "denoiser_backend", "vae_backend", "EXPORTED_ENGINES"]

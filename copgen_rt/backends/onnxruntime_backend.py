@@ -68,40 +68,18 @@ class OrtVAE:
         return self._run(self.decoder, "z", z)
 
 
-def cache_dir() -> Path:
-    import os
-
-    root = os.environ.get("COPGEN_RT_CACHE") or Path.home() / ".cache" / "copgen-rt"
-    return Path(root) / "onnx"
-
-
-def _cache_key(spec, component: str, checkpoint: Path) -> str:
-    import hashlib
-    import json
-
-    from copgen_rt import specs
-    from copgen_rt.weights import file_sha256
-
-    data = json.dumps([specs.to_dict(spec), component, file_sha256(checkpoint)], sort_keys=True)
-    return hashlib.sha256(data.encode()).hexdigest()[:24]
-
-
 def cached_onnx_denoiser(spec, model, checkpoint: Path) -> OrtDenoiser:
     """Export the denoiser once per (spec, checkpoint) into the cache, then run it."""
-    from copgen_rt.export.onnx import export_models
+    from copgen_rt.backends.export_cache import cached_export
 
-    folder = cache_dir() / _cache_key(spec, "denoiser", checkpoint)
-    if not (folder / "manifest.json").exists():
-        export_models(spec, model, {}, folder, weights={}, random_weights=False)
+    folder, _ = cached_export(spec, "denoiser", model, checkpoint)
     return _denoiser_from_manifest(folder, None)
 
 
 def cached_onnx_vae(spec, key: str, vae, checkpoint: Path) -> OrtVAE:
-    from copgen_rt.export.onnx import export_models
+    from copgen_rt.backends.export_cache import cached_export
 
-    folder = cache_dir() / _cache_key(spec, f"vae/{key}", checkpoint)
-    if not (folder / "manifest.json").exists():
-        export_models(spec, None, {key: vae}, folder, weights={}, random_weights=False)
+    folder, _ = cached_export(spec, f"vae/{key}", vae, checkpoint)
     return OrtVAE(folder / f"vae_encoder/{key}.onnx", folder / f"vae_decoder/{key}.onnx")
 
 
