@@ -30,6 +30,7 @@ class Reflectance:
 
     scale: float = 10000.0
     units: str = "DN (reflectance x 10000)"
+    plausible: tuple[float, float] = (-1000.0, 65535.0)  # uint16 DNs, less a removed baseline offset
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,12 @@ from copgen_rt.device import choose_engine
 BF16_CPU, AVX2_CPU = {"avx2", "avx512f", "avx512_bf16"}, {"avx2", "fma"}
 
 
+@pytest.fixture(autouse=True)
+def no_triton_interpreter(monkeypatch):
+    """tests/test_kernels.py sets TRITON_INTERPRET=1 for the session, which allows triton on CPUs."""
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+
+
 @pytest.fixture
 def cpu(monkeypatch):
     """A CPU with or without native bf16, with or without OpenVINO installed."""

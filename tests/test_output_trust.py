@@ -270,18 +270,30 @@ def test_quicklooks_are_added_to_a_complete_run_without_running_it(tmp_path, dem
 # --- no exit 0 with non-finite outputs ------------------------------------------------------
 
 
-def test_values_the_model_cannot_take_are_an_error_not_nan_rasters(tmp_path):
+def test_values_the_model_cannot_take_are_an_error_not_nan_rasters(tmp_path, demo, monkeypatch):
     data = smooth_s2(200, 200).astype(np.float32)
     data[:, :50, :50] = 1e30
     scene = write_raster(tmp_path / "huge.tif", data)
     r = _cli(["infer", scene, "--generate", "DEM_DEM", "--steps", "1", "--out", tmp_path / "o1", "-q"])
     assert r.exit_code == 3, r.output
-    _one_error(r.output, "is not finite")
-    assert "huge.tif" in r.output and not list((tmp_path / "o1").glob("*.tif"))
+    _one_error(r.output, "huge.tif: S2L2A_")
+    assert "are no Sentinel-2 DNs" in r.output and not list((tmp_path / "o1").glob("*.tif"))
     r = _cli(["infer", write_raster(tmp_path / "ok.tif", smooth_s2(200, 200)), "--s2-offset", "1e30",
               "--generate", "DEM_DEM", "--steps", "1", "--out", tmp_path / "o2", "-q"])
     assert r.exit_code == 3, r.output
-    _one_error(r.output, "is not finite")
+    _one_error(r.output, "are no Sentinel-2 DNs")
+
+    # whatever gets past the inputs: a non-finite output is an error too, never a product
+    from copgen_rt.scenes import tile_inputs
+
+    monkeypatch.setattr(tile_inputs, "_check_plausible", lambda *a: None)
+    job = SceneJob(DEMO, [open_input(scene)], tmp_path / "o3", SceneOptions(steps=1, generate=("DEM_DEM",)))
+    nan_decoder = type(demo)(demo.spec, demo.denoiser, demo._vae_loader, demo.provenance, demo.device)
+    nan_decoder.decode = lambda latents, physical_units=True: {n: z * float("nan") for n, z in
+                                                              demo.decode(latents, physical_units).items()}
+    with pytest.raises(SceneError, match=r"tile r0000c0000: the generated DEM_DEM is not finite"):
+        run_scene(job, nan_decoder)
+    assert not list((tmp_path / "o3").glob("*.tif"))
 
 
 def test_a_band_without_data_and_a_centimetre_scene_are_refused(tmp_path):

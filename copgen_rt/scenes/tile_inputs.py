@@ -11,7 +11,7 @@ from rasterio.warp import transform as warp_transform
 from copgen_rt.scenes.job import BASE_GSD, SceneJob
 from copgen_rt.scenes.reader import ModalityReader, SceneError, coverage_reader
 from copgen_rt.scenes.tiling import Tile
-from copgen_rt.specs import Classes, Modality
+from copgen_rt.specs import Classes, Modality, Reflectance
 
 
 @dataclass
@@ -47,6 +47,7 @@ class TileReader:
             col, row = tile.pixel_origin(m.gsd)
             data, ok = reader.read(col, row, size)
             if ok.any():
+                _check_plausible(reader, data, ok, tile)
                 conditions[name] = _fill_gaps(data, ok, m)
         col, row = tile.pixel_origin(BASE_GSD)
         for reader in self.coverage:
@@ -62,6 +63,21 @@ class TileReader:
         x, y = f.left + tile.x_m + half, f.top - tile.y_m - half
         lon, lat = warp_transform(f.crs, "EPSG:4326", [x], [y])
         return float(lat[0]), float(lon[0])
+
+
+def _check_plausible(reader: ModalityReader, data: np.ndarray, valid: np.ndarray, tile: Tile) -> None:
+    """S2 values no Sentinel-2 product holds (e.g. 1e30, or a wild --s2-offset) are an error:
+    fed to the model they give garbage, finite or not."""
+    p = reader.modality.processing
+    if not isinstance(p, Reflectance):
+        return
+    values = data[:, valid]
+    low, high = float(values.min()), float(values.max())
+    if low < p.plausible[0] or high > p.plausible[1]:
+        scene = reader.scene
+        raise SceneError(f"{scene.path.name}: {reader.modality.name} values {low:.4g} to {high:.4g} in tile "
+                         f"{tile.key} (DN offset {scene.dn_offset:+g} included) are no Sentinel-2 DNs "
+                         f"({p.plausible[0]:g} to {p.plausible[1]:g}); check the file's scaling and --s2-offset")
 
 
 def _fill_gaps(data: np.ndarray, valid: np.ndarray, m: Modality) -> np.ndarray:
