@@ -14,6 +14,7 @@ speed does not depend on weight values. Results: JSON + markdown + SVG under ben
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import platform
@@ -21,13 +22,14 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
+from typing import Any
 
 import torch
 
 from copgen_rt import __version__, specs
-from copgen_rt.backends import TorchDenoiser
+from copgen_rt.backends import DenoiserBackend, TorchDenoiser
 from copgen_rt.backends.torch_backend import ReferenceStyleDenoiser
 from copgen_rt.device import choose, cpu_name
 from copgen_rt.models import Denoiser
@@ -100,9 +102,10 @@ def bench_denoiser(spec: ModelSpec, device: str, batches: list[int], variants: l
             continue
         for batch in batches:
             latents, times = _inputs(spec, batch, device)
+            fn: DenoiserBackend
             if variant == "torch-fp32":
                 fn, precision = TorchDenoiser(models["fp32"]), "fp32"
-            elif variant == "torch-low":
+            elif variant == "torch-low" and low is not None:
                 if low not in models:
                     models[low] = random_denoiser(spec, device, {"bf16": torch.bfloat16,
                                                                   "fp16": torch.float16}[low])
@@ -116,7 +119,7 @@ def bench_denoiser(spec: ModelSpec, device: str, batches: list[int], variants: l
                 fn, precision = ReferenceStyleDenoiser(models["fp32"], "fp32"), "fp32"
             else:
                 raise ValueError(variant)
-            seconds = _time(lambda: fn(latents, times), repeats)
+            seconds = _time(functools.partial(fn, latents, times), repeats)
             rate = flops * batch / seconds / 1e9
             ref_peak = peak.get(precision, peak["fp32"])
             row = {"spec": spec.name, "variant": variant, "precision": precision, "batch": batch,
@@ -148,11 +151,12 @@ def bench_presets(spec: ModelSpec, device: str, batch: int, log) -> list[dict]:
     gen = [n for n in spec.names if n not in cond]
     g = torch.Generator().manual_seed(3)
     latents = {n: torch.randn(batch, *spec.modality(n).latent_shape, generator=g) for n in cond}
-    rows, exact = [], None
+    rows: list[dict[str, Any]] = []
+    exact = None
     for preset in ("exact", "fast", "draft"):
-        result = {}
+        result: dict[str, torch.Tensor] = {}
 
-        def run():
+        def run(preset: str = preset, result: dict[str, torch.Tensor] = result) -> None:
             result.update(pipe.generate(gen, latents, conditions_are_latents=True, preset=preset,
                                         seed=list(range(batch)), decode=False))
 
@@ -186,7 +190,8 @@ opts = SceneOptions(preset={preset!r}, batch_size={batch}, overwrite=True)
 job = SceneJob(pipe.spec, [open_input(path)], tmp / f"out{{side}}", opts)
 t = time.perf_counter(); result = run_scene(job, pipe); wall = time.perf_counter() - t
 print(json.dumps({{"side_px": side, "tiles": result.tiles, "wall_s": wall, "denoiser_s": timers["denoiser"],
-                   "vae_s": timers["vae"], "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                   "vae_s": timers["vae"],
+                   "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                    "km2": (side * 10 / 1000) ** 2}}))
 """
 
@@ -203,11 +208,14 @@ def scene_pipeline(spec_name: str, device: str, dtype: str):
     precision = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[dtype]
     inner = TorchDenoiser(random_denoiser(spec, device, precision))
 
-    def denoiser(latents, timesteps):
-        t = time.perf_counter()
-        out = inner(latents, timesteps)
-        timers["denoiser"] += time.perf_counter() - t
-        return out
+    class TimedDenoiser:
+        name = inner.name
+
+        def __call__(self, latents: list[torch.Tensor], timesteps: list[torch.Tensor]) -> list[torch.Tensor]:
+            t = time.perf_counter()
+            out = inner(latents, timesteps)
+            timers["denoiser"] += time.perf_counter() - t
+            return out
 
     class TimedVAE:
         def __init__(self, vae):
@@ -232,7 +240,7 @@ def scene_pipeline(spec_name: str, device: str, dtype: str):
         model.load_state_dict(random_state_dict(shapes, 7))
         return TimedVAE(TorchVAE(model.to(device).eval()))
 
-    pipe = Pipeline(spec, denoiser, load_vae, Provenance(spec.name, random=True), device)
+    pipe = Pipeline(spec, TimedDenoiser(), load_vae, Provenance(spec.name, random=True), device)
     return pipe, timers
 
 
@@ -278,8 +286,8 @@ def run(out_dir: Path, device: str = "cpu", quick: bool = False, log=print) -> d
     log(choice.describe())
     peak = {"fp32": matmul_peak(device, torch.float32, n=1024 if quick else 2048)}
     if choice.dtype != "fp32":
-        peak[choice.dtype] = matmul_peak(device, {"bf16": torch.bfloat16, "fp16": torch.float16}[choice.dtype],
-                                         n=1024 if quick else 2048)
+        low = {"bf16": torch.bfloat16, "fp16": torch.float16}[choice.dtype]
+        peak[choice.dtype] = matmul_peak(device, low, n=1024 if quick else 2048)
     log("matmul peak: " + ", ".join(f"{k} {v:.1f} GFLOP/s" for k, v in peak.items()))
     demo, mid, base = specs.get("copgen-demo"), mid_spec(), specs.get("copgen-base")
     variants = ["torch-fp32", "torch-low", "onnxruntime-fp32", "eager-reference", "eager-reference-fp32"]
@@ -313,7 +321,8 @@ def write_reports(results: dict, out_dir: Path) -> Path:
     stem.with_suffix(".json").write_text(json.dumps(results, indent=1) + "\n")
     lines = [f"# copgen-rt bench ({results['environment']['cpu']}, {results['environment']['device']})", "",
              "Peak: " + ", ".join(f"{k} {v:.1f} GFLOP/s" for k, v in results["peak_gflops"].items()), "",
-             "| spec | variant | precision | batch | ms | GFLOP/s | of peak |", "|---|---|---|---|---|---|---|"]
+             "| spec | variant | precision | batch | ms | GFLOP/s | of peak |",
+             "|---|---|---|---|---|---|---|"]
     for r in results["denoiser"]:
         lines.append(f"| {r['spec']} | {r['variant']} | {r['precision']} | {r['batch']} | {r['ms']:.1f} | "
                      f"{r['gflops']:.1f} | {r['fraction_of_peak']:.0%} |")
@@ -321,7 +330,8 @@ def write_reports(results: dict, out_dir: Path) -> Path:
     for r in results["presets"]:
         lines.append(f"| {r['spec']} | {r['preset']} | {r['seconds_per_tile']:.2f} | "
                      f"{r['speedup_vs_exact']:.1f}x | {r['drift_from_exact']:.1e} |")
-    lines += ["", "| scene | tiles | wall s | network share | km2/s | peak RSS MB |", "|---|---|---|---|---|---|"]
+    lines += ["", "| scene | tiles | wall s | network share | km2/s | peak RSS MB |",
+              "|---|---|---|---|---|---|"]
     for r in results["scenes"]:
         lines.append(f"| {r['side_px']} px ({r['spec']}, {r['preset']}) | {r['tiles']} | {r['wall_s']:.1f} | "
                      f"{r['network_share']:.1%} | {r['km2_per_s']:.3f} | {r['peak_rss_mb']:.0f} |")
@@ -333,8 +343,9 @@ def write_reports(results: dict, out_dir: Path) -> Path:
 def _svg_bars(rows: list[dict]) -> str:
     """Fraction of peak per (spec, variant, batch) as a horizontal bar chart."""
     height = 22 * len(rows) + 40
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="760" height="{height}" font-family="sans-serif" '
-             'font-size="12">', '<text x="10" y="18">denoiser forward: fraction of matmul peak</text>']
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="760" height="{height}" '
+             'font-family="sans-serif" font-size="12">',
+             '<text x="10" y="18">denoiser forward: fraction of matmul peak</text>']
     for i, r in enumerate(rows):
         y = 30 + 22 * i
         width = max(1.0, 400 * min(r["fraction_of_peak"], 1.5))

@@ -18,14 +18,20 @@ import os
 import sys
 import time
 import warnings
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
 
 from copgen_rt import __version__, specs
 from copgen_rt.device import choose as choose_device
-from copgen_rt.files import (OutputBusyError, OutputWriteError, check_writable, is_regular_file, waiting_lock,
-                             write_text)
+from copgen_rt.files import (
+    OutputBusyError,
+    OutputWriteError,
+    check_writable,
+    is_regular_file,
+    waiting_lock,
+    write_text,
+)
 from copgen_rt.pipeline import Pipeline
 from copgen_rt.scenelist import SceneEntry
 from copgen_rt.scenes.job import SceneJob
@@ -50,7 +56,7 @@ class PipelineSource:
 
     @classmethod
     def create(cls, spec: specs.ModelSpec, weights: str | None, engine: str | None, backend: str = "torch",
-               device: str | None = None, dtype: str | None = None) -> "PipelineSource":
+               device: str | None = None, dtype: str | None = None) -> PipelineSource:
         local = lambda p: str(Path(p).absolute()) if p and Path(p).exists() else p  # noqa: E731
         return cls(specs.to_dict(spec), local(weights), local(engine), backend, device, dtype)
 
@@ -69,8 +75,12 @@ class PipelineSource:
         if self.engine:
             files = dict(pipeline.provenance.files)
         else:
+            if self.weights is None:
+                raise ValueError("a pipeline source needs weights or an engine")
             found = resolve_weights(pipeline.spec, self.weights)
-            files = {"denoiser": found.denoiser, **{f"vae/{k}": p for k, p in found.vaes.items()}}
+            if found.denoiser is None:
+                raise CheckpointError(f"{self.weights}: no denoiser checkpoint")
+            files = {"denoiser": str(found.denoiser), **{f"vae/{k}": str(p) for k, p in found.vaes.items()}}
         return {"model": pipeline.spec.name, "software": f"copgen-rt {__version__}",
                 "weights": {k: file_sha256(Path(p))[:16] for k, p in sorted(files.items())},
                 "random_weights": pipeline.is_random}
@@ -126,7 +136,8 @@ class RunManifest:
 def fingerprint(job: SceneJob, provenance: dict) -> str:
     """Everything that decides a scene's outputs, the batch size aside (it only changes rounding,
     and its default depends on free memory)."""
-    options = {k: v for k, v in dataclasses.asdict(job.options).items() if k not in ("overwrite", "batch_size")}
+    options = {k: v for k, v in dataclasses.asdict(job.options).items()
+               if k not in ("overwrite", "batch_size")}
     inputs = [(str(s.path), s.path.stat().st_size, s.path.stat().st_mtime_ns, s.product, s.bands, s.units,
                s.dn_offset) for s in job.inputs]
     parts = {"model": provenance["model"], "weights": provenance["weights"], "options": options,
@@ -196,7 +207,8 @@ class Report:
 
     def summary(self, s: Summary) -> None:
         seconds = time.monotonic() - self.start
-        parts = [f"{s.succeeded} succeeded", f"{s.skipped} skipped (already complete)", f"{len(s.failed)} failed"]
+        parts = [f"{s.succeeded} succeeded", f"{s.skipped} skipped (already complete)",
+                 f"{len(s.failed)} failed"]
         retried = f"; {s.retried} task(s) retried after a worker died" if s.retried else ""
         say(f"{s.total} scenes in {_clock(seconds)}: {', '.join(parts)}{retried}")
         for name, reason in s.failed:
@@ -287,4 +299,4 @@ class Batch:
     @staticmethod
     def _entry(entry: SceneEntry) -> dict:
         return {"scene": str(entry.scene), "conds": list(entry.conds), "out": str(entry.out),
-                "finished": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+                "finished": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}

@@ -6,22 +6,30 @@ import hashlib
 import numbers
 import secrets
 from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
 
 import torch
 from torch import Tensor
 
 from copgen_rt import processing, specs
-from copgen_rt.backends import DenoiserBackend, TorchVAE, VAEBackend, make_denoiser_backend
+from copgen_rt.backends import DenoiserBackend, TorchDenoiser, TorchVAE, VAEBackend, make_denoiser_backend
 from copgen_rt.models.autoencoder import posterior_sample
+from copgen_rt.provenance import Provenance
 from copgen_rt.sampler import NoiseSource, row_seeds, sample
 from copgen_rt.schedule import NoiseSchedule
 from copgen_rt.solvers import build_program, resolve_preset
 from copgen_rt.specs import ModelSpec
-from copgen_rt.provenance import Provenance
-from copgen_rt.weights import (Checkpoint, CheckpointError, load_autoencoder, load_denoiser, parse_dtype,
-                               read_checkpoint, resolve_weights, warn_random_weights)
+from copgen_rt.weights import (
+    Checkpoint,
+    CheckpointError,
+    load_autoencoder,
+    load_denoiser,
+    parse_dtype,
+    read_checkpoint,
+    resolve_weights,
+    warn_random_weights,
+)
 
 
 class _MomentsCache:
@@ -106,7 +114,7 @@ class Pipeline:
                      vaes: Mapping[str, str | Path] | None = None, device=None,
                      dtype: torch.dtype | str = torch.float32,
                      vae_dtype: torch.dtype | str = torch.float32,
-                     backend: str | Mapping[str, str] = "torch", cuda_graphs: bool = True) -> "Pipeline":
+                     backend: str | Mapping[str, str] = "torch", cuda_graphs: bool = True) -> Pipeline:
         """Checkpoint files: the denoiser and {modality: VAE file} (VAEs load on first use).
 
         `backend` is one name for every component or {"denoiser": ..., "vae": ...}: "torch",
@@ -125,20 +133,21 @@ class Pipeline:
             dtype = choose(str(device)).dtype
         model = load_denoiser(spec, ckpt, device, parse_dtype(dtype))
         provenance = Provenance(spec.name, {"denoiser": str(ckpt.path)}, ckpt.is_random)
+        den_backend: DenoiserBackend
         if choice["denoiser"] == "onnxruntime":
             from copgen_rt.backends.onnxruntime_backend import cached_onnx_denoiser
 
             den_backend = cached_onnx_denoiser(spec, model, ckpt.path)
+        elif cuda_graphs and device.type == "cuda" and choice["denoiser"] == "torch":
+            from copgen_rt.backends.cuda_graphs import CudaGraphDenoiser
+
+            den_backend = CudaGraphDenoiser(TorchDenoiser(model))
         else:
             den_backend = make_denoiser_backend(choice["denoiser"], model)
-            if cuda_graphs and device.type == "cuda" and choice["denoiser"] == "torch":
-                from copgen_rt.backends.cuda_graphs import CudaGraphDenoiser
-
-                den_backend = CudaGraphDenoiser(den_backend)
         vae_files: dict[str, Path] = {}
         for name, path in (vaes or {}).items():
             key = spec.modality(name).vae if name in spec.names else name
-            if key not in spec.vaes:
+            if key is None or key not in spec.vaes:
                 raise ValueError(f"{name}: not a modality with a VAE in {spec.name}")
             vae_files[key] = Path(path)
         vae_dtype = parse_dtype(vae_dtype)
@@ -166,7 +175,7 @@ class Pipeline:
 
     @classmethod
     def from_export(cls, folder: str | Path, device=None, providers: Sequence[str] | None = None
-                    ) -> "Pipeline":
+                    ) -> Pipeline:
         """An export folder of `copgen-rt export`: ONNX files (onnxruntime) or TensorRT engines."""
         from copgen_rt.backends.exported import load_export
 
@@ -175,7 +184,7 @@ class Pipeline:
 
     @classmethod
     def from_pretrained(cls, spec: ModelSpec | str, weights: str | Path | None = None,
-                        **kwargs) -> "Pipeline":
+                        **kwargs) -> Pipeline:
         """A weights directory (ours or the released layout) or a hub id; without `weights`, the
         bundled demo model (copgen-demo only). `kwargs` go to `from_weights`."""
         spec = specs.get(spec) if isinstance(spec, str) else spec
@@ -192,7 +201,7 @@ class Pipeline:
         return cls.from_weights(spec, files.denoiser, vaes=dict(files.vaes), **kwargs)
 
     @classmethod
-    def demo(cls, **kwargs) -> "Pipeline":
+    def demo(cls, **kwargs) -> Pipeline:
         """The bundled demo model (copgen-demo): RANDOM weights, so its outputs are synthetic
         textures, not predictions; for trying the API (`copgen_rt.demo.read_chip` gives inputs)."""
         return cls.from_pretrained("copgen-demo", **kwargs)
@@ -255,8 +264,10 @@ class Pipeline:
         for name in cond_names:
             value = conditions[name]
             _check_dtype(name, value)
-            x = processing.preprocess(spec.modality(name), value, spec.pixel_shape(name)) if physical_units and not \
-                conditions_are_latents else torch.as_tensor(value, dtype=torch.float32)
+            if physical_units and not conditions_are_latents:
+                x = processing.preprocess(spec.modality(name), value, spec.pixel_shape(name))
+            else:
+                x = torch.as_tensor(value, dtype=torch.float32)
             model_inputs[name] = self._check_condition(name, x, conditions_are_latents)
         known = dict(known or {})
         if jumps and not known:
@@ -287,7 +298,8 @@ class Pipeline:
         for name in cond_names:  # posterior noise first, then x_init, then per-call noise
             latents[name] = self._condition_latent(name, model_inputs[name], conditions_are_latents,
                                                    n_samples, noise, (posterior_noise or {}).get(name))
-        known_latents = {name: (self._condition_latent(name, x, conditions_are_latents, n_samples, noise, None),
+        known_latents = {name: (self._condition_latent(name, x, conditions_are_latents, n_samples, noise,
+                                                       None),
                                 cells.to(self.device).repeat_interleave(n_samples, dim=0))
                          for name, (x, cells) in known_inputs.items()}
         x_init = {}
@@ -381,8 +393,8 @@ class Pipeline:
             eps = eps[::n_samples].repeat_interleave(n_samples, dim=0)
         return posterior_sample(moments, eps, self.spec.vae_for(name).scale_factor)
 
-    def _known_inputs(self, generate: Sequence[str], known: Mapping[str, object], physical_units: bool,
-                      is_latent: bool) -> dict[str, tuple[Tensor, Tensor]]:
+    def _known_inputs(self, generate: Sequence[str], known: Mapping[str, tuple[object, object]],
+                      physical_units: bool, is_latent: bool) -> dict[str, tuple[Tensor, Tensor]]:
         """{name: (model-space values with masked pixels filled, valid mask (B, H, W) bool)}.
 
         Masked pixels may hold anything (clouds, NaN nodata): before encoding they are replaced
@@ -394,7 +406,8 @@ class Pipeline:
                 raise ValueError(f"known values for {name}, which is not generated")
             m = self.spec.modality(name)
             if not m.is_image:
-                raise ValueError(f"known {name}: only image modalities can be partly known; give it as a condition")
+                raise ValueError(f"known {name}: only image modalities can be partly known; "
+                                 "give it as a condition")
             entry = known[name]
             if not isinstance(entry, (tuple, list)) or len(entry) != 2:
                 raise ValueError(f"known {name}: expected a pair (values, valid_mask)")
@@ -421,7 +434,8 @@ class Pipeline:
         try:
             valid = torch.as_tensor(valid)
         except (TypeError, ValueError, RuntimeError):
-            raise ValueError(f"known {name}: the valid mask must be an array, got {type(valid).__name__}") from None
+            raise ValueError(f"known {name}: the valid mask must be an array, "
+                             f"got {type(valid).__name__}") from None
         if valid.dtype != torch.bool:
             if valid.is_complex() or not bool(((valid == 0) | (valid == 1)).all()):
                 raise ValueError(f"known {name}: the valid mask must be boolean or 0/1")
@@ -429,7 +443,8 @@ class Pipeline:
         valid = valid.squeeze(-3) if valid.dim() == 4 and valid.shape[-3] == 1 else valid
         valid = valid.expand(shape[0], *valid.shape) if valid.dim() == 2 else valid
         if tuple(valid.shape) != tuple(shape):
-            raise ValueError(f"known {name}: expected a valid mask of shape {tuple(shape)}, got {tuple(valid.shape)}")
+            raise ValueError(f"known {name}: expected a valid mask of shape {tuple(shape)}, "
+                             f"got {tuple(valid.shape)}")
         return valid
 
     def _known_cells(self, name: str, valid: Tensor, is_latent: bool) -> Tensor:
@@ -444,9 +459,9 @@ class Pipeline:
         b, ph, pw = valid.shape
         return valid.reshape(b, h, ph // h, w, pw // w).all(dim=4).all(dim=2)
 
-    def _known_as_output(self, known: Mapping[str, object], inputs: Mapping[str, tuple[Tensor, Tensor]],
-                         n_samples: int, physical_units: bool, decode: bool, is_latent: bool
-                         ) -> dict[str, Tensor]:
+    def _known_as_output(self, known: Mapping[str, tuple[object, object]],
+                         inputs: Mapping[str, tuple[Tensor, Tensor]], n_samples: int, physical_units: bool,
+                         decode: bool, is_latent: bool) -> dict[str, Tensor]:
         """Every pixel is valid: the input itself, in the units generate would return (decoded,
         or the given latents when they are latents)."""
         out = {}

@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import warnings
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -106,8 +106,8 @@ def _one_hot(name: str, p: Classes, codes: Tensor) -> Tensor:
     lookup = torch.zeros(max(max(p.codes), int(codes.max().item()) if codes.numel() else 0) + 1,
                          dtype=torch.int64)
     known = torch.zeros_like(lookup, dtype=torch.bool)
-    for index, code in enumerate(p.codes):
-        lookup[code] = index
+    for class_index, code in enumerate(p.codes):
+        lookup[code] = class_index
         known[code] = True
     if codes.numel() and int(codes.min()) < 0:
         raise ValueError(f"{name}: negative class codes")

@@ -9,12 +9,13 @@ fresh random inputs through onnxruntime; an export that fails parity raises `Exp
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import tempfile
 import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -184,15 +185,17 @@ def check_parity(path: Path, inputs: list[TensorInfo], outputs: list[TensorInfo]
     """onnxruntime vs torch on fresh random inputs; raises ExportError above the tolerance."""
     import onnxruntime as ort
 
-    feeds = _random_inputs(inputs, batch, torch.Generator().manual_seed(int.from_bytes(os.urandom(4), "little")))
+    generator = torch.Generator().manual_seed(int.from_bytes(os.urandom(4), "little"))
+    feeds = _random_inputs(inputs, batch, generator)
     options = ort.SessionOptions()
     options.intra_op_num_threads = torch.get_num_threads()
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    got = session.run([o.name for o in outputs], {i.name: t.numpy() for i, t in zip(inputs, feeds)})
+    got = session.run([o.name for o in outputs],
+                      {i.name: t.numpy() for i, t in zip(inputs, feeds, strict=True)})
     with torch.no_grad():
         want = reference(feeds)
     err = max(float(np.abs(g - w.numpy()).max() / max(np.abs(w.numpy()).max(), 1e-30))
-              for g, w in zip(got, want))
+              for g, w in zip(got, want, strict=True))
     tol = PARITY_TOL[precision]
     if not err <= tol:
         raise ExportError(f"{path.name}: onnxruntime differs from torch by {err:.2e} (relative), "
@@ -203,7 +206,8 @@ def check_parity(path: Path, inputs: list[TensorInfo], outputs: list[TensorInfo]
 
 def file_sha256(path: Path) -> str:
     h = hashlib.sha256()
-    for p in [path, *([path.with_name(path.name + ".data")] if path.with_name(path.name + ".data").exists() else [])]:
+    data = path.with_name(path.name + ".data")
+    for p in [path, *([data] if data.exists() else [])]:
         with open(p, "rb") as f:
             while block := f.read(1 << 22):
                 h.update(block)
@@ -227,7 +231,7 @@ def export_models(spec: ModelSpec, denoiser: Denoiser | None, vaes: dict[str, Au
                         random_weights=random_weights, opset=OPSET, batch=list(batch),
                         versions={"copgen_rt": __version__, "torch": torch.__version__,
                                   "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__})
-    jobs = []
+    jobs: list[tuple[str, nn.Module, list[TensorInfo], list[TensorInfo]]] = []
     if denoiser is not None:
         ins, outs = denoiser_io(spec)
         jobs.append(("denoiser", _DenoiserIO(denoiser), ins, outs))
@@ -244,12 +248,16 @@ def export_models(spec: ModelSpec, denoiser: Denoiser | None, vaes: dict[str, Au
         if check in ("graph", "parity"):
             parity["ops"] = sum(check_graph(path, outs).values())
         if check == "parity":
-            parity.update(check_parity(path, ins, outs, lambda feeds, m=module: _as_tuple(m(*feeds)),
+            parity.update(check_parity(path, ins, outs, functools.partial(_run_module, module),
                                        parity_batch, precision))
         manifest.components.append(Component(name, str(path.relative_to(out)), ins, outs, precision,
                                              parity, file_sha256(path)))
     manifest.save(out)
     return manifest
+
+
+def _run_module(module: nn.Module, feeds: Sequence[Tensor]) -> tuple[Tensor, ...]:
+    return _as_tuple(module(*feeds))
 
 
 def _as_tuple(x) -> tuple[Tensor, ...]:
@@ -261,14 +269,14 @@ def export_weights(spec: ModelSpec, files, out: Path, modalities: Sequence[str] 
                    progress: Callable[[str], None] = lambda s: None) -> Manifest:
     """Export from checkpoint files (a `copgen_rt.weights.WeightFiles`), one component in memory
     at a time; `modalities` limits which VAEs are exported (default: every VAE found)."""
-    from copgen_rt.weights import (CheckpointError, file_sha256 as ckpt_sha, load_autoencoder,
-                                   load_denoiser, read_checkpoint)
+    from copgen_rt.weights import CheckpointError, load_autoencoder, load_denoiser, read_checkpoint
+    from copgen_rt.weights import file_sha256 as ckpt_sha
 
     require_onnx()  # before loading any weights
     if files.denoiser is None:
         raise CheckpointError("no denoiser checkpoint to export")
-    keys = list(files.vaes) if modalities is None else \
-        sorted({spec.modality(m).vae for m in modalities if spec.modality(m).vae})
+    wanted = (spec.modality(m).vae for m in modalities or ())
+    keys = list(files.vaes) if modalities is None else sorted({k for k in wanted if k})
     ckpt = read_checkpoint(files.denoiser)
     random = ckpt.is_random
     weights = {"denoiser": f"{files.denoiser.name}:{ckpt_sha(files.denoiser)[:16]}"}

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -39,7 +39,7 @@ class OrtDenoiser:
     def __call__(self, latents: list[Tensor], timesteps: list[Tensor]) -> list[Tensor]:
         device = latents[0].device
         feeds = {n: np.ascontiguousarray(t.detach().float().cpu().numpy())
-                 for n, t in zip(self.input_names, [*latents, *timesteps])}
+                 for n, t in zip(self.input_names, [*latents, *timesteps], strict=True)}
         outs = self.session.run(self.output_names, feeds)
         return [torch.from_numpy(o).to(device) for o in outs]
 

@@ -30,16 +30,15 @@ def batch_latents(job: SceneJob, pipeline: Pipeline, present: list[TileInputs], 
     o = job.options
     loc_name, date_name = scalar_names(job.spec)
     cached = [work / "latents" / f"{t.tile.key}.safetensors" for t in present]
-    per_tile: list[dict[str, torch.Tensor] | None] = [None] * len(present)
+    per_tile: dict[int, dict[str, torch.Tensor]] = {}  # by index in present
     groups: dict[tuple[str, ...], list[int]] = {}
     for i, t in enumerate(present):
         groups.setdefault(tuple(t.conditions), []).append(i)
     resumed = 0
     for names, group in groups.items():
-        loaded = [load_latents(cached[i], job) for i in group]
-        if all(z is not None for z in loaded):
-            for i, z in zip(group, loaded):
-                per_tile[i] = z
+        loaded = [z for i in group if (z := load_latents(cached[i], job)) is not None]
+        if len(loaded) == len(group):
+            per_tile.update(zip(group, loaded, strict=True))
             resumed += len(group)
             continue
         conditions: dict[str, object] = {
@@ -52,10 +51,11 @@ def batch_latents(job: SceneJob, pipeline: Pipeline, present: list[TileInputs], 
                                              [tile_seed(o.seed, present[i].tile) for i in group])
         for j, i in enumerate(group):
             rows = slice(j * o.samples, (j + 1) * o.samples)
-            per_tile[i] = {n: z[rows].contiguous() for n, z in latents.items()}
-            _check_finite(job, present[i], per_tile[i])
-            save_latents(cached[i], per_tile[i])
-    merged = {n: torch.cat([t[n] for t in per_tile]) for n in job.generate}
+            tile_latents = {n: z[rows].contiguous() for n, z in latents.items()}
+            _check_finite(job, present[i], tile_latents)
+            save_latents(cached[i], tile_latents)
+            per_tile[i] = tile_latents
+    merged = {n: torch.cat([per_tile[i][n] for i in range(len(present))]) for n in job.generate}
     return merged, resumed
 
 

@@ -43,14 +43,14 @@ class TileReader:
         conditions = {}
         for name, reader in self.readers.items():
             m = reader.modality
-            size = round(self.job.plan.footprint_m / m.gsd)
-            col, row = tile.pixel_origin(m.gsd)
+            size = round(self.job.plan.footprint_m / m.image_gsd)
+            col, row = tile.pixel_origin(m.image_gsd)
             data, ok = reader.read(col, row, size)
             if ok.any():
                 conditions[name] = _fill_gaps(data, ok, m)
         col, row = tile.pixel_origin(BASE_GSD)
-        for reader in self.coverage:
-            valid |= reader.read(col, row, self.base_px)[1]
+        for cover in self.coverage:
+            valid |= cover.read(col, row, self.base_px)[1]
         if self.readers and not valid.any():
             return None
         if not self.readers:
