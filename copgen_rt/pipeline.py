@@ -8,6 +8,7 @@ import secrets
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -111,7 +112,7 @@ class Pipeline:
 
     @classmethod
     def from_weights(cls, spec: ModelSpec | str, denoiser: str | Path,
-                     vaes: Mapping[str, str | Path] | None = None, device=None,
+                     vaes: Mapping[str, str | Path] | None = None, device: str | torch.device | None = None,
                      dtype: torch.dtype | str = torch.float32,
                      vae_dtype: torch.dtype | str = torch.float32,
                      backend: str | Mapping[str, str] = "torch", cuda_graphs: bool = True) -> Pipeline:
@@ -174,8 +175,8 @@ class Pipeline:
         return cls(spec, den_backend, load_vae, provenance, device)
 
     @classmethod
-    def from_export(cls, folder: str | Path, device=None, providers: Sequence[str] | None = None
-                    ) -> Pipeline:
+    def from_export(cls, folder: str | Path, device: str | torch.device | None = None,
+                    providers: Sequence[str] | None = None) -> Pipeline:
         """An export folder of `copgen-rt export`: ONNX files (onnxruntime) or TensorRT engines."""
         from copgen_rt.backends.exported import load_export
 
@@ -184,7 +185,7 @@ class Pipeline:
 
     @classmethod
     def from_pretrained(cls, spec: ModelSpec | str, weights: str | Path | None = None,
-                        **kwargs) -> Pipeline:
+                        **kwargs: Any) -> Pipeline:
         """A weights directory (ours or the released layout) or a hub id; without `weights`, the
         bundled demo model (copgen-demo only). `kwargs` go to `from_weights`."""
         spec = specs.get(spec) if isinstance(spec, str) else spec
@@ -201,7 +202,7 @@ class Pipeline:
         return cls.from_weights(spec, files.denoiser, vaes=dict(files.vaes), **kwargs)
 
     @classmethod
-    def demo(cls, **kwargs) -> Pipeline:
+    def demo(cls, **kwargs: Any) -> Pipeline:
         """The bundled demo model (copgen-demo): RANDOM weights, so its outputs are synthetic
         textures, not predictions; for trying the API (`copgen_rt.demo.read_chip` gives inputs)."""
         return cls.from_pretrained("copgen-demo", **kwargs)

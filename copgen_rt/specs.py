@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, NoReturn
 
 
 class UnknownModalityError(KeyError, ValueError):
@@ -227,24 +228,24 @@ class ModelSpec:
         vae = self.vaes.get(m.vae) if m.vae is not None else None
         return m.pixel_shape(vae.downsampling if vae is not None else 8)
 
-    def canonical(self, names) -> list[str]:
+    def canonical(self, names: Iterable[str]) -> list[str]:
         """Validate modality names and return them in canonical order."""
         wanted = set(names)
         for n in wanted:
             self.modality(n)
         return [n for n in self.names if n in wanted]
 
-    def replace(self, **changes) -> ModelSpec:
+    def replace(self, **changes: Any) -> ModelSpec:
         return dataclasses.replace(self, **changes)
 
 
 class _FrozenDict(dict):
-    def _readonly(self, *args, **kwargs):
+    def _readonly(self, *args: object, **kwargs: object) -> NoReturn:
         raise TypeError("spec mappings are immutable")
 
     __setitem__ = __delitem__ = clear = pop = popitem = setdefault = update = _readonly
 
-    def __hash__(self) -> int:  # type: ignore[override]
+    def __hash__(self) -> int:  # type: ignore[override]  # dict's stub declares __hash__ None
         return hash(tuple(sorted(self.items())))
 
 
@@ -445,7 +446,7 @@ _PROCESSING_KINDS = {cls.__name__: cls for cls in (Reflectance, LogRange, Classe
 def to_dict(spec: ModelSpec) -> dict:
     """A JSON-ready description of a spec; `from_dict` gives the same spec back."""
 
-    def encode(obj):
+    def encode(obj: Any) -> Any:
         if dataclasses.is_dataclass(obj):
             data = {f.name: encode(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
             if type(obj).__name__ in _PROCESSING_KINDS:
@@ -461,7 +462,7 @@ def to_dict(spec: ModelSpec) -> dict:
 
 
 def from_dict(data: Mapping) -> ModelSpec:
-    def tup(v):
+    def tup(v: Any) -> Any:
         return tuple(tup(x) for x in v) if isinstance(v, list) else v
 
     def processing(d: Mapping) -> Processing:

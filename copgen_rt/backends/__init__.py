@@ -8,11 +8,12 @@ triton (fused kernels), onnxruntime and tensorrt (exported components).
 
 from copgen_rt.backends.base import DenoiserBackend, VAEBackend
 from copgen_rt.backends.torch_backend import TorchDenoiser, TorchVAE
+from copgen_rt.models import Denoiser
 
 DENOISER_BACKENDS = ("torch", "triton", "onnxruntime")
 
 
-def make_denoiser_backend(name: str, model) -> DenoiserBackend:
+def make_denoiser_backend(name: str, model: Denoiser) -> DenoiserBackend:
     """A backend running a loaded `copgen_rt.Denoiser` (onnxruntime goes through an export)."""
     if name == "torch":
         return TorchDenoiser(model)

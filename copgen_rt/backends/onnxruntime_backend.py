@@ -4,13 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
+if TYPE_CHECKING:
+    from copgen_rt.models import Autoencoder, Denoiser
+    from copgen_rt.specs import ModelSpec
 
-def _session(path: Path, providers: Sequence[str] | None):
+
+def _session(path: Path, providers: Sequence[str] | None) -> Any:  # an onnxruntime.InferenceSession
     try:
         import onnxruntime as ort
     except ImportError:
@@ -53,7 +58,7 @@ class OrtVAE:
         self.decoder = _session(decoder, providers) if decoder else None
 
     @staticmethod
-    def _run(session, name: str, x: Tensor) -> Tensor:
+    def _run(session: Any, name: str, x: Tensor) -> Tensor:
         out = session.run(None, {name: np.ascontiguousarray(x.detach().float().cpu().numpy())})[0]
         return torch.from_numpy(out).to(x.device)
 
@@ -75,7 +80,7 @@ def cache_dir() -> Path:
     return Path(root) / "onnx"
 
 
-def _cache_key(spec, component: str, checkpoint: Path) -> str:
+def _cache_key(spec: ModelSpec, component: str, checkpoint: Path) -> str:
     import hashlib
     import json
 
@@ -86,7 +91,7 @@ def _cache_key(spec, component: str, checkpoint: Path) -> str:
     return hashlib.sha256(data.encode()).hexdigest()[:24]
 
 
-def cached_onnx_denoiser(spec, model, checkpoint: Path) -> OrtDenoiser:
+def cached_onnx_denoiser(spec: ModelSpec, model: Denoiser, checkpoint: Path) -> OrtDenoiser:
     """Export the denoiser once per (spec, checkpoint) into the cache, then run it."""
     from copgen_rt.export.onnx import export_models
 
@@ -96,7 +101,7 @@ def cached_onnx_denoiser(spec, model, checkpoint: Path) -> OrtDenoiser:
     return _denoiser_from_manifest(folder, None)
 
 
-def cached_onnx_vae(spec, key: str, vae, checkpoint: Path) -> OrtVAE:
+def cached_onnx_vae(spec: ModelSpec, key: str, vae: Autoencoder, checkpoint: Path) -> OrtVAE:
     from copgen_rt.export.onnx import export_models
 
     folder = cache_dir() / _cache_key(spec, f"vae/{key}", checkpoint)
@@ -105,7 +110,7 @@ def cached_onnx_vae(spec, key: str, vae, checkpoint: Path) -> OrtVAE:
     return OrtVAE(folder / f"vae_encoder/{key}.onnx", folder / f"vae_decoder/{key}.onnx")
 
 
-def _denoiser_from_manifest(folder: Path, providers) -> OrtDenoiser:
+def _denoiser_from_manifest(folder: Path, providers: Sequence[str] | None) -> OrtDenoiser:
     from copgen_rt.export.manifest import Manifest
 
     c = Manifest.load(folder).component("denoiser")
