@@ -19,7 +19,7 @@ from copgen_rt.cli import demo_weights, main
 from copgen_rt.distributed import WorkerPool, run_on_ray, tile_ranges
 from copgen_rt.driver import RUN_MANIFEST, Batch, PipelineSource, Report, RunManifest
 from copgen_rt.multiscene import run
-from copgen_rt.scenelist import SceneEntry, expand
+from copgen_rt.scenelist import SceneEntry, expand, read_manifest
 from copgen_rt.scenes.job import SceneJob, SceneOptions
 from copgen_rt.scenes.reader import open_input
 from copgen_rt.scenes.run import run_scene
@@ -249,3 +249,15 @@ def test_a_csv_manifest_with_a_byte_order_mark(tmp_path):
     (tmp_path / "scenes.csv").write_text("scene,cond,out\ns0.tif,,\n", encoding="utf-8-sig")
     entries = expand([], str(tmp_path / "scenes.csv"), (), str(tmp_path / "out"))
     assert [e.scene.name for e in entries] == ["s0.tif"]
+
+
+def test_an_open_quote_in_a_manifest_does_not_swallow_the_lines_after_it(tmp_path):
+    """One csv.reader over every line let a quote opened on one line run on into the next: the
+    scenes after it vanished into one bogus entry. Each line is parsed as its own row."""
+    manifest = tmp_path / "scenes.csv"
+    manifest.write_text('scene,out\n"a.tif,a_out\nb.tif,b_out\nc.tif,c_out\n')
+    with pytest.raises(ValueError, match=r"scenes.csv line 2: not a CSV row"):
+        read_manifest(manifest, (), tmp_path / "out")
+    manifest.write_text('scene,out\n"a, 1.tif",a_out\nb.tif\n')  # quotes within a line still work
+    entries = read_manifest(manifest, (), tmp_path / "out")
+    assert [(e.scene.name, e.out.name) for e in entries] == [("a, 1.tif", "a_out"), ("b.tif", "out")]
