@@ -116,12 +116,13 @@ def run_scenario(schedule: NoiseSchedule, length: float, seed: int) -> dict:
             program = build_program(schedule, solver, steps, jumps=jumps, jump_length=jump_length)
             g = torch.Generator().manual_seed(seed * 1000 + field)
             x_init = torch.randn(ROWS, POINTS, dtype=torch.float64, generator=g)
-            noise = lambda call: torch.randn(ROWS, POINTS, dtype=torch.float64, generator=g)  # noqa: E731
+            noise = lambda call, g=g: torch.randn(ROWS, POINTS, dtype=torch.float64, generator=g)  # noqa: E731
             out = run_program(program, x_init, eps, KnownLatent(latent, mask, noise)).numpy()
             per_run[label].append(metrics(out[:, ~known], mean, cond_cov))
             calls[label] = program.num_calls
     return {"monte_carlo_floor": average(floor), "prior_only": average(prior),
-            "runs": {label: {"network_calls": calls[label], **average(rows)} for label, rows in per_run.items()}}
+            "runs": {label: {"network_calls": calls[label], **average(rows)}
+                     for label, rows in per_run.items()}}
 
 
 def table(results: dict) -> str:
@@ -143,11 +144,13 @@ def table(results: dict) -> str:
 def main() -> None:
     torch.set_num_threads(1)  # small matrices: threads only contend
     schedule = NoiseSchedule()
-    results = {name: run_scenario(schedule, length, seed) for seed, (name, length) in enumerate(SCENARIOS.items())}
+    results = {name: run_scenario(schedule, length, seed)
+               for seed, (name, length) in enumerate(SCENARIOS.items())}
     RESULTS.mkdir(exist_ok=True)
     problem = (f"Gaussian field on {POINTS} points, squared-exponential covariance + 0.01 nugget, gap "
                f"[{GAP[0]}, {GAP[1]}), {ROWS} samples x {FIELDS} known fields, exact denoiser, float64 state")
-    (RESULTS / "gapfill_accuracy.json").write_text(json.dumps({"problem": problem, "results": results}, indent=1))
+    (RESULTS / "gapfill_accuracy.json").write_text(json.dumps({"problem": problem, "results": results},
+                                                               indent=1))
     text = f"Gap vs exact conditional ({problem})\n\n" + table(results)
     (RESULTS / "gapfill_accuracy.md").write_text(text)
     print(text)

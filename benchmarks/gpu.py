@@ -80,10 +80,12 @@ def main() -> int:
     ts = [(torch.rand(8, generator=g) * 1000).cuda() for _ in spec.modalities]
     reference = TorchDenoiser(fp32)(lat, ts)
     eager = backends["eager-bf16"](lat, ts)
-    checks = {"bf16_vs_fp32": max(rel(a, b) for a, b in zip(eager, reference))}
-    checks["cudagraph_vs_eager"] = max(rel(a, b) for a, b in zip(backends["cudagraph-bf16"](lat, ts), eager))
+    checks = {"bf16_vs_fp32": max(rel(a, b) for a, b in zip(eager, reference, strict=True))}
+    checks["cudagraph_vs_eager"] = max(rel(a, b) for a, b in
+                                       zip(backends["cudagraph-bf16"](lat, ts), eager, strict=True))
     if "triton-bf16" in backends:
-        checks["triton_vs_eager"] = max(rel(a, b) for a, b in zip(backends["triton-bf16"](lat, ts), eager))
+        checks["triton_vs_eager"] = max(rel(a, b) for a, b in
+                                        zip(backends["triton-bf16"](lat, ts), eager, strict=True))
     out["checks"] = checks
     print("checks:", json.dumps(checks))
     limits = {"bf16_vs_fp32": 5e-2, "cudagraph_vs_eager": 1e-3, "triton_vs_eager": 5e-2}
@@ -94,7 +96,7 @@ def main() -> int:
         lat = [torch.randn(batch, *m.latent_shape, device=device) for m in spec.modalities]
         ts = [torch.rand(batch, device=device) * 1000 for _ in spec.modalities]
         for name, backend in backends.items():
-            seconds = timed(lambda: backend(lat, ts))
+            seconds = timed(lambda backend=backend, lat=lat, ts=ts: backend(lat, ts))
             tflops = flops * batch / seconds / 1e12
             row = {"backend": name, "batch": batch, "ms": seconds * 1e3, "tflops": tflops,
                    "fraction_of_bf16_peak": tflops * 1e3 / peak}
@@ -117,8 +119,8 @@ def cell(spec, log) -> list[dict]:
     """A 10.68 km cell (1068 px at 10 m) from an S2 L2A scene: ours vs reference-style eager."""
     from copgen_rt.backends.torch_backend import ReferenceStyleDenoiser
     from copgen_rt.bench import random_denoiser, scene_pipeline
-    from copgen_rt.scenes.reader import open_input
     from copgen_rt.scenes.job import SceneJob, SceneOptions
+    from copgen_rt.scenes.reader import open_input
     from copgen_rt.scenes.run import run_scene
     from copgen_rt.scenes.synthetic import smooth_s2, write_raster
 
@@ -148,7 +150,8 @@ def write(out: dict) -> None:
     RESULTS.mkdir(exist_ok=True)
     name = "".join(c if c.isalnum() else "-" for c in out["environment"]["gpu"]).strip("-").lower()
     (RESULTS / f"gpu-{name}.json").write_text(json.dumps(out, indent=1) + "\n")
-    lines = [f"# GPU bench: {out['environment']['gpu']}", "", f"bf16 peak {out['bf16_peak_tflops']:.0f} TFLOP/s",
+    lines = [f"# GPU bench: {out['environment']['gpu']}", "",
+             f"bf16 peak {out['bf16_peak_tflops']:.0f} TFLOP/s",
              "", "| backend | batch | ms | TFLOP/s | of bf16 peak |", "|---|---|---|---|---|"]
     lines += [f"| {r['backend']} | {r['batch']} | {r['ms']:.2f} | {r['tflops']:.1f} | "
               f"{r['fraction_of_bf16_peak']:.1%} |" for r in out["denoiser"]]

@@ -61,11 +61,13 @@ def calibration_calls(spec, bf16: OpenVinoDenoiser, batch: int) -> list[dict[str
         x = chip[[order[b] for b in m.bands]]
         conditions[m.name] = torch.nn.functional.interpolate(x[None], size=spec.pixel_shape(m.name)[1:],
                                                              mode="area").repeat(batch, 1, 1, 1)
-    generate = [m.name for m in spec.modalities if not m.name.startswith("S2L2A") and m.name != "3d_cartesian_lat_lon"]
+    generate = [
+        m.name for m in spec.modalities if not m.name.startswith("S2L2A") and m.name != "3d_cartesian_lat_lon"
+    ]
     conditions["3d_cartesian_lat_lon"] = torch.tensor([[48.0, 11.0]] * batch)
     pipe.generate(generate, conditions, preset="draft", seed=list(range(batch)), decode=False)
     names = [*(f"latent_{m.name}" for m in spec.modalities), *(f"t_{m.name}" for m in spec.modalities)]
-    return [{n: t.float().numpy() for n, t in zip(names, call)} for call in calls]
+    return [{n: t.float().numpy() for n, t in zip(names, call, strict=True)} for call in calls]
 
 
 def main() -> None:
@@ -88,8 +90,12 @@ def main() -> None:
     calibration_s = time.perf_counter() - t
     held_out, calibration = calls[-1], calls[:-1]
     t = time.perf_counter()
-    quantized = nncf.quantize(_core().read_model(str(folder / component.file)), nncf.Dataset(calibration),
-                              model_type=nncf.ModelType.TRANSFORMER, subset_size=len(calibration))
+    quantized = nncf.quantize(
+        _core().read_model(str(folder / component.file)),
+        nncf.Dataset(calibration),
+        model_type=nncf.ModelType.TRANSFORMER,
+        subset_size=len(calibration),
+    )
     int8 = _core().compile_model(quantized, "CPU", _config("bf16")).create_infer_request()  # the rest in bf16
     quantize_s = time.perf_counter() - t
     names = [t.name for t in component.inputs]
@@ -103,8 +109,11 @@ def main() -> None:
         result = {port.get_any_name(): value for port, value in int8.infer(held_out).items()}
         return [torch.from_numpy(np.array(result[name])) for name in output_names]
 
-    variants = {"openvino-fp32": lambda: fp32(latents, times), "openvino-bf16": lambda: bf16(latents, times),
-                "openvino-int8": run_int8}
+    variants = {
+        "openvino-fp32": lambda: fp32(latents, times),
+        "openvino-bf16": lambda: bf16(latents, times),
+        "openvino-int8": run_int8,
+    }
     reference = variants["openvino-fp32"]()
     best, errors = {}, {}
     for round_ in range(args.rounds + 1):
@@ -116,15 +125,28 @@ def main() -> None:
                 errors[name] = _call_error(out, reference)
             else:
                 best[name] = min(best.get(name, math.inf), seconds)
-    per_output = {name: float((o - r).norm() / r.norm()) for name, o, r in
-                  zip(output_names, run_int8(), reference)}
+    per_output = {
+        name: float((o - r).norm() / r.norm())
+        for name, o, r in zip(output_names, run_int8(), reference, strict=True)
+    }
     flops = denoiser_flops(spec) * args.batch
-    result = {"spec": spec.name, "batch": args.batch, "openvino": version(), "nncf": nncf.__version__,
-              "load_before": load, "load_after": subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip(),
-              "calibration_calls": len(calibration), "calibration_s": calibration_s, "quantize_and_compile_s": quantize_s,
-              "ms": {k: v * 1e3 for k, v in best.items()}, "gflops": {k: flops / v / 1e9 for k, v in best.items()},
-              "rel_err_vs_fp32": errors, "int8_rel_err_per_output": per_output, "int8_speedup_vs_bf16": best["openvino-bf16"] / best["openvino-int8"],
-              "ships": best["openvino-bf16"] / best["openvino-int8"] >= 1.3}
+    result = {
+        "spec": spec.name,
+        "batch": args.batch,
+        "openvino": version(),
+        "nncf": nncf.__version__,
+        "load_before": load,
+        "load_after": subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip(),
+        "calibration_calls": len(calibration),
+        "calibration_s": calibration_s,
+        "quantize_and_compile_s": quantize_s,
+        "ms": {k: v * 1e3 for k, v in best.items()},
+        "gflops": {k: flops / v / 1e9 for k, v in best.items()},
+        "rel_err_vs_fp32": errors,
+        "int8_rel_err_per_output": per_output,
+        "int8_speedup_vs_bf16": best["openvino-bf16"] / best["openvino-int8"],
+        "ships": best["openvino-bf16"] / best["openvino-int8"] >= 1.3,
+    }
     print(json.dumps(result, indent=1))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -23,14 +23,15 @@ minutes. It exits 1 if any check failed. Without a CUDA GPU it prints one line a
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
 import re
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -272,7 +273,7 @@ def bench_denoiser(report: Report, name: str) -> None:
     ref = TorchDenoiser(model)(latents, timesteps)
     out = TritonDenoiser(model)(latents, timesteps)
     report.check(name, CHECK_BATCH, "denoiser fp32 vs torch fp32", "triton",
-                 max(rel_err(o, r) for o, r in zip(out, ref)), FP32_NET_TOL)
+                 max(rel_err(o, r) for o, r in zip(out, ref, strict=True)), FP32_NET_TOL)
 
     del model
     model = random_denoiser(spec, DEVICE, DTYPE)
@@ -285,7 +286,7 @@ def bench_denoiser(report: Report, name: str) -> None:
     for batch in BATCHES:
         latents, timesteps = random_inputs(spec, batch)
         for impl, be in backends.items():
-            report.timed(name, batch, "denoiser forward", impl, lambda: be(latents, timesteps),
+            report.timed(name, batch, "denoiser forward", impl, functools.partial(be, latents, timesteps),
                          flops=batch * denoiser_flops(spec))
 
 

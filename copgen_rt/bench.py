@@ -20,6 +20,7 @@ JSON + markdown + SVG under benchmarks/results/.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import platform
@@ -28,8 +29,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
+from typing import Any
 
 import torch
 
@@ -126,9 +128,12 @@ def _gemm_runners(m: int, k: int, n: int) -> dict[tuple[str, str], Callable[[], 
 
     a, b = torch.randn(m, k), torch.randn(k, n)
     ab, bb = a.bfloat16(), b.bfloat16()
-    a8, b8 = torch.randint(-128, 127, (m, k), dtype=torch.int8), torch.randint(-128, 127, (k, n), dtype=torch.int8)
+    a8 = torch.randint(-128, 127, (m, k), dtype=torch.int8)
+    b8 = torch.randint(-128, 127, (k, n), dtype=torch.int8)
     runners: dict[tuple[str, str], Callable[[], object]] = {
-        ("fp32", "torch"): lambda: a @ b, ("bf16", "torch"): lambda: ab @ bb}
+        ("fp32", "torch"): lambda: a @ b,
+        ("bf16", "torch"): lambda: ab @ bb,
+    }
     if m > 16 and k % 8 == 0 and n % 8 == 0:  # torch._int_mm's shape rule
         runners[("int8", "torch")] = lambda: torch._int_mm(a8, b8)
     a_np, a_u8 = a.numpy(), np.random.default_rng(1).integers(0, 255, (m, k), dtype=np.uint8)
@@ -138,9 +143,10 @@ def _gemm_runners(m: int, k: int, n: int) -> dict[tuple[str, str], Callable[[], 
         options = ort.SessionOptions()
         options.intra_op_num_threads = torch.get_num_threads()
         for precision, integer, feed in (("fp32", False, a_np), ("int8", True, a_u8)):
-            session = ort.InferenceSession(_onnx_matmul(m, k, n, integer), options,
-                                           providers=["CPUExecutionProvider"])
-            runners[(precision, "onnxruntime")] = lambda s=session, x=feed: s.run(None, {"A": x})
+            session = ort.InferenceSession(
+                _onnx_matmul(m, k, n, integer), options, providers=["CPUExecutionProvider"]
+            )
+            runners[(precision, "onnxruntime")] = functools.partial(session.run, None, {"A": feed})
     except ImportError:
         pass
     try:
@@ -155,7 +161,8 @@ def _gemm_runners(m: int, k: int, n: int) -> dict[tuple[str, str], Callable[[], 
             if precision == "bf16" and choose("cpu").dtype != "bf16":
                 continue
             request = ov.Core().compile_model(model, "CPU", _config(precision)).create_infer_request()
-            runners[(precision, "openvino")] = lambda r=request: r.infer({"A": a_np}, share_inputs=True)
+            runners[(precision, "openvino")] = functools.partial(request.infer, {"A": a_np},
+                                                                 share_inputs=True)
     except ImportError:
         pass
     return runners
@@ -172,8 +179,8 @@ for name, (m, k, n) in shapes.items():
     best = min((lambda t: (a @ b, time.perf_counter() - t)[1])(time.perf_counter()) for _ in range(repeats))
     rates[name] = 2 * m * k * n / best / 1e9
 info = [i for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"]
-print(json.dumps({"rates": rates, "blas": {k: info[0].get(k) for k in ("internal_api", "version", "architecture")}
-                  if info else None}))
+blas = {k: info[0].get(k) for k in ("internal_api", "version", "architecture")} if info else None
+print(json.dumps({"rates": rates, "blas": blas}))
 """
 
 
@@ -184,8 +191,13 @@ def _numpy_gemm(shapes: dict[str, tuple[int, int, int]], repeats: int) -> dict:
     import os
 
     env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
-    out = subprocess.run([sys.executable, "-c", NUMPY_GEMM, json.dumps(shapes), str(repeats)], env=env,
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", NUMPY_GEMM, json.dumps(shapes), str(repeats)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -211,20 +223,30 @@ def gemm_limits(shapes: dict[str, tuple[int, int, int]], repeats: int, log) -> d
     limits = {p: max(max(by_shape.values()) for by_shape in engines.values()) for p, engines in rates.items()}
     for precision, engines in rates.items():
         best_engine = max(engines, key=lambda e: max(engines[e].values()))
-        log(f"  {precision} limit {limits[precision]:.0f} GFLOP/s ({best_engine}); " + ", ".join(
-            f"{e} {min(r.values()):.0f}-{max(r.values()):.0f}" for e, r in engines.items()))
-    return {"shapes": {k: list(v) for k, v in shapes.items()}, "rates": rates, "limits": limits,
-            "numpy_blas": numpy_rates["blas"]}
+        log(
+            f"  {precision} limit {limits[precision]:.0f} GFLOP/s ({best_engine}); "
+            + ", ".join(f"{e} {min(r.values()):.0f}-{max(r.values()):.0f}" for e, r in engines.items())
+        )
+    return {
+        "shapes": {k: list(v) for k, v in shapes.items()},
+        "rates": rates,
+        "limits": limits,
+        "numpy_blas": numpy_rates["blas"],
+    }
 
 
 # --- one denoiser call per engine -------------------------------------------------------------
 
 VARIANTS = {  # name -> (engine, precision); "low" is the device's native low precision
-    "eager-reference": ("reference", "low"), "eager-reference-fp32": ("reference", "fp32"),
-    "torch-fp32": ("torch", "fp32"), "torch-low": ("torch", "low"),
+    "eager-reference": ("reference", "low"),
+    "eager-reference-fp32": ("reference", "fp32"),
+    "torch-fp32": ("torch", "fp32"),
+    "torch-low": ("torch", "low"),
     "onnxruntime-fp32": ("onnxruntime", "fp32"),
-    "openvino-fp32": ("openvino", "fp32"), "openvino-low": ("openvino", "low"),
-    "openvino-fp32-static": ("openvino-static", "fp32"), "openvino-low-static": ("openvino-static", "low"),
+    "openvino-fp32": ("openvino", "fp32"),
+    "openvino-low": ("openvino", "low"),
+    "openvino-fp32-static": ("openvino-static", "fp32"),
+    "openvino-low-static": ("openvino-static", "low"),
 }
 
 
@@ -246,10 +268,14 @@ def _build_variant(variant: str, spec: ModelSpec, models: dict, export: Callable
             return None
         precision = low
     if engine == "reference":
-        return ReferenceStyleDenoiser(models["fp32"], "autocast" if precision != "fp32" else "fp32"), precision
+        return ReferenceStyleDenoiser(
+            models["fp32"], "autocast" if precision != "fp32" else "fp32"
+        ), precision
     if engine == "torch":
         if precision not in models:
-            models[precision] = random_denoiser(spec, device, {"bf16": torch.bfloat16, "fp16": torch.float16}[precision])
+            models[precision] = random_denoiser(
+                spec, device, {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+            )
         return TorchDenoiser(models[precision]), precision
     if device != "cpu":
         return None
@@ -257,8 +283,9 @@ def _build_variant(variant: str, spec: ModelSpec, models: dict, export: Callable
         from copgen_rt.backends.onnxruntime_backend import OrtDenoiser
 
         folder, component = export()
-        return OrtDenoiser(folder / component.file, [t.name for t in component.inputs],
-                           [t.name for t in component.outputs]), precision
+        return OrtDenoiser(
+            folder / component.file, [t.name for t in component.inputs], [t.name for t in component.outputs]
+        ), precision
     try:
         from copgen_rt.backends.openvino_backend import OpenVinoDenoiser, require_openvino
 
@@ -274,16 +301,21 @@ def _call_error(out: list, ref: list) -> float:
     return float((a - b).norm() / b.norm())
 
 
-def bench_denoiser(spec: ModelSpec, device: str, batches: list[int], variants: list[str], limits: dict,
-                   repeats: int, log) -> list[dict]:
+def bench_denoiser(
+    spec: ModelSpec, device: str, batches: list[int], variants: list[str], limits: dict, repeats: int, log
+) -> list[dict]:
     """Each variant once per round, `repeats` rounds after a warm-up round (which also measures
     the first call, compile included for the static-batch variants): minima, interleaved."""
     rows = []
     flops = denoiser_flops(spec)
     models = {"fp32": random_denoiser(spec, device, torch.float32)}
     exported: list = []
-    export = lambda: exported[0] if exported else exported.append(_export_denoiser(spec, models["fp32"])) \
-        or exported[0]  # noqa: E731 - once per spec
+
+    def export():  # once per spec
+        if not exported:
+            exported.append(_export_denoiser(spec, models["fp32"]))
+        return exported[0]
+
     built = {}
     for variant in variants:
         t = time.perf_counter()
@@ -293,9 +325,11 @@ def bench_denoiser(spec: ModelSpec, device: str, batches: list[int], variants: l
     for batch in batches:
         latents, times = _inputs(spec, batch, device)
         reference = TorchDenoiser(models["fp32"])(latents, times)
-        best, first, errors = {}, {}, {}
+        best: dict[str, float] = {}
+        first: dict[str, float] = {}
+        errors: dict[str, float] = {}
         for round_ in range(repeats + 1):
-            for variant, (fn, precision, _) in built.items():
+            for variant, (fn, _precision, _) in built.items():
                 if torch.cuda.is_available():
                     torch.cuda.synchronize()
                 t = time.perf_counter()
@@ -307,15 +341,26 @@ def bench_denoiser(spec: ModelSpec, device: str, batches: list[int], variants: l
                     first[variant], errors[variant] = seconds, _call_error(out, reference)
                 else:
                     best[variant] = min(best.get(variant, math.inf), seconds)
-        for variant, (fn, precision, build_s) in built.items():
+        for variant, (_fn, precision, build_s) in built.items():
             seconds = best[variant]
             rate = flops * batch / seconds / 1e9
             limit = limits.get(precision, limits["fp32"])
-            row = {"spec": spec.name, "variant": variant, "precision": precision, "batch": batch,
-                   "ms": seconds * 1e3, "gflops": rate, "fraction_of_limit": rate / limit,
-                   "rel_err_vs_fp32": errors[variant], "first_call_s": first[variant], "build_s": build_s}
-            log(f"  {spec.name:<12} {variant:<22} b{batch:<3} {seconds * 1e3:9.1f} ms  {rate:7.1f} GFLOP/s  "
-                f"{rate / limit:5.0%} of {precision} limit  err {errors[variant]:.1e}  build {build_s:.1f} s")
+            row = {
+                "spec": spec.name,
+                "variant": variant,
+                "precision": precision,
+                "batch": batch,
+                "ms": seconds * 1e3,
+                "gflops": rate,
+                "fraction_of_limit": rate / limit,
+                "rel_err_vs_fp32": errors[variant],
+                "first_call_s": first[variant],
+                "build_s": build_s,
+            }
+            log(
+                f"  {spec.name:<12} {variant:<22} b{batch:<3} {seconds * 1e3:9.1f} ms  {rate:7.1f} GFLOP/s  "
+                f"{rate / limit:5.0%} of {precision} limit  err {errors[variant]:.1e}  build {build_s:.1f} s"
+            )
             rows.append(row)
     if exported:
         shutil.rmtree(exported[0][0], ignore_errors=True)
@@ -335,15 +380,16 @@ def bench_presets(spec: ModelSpec, device: str, batch: int, log) -> list[dict]:
     gen = [n for n in spec.names if n not in cond]
     g = torch.Generator().manual_seed(3)
     latents = {n: torch.randn(batch, *spec.modality(n).latent_shape, generator=g) for n in cond}
-    rows, exact = [], None
+    rows: list[dict[str, Any]] = []
+    exact = None
     for preset in ("exact", "fast", "draft"):
         for engine, denoiser in engines.items():
             if engine != "auto" and preset == "draft":
                 continue
             pipe = Pipeline(spec, denoiser, provenance=Provenance(spec.name, random=True), device=device)
-            result = {}
+            result: dict[str, torch.Tensor] = {}
 
-            def run():
+            def run(pipe=pipe, result=result, preset=preset):
                 result.update(pipe.generate(gen, latents, conditions_are_latents=True, preset=preset,
                                             seed=list(range(batch)), decode=False))
 
@@ -351,17 +397,28 @@ def bench_presets(spec: ModelSpec, device: str, batch: int, log) -> list[dict]:
             flat = torch.cat([result[n].flatten(1) for n in gen], 1)
             exact = flat if exact is None else exact
             drift = float((flat - exact).norm() / exact.norm())
-            row = {"spec": spec.name, "engine": engine, "engine_detail": getattr(denoiser, "name", "?"),
-                   "preset": preset, "batch": batch, "seconds_per_tile": seconds / batch,
-                   "drift_from_exact": drift}
-            log(f"  {spec.name:<12} {engine:<16} preset {preset:<6} {seconds / batch:8.2f} s/tile  "
-                f"drift from auto exact {drift:.2e}")
+            row = {
+                "spec": spec.name,
+                "engine": engine,
+                "engine_detail": getattr(denoiser, "name", "?"),
+                "preset": preset,
+                "batch": batch,
+                "seconds_per_tile": seconds / batch,
+                "drift_from_exact": drift,
+            }
+            log(
+                f"  {spec.name:<12} {engine:<16} preset {preset:<6} {seconds / batch:8.2f} s/tile  "
+                f"drift from auto exact {drift:.2e}"
+            )
             rows.append(row)
     auto_exact = rows[0]["seconds_per_tile"]
     for row in rows:
         row["speedup_vs_auto_exact"] = auto_exact / row["seconds_per_tile"]
-        ref = next(r for r in rows if r["engine"] == "eager-reference" and r["preset"] == row["preset"]) \
-            if row["preset"] != "draft" else None
+        ref = (
+            next(r for r in rows if r["engine"] == "eager-reference" and r["preset"] == row["preset"])
+            if row["preset"] != "draft"
+            else None
+        )
         row["speedup_vs_reference"] = ref["seconds_per_tile"] / row["seconds_per_tile"] if ref else None
     return rows
 
@@ -430,24 +487,35 @@ def scene_pipeline(spec_name: str, device: str, engine: str, weights: Path):
     files = resolve_weights(spec, weights)
     timers: dict = {"denoiser": 0.0, "vae": 0.0}
     if engine == "auto":
-        loaded = Pipeline.from_weights(spec, files.denoiser, vaes=dict(files.vaes), device=device, dtype="auto")
+        assert files.denoiser is not None  # make_random_weights wrote it
+        loaded = Pipeline.from_weights(spec, files.denoiser, vaes=dict(files.vaes), device=device,
+                                       dtype="auto")
         inner, vaes = loaded.denoiser, {m.name: loaded.vae(m.name) for m in spec.modalities if m.vae}
-        timers["engine"] = loaded.engines.describe()
+        timers["engine"] = loaded.engines.describe() if loaded.engines else "?"
         if "copgen_rt.backends.openvino_backend" in sys.modules:
             timers["compiles"] = sys.modules["copgen_rt.backends.openvino_backend"].STATS.compiles
     else:
+        assert files.denoiser is not None
         inner = ReferenceStyleDenoiser(load_denoiser(spec, read_checkpoint(files.denoiser), device))
-        vaes = {m.name: TorchVAE(load_autoencoder(spec, m.name, read_checkpoint(files.vaes[m.vae]), device))
-                for m in spec.modalities if m.vae}
+        vaes = {
+            m.name: TorchVAE(load_autoencoder(spec, m.name, read_checkpoint(files.vaes[m.vae]), device))
+            for m in spec.modalities
+            if m.vae
+        }
         timers["engine"] = "eager-reference (autocast) denoiser, torch fp32 VAEs"
 
-    def denoiser(latents, timesteps):
-        t = time.perf_counter()
-        out = inner(latents, timesteps)
-        timers["denoiser"] += time.perf_counter() - t
-        return out
+    class TimedDenoiser:
+        name = inner.name
+
+        def __call__(self, latents: list[torch.Tensor], timesteps: list[torch.Tensor]) -> list[torch.Tensor]:
+            t = time.perf_counter()
+            out = inner(latents, timesteps)
+            timers["denoiser"] += time.perf_counter() - t
+            return out
 
     class TimedVAE:
+        name = "timed"
+
         def __init__(self, vae):
             self.vae = vae
 
@@ -463,13 +531,19 @@ def scene_pipeline(spec_name: str, device: str, engine: str, weights: Path):
             timers["vae"] += time.perf_counter() - t
             return out
 
-    pipe = Pipeline(spec, denoiser, lambda modality: TimedVAE(vaes[modality]),
-                    Provenance(spec.name, random=True), device)
+    pipe = Pipeline(
+        spec,
+        TimedDenoiser(),
+        lambda modality: TimedVAE(vaes[modality]),
+        Provenance(spec.name, random=True),
+        device,
+    )
     return pipe, timers
 
 
-def bench_scene(spec_name: str, device: str, engines: list[str], preset: str, batch: int, sides: list[int],
-                log) -> list[dict]:
+def bench_scene(
+    spec_name: str, device: str, engines: list[str], preset: str, batch: int, sides: list[int], log
+) -> list[dict]:
     """Each scene size with each engine, one subprocess each, engines alternating."""
     import os
 
@@ -477,17 +551,37 @@ def bench_scene(spec_name: str, device: str, engines: list[str], preset: str, ba
     with tempfile.TemporaryDirectory(prefix="copgen-bench-scene-") as tmp:
         for side in sides:
             for engine in engines:
-                code = SCENE_SCRIPT.format(side=side, tmp=tmp, spec=spec_name, device=device, engine=engine,
-                                           preset=preset, batch=batch)
-                out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                                     env=dict(os.environ))
+                code = SCENE_SCRIPT.format(
+                    side=side,
+                    tmp=tmp,
+                    spec=spec_name,
+                    device=device,
+                    engine=engine,
+                    preset=preset,
+                    batch=batch,
+                )
+                out = subprocess.run(
+                    [sys.executable, "-c", code],
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                    env=dict(os.environ),
+                )
                 row = json.loads(out.stdout.strip().splitlines()[-1])
-                row.update({"spec": spec_name, "preset": preset, "engine": engine,
-                            "network_share": (row["denoiser_s"] + row["vae_s"]) / row["wall_s"],
-                            "km2_per_s": row["km2"] / row["wall_s"]})
-                log(f"  scene {side}x{side} px ({row['tiles']} tiles, {spec_name}, {preset}, {engine}): "
+                row.update(
+                    {
+                        "spec": spec_name,
+                        "preset": preset,
+                        "engine": engine,
+                        "network_share": (row["denoiser_s"] + row["vae_s"]) / row["wall_s"],
+                        "km2_per_s": row["km2"] / row["wall_s"],
+                    }
+                )
+                log(
+                    f"  scene {side}x{side} px ({row['tiles']} tiles, {spec_name}, {preset}, {engine}): "
                     f"{row['wall_s']:.1f} s, network {row['network_share']:.1%}, "
-                    f"{row['km2_per_s']:.3f} km2/s, peak RSS {row['peak_rss_mb']:.0f} MB")
+                    f"{row['km2_per_s']:.3f} km2/s, peak RSS {row['peak_rss_mb']:.0f} MB"
+                )
                 rows.append(row)
     for row in rows:
         ref = next(r for r in rows if r["side_px"] == row["side_px"] and r["engine"] == engines[-1])
@@ -507,11 +601,18 @@ def environment(device: str) -> dict:
 
     from copgen_rt.device import choose_engine, cpu_flags
 
-    env = {"copgen_rt": __version__, "torch": torch.__version__, "numpy": numpy.__version__,
-           "python": platform.python_version(), "cpu": cpu_name(), "threads": torch.get_num_threads(),
-           "device": device, "precision_choice": choose(device).describe(),
-           "engine_choice": choose_engine(device).describe(),
-           "cpu_isa": sorted(f for f in cpu_flags() if f.startswith(("avx512", "amx", "avx2", "fma")))}
+    env = {
+        "copgen_rt": __version__,
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        "python": platform.python_version(),
+        "cpu": cpu_name(),
+        "threads": torch.get_num_threads(),
+        "device": device,
+        "precision_choice": choose(device).describe(),
+        "engine_choice": choose_engine(device).describe(),
+        "cpu_isa": sorted(f for f in cpu_flags() if f.startswith(("avx512", "amx", "avx2", "fma"))),
+    }
     if device.startswith("cuda"):
         env["gpu"] = torch.cuda.get_device_name()
     from importlib.metadata import PackageNotFoundError, version
@@ -547,24 +648,46 @@ def check_targets(results: dict, device: str) -> list[dict]:
             targets.append({"target": name, "value": value, "goal": goal, "met": value >= goal, "unit": unit})
 
     ratio = lambda a, b: base[b]["ms"] / base[a]["ms"] if a in base and b in base else None  # noqa: E731
-    add(f"automatic engine ({auto}) vs the reference's CPU default, per call", ratio(auto, "eager-reference"), 1.5)
+    add(
+        f"automatic engine ({auto}) vs the reference's CPU default, per call",
+        ratio(auto, "eager-reference"),
+        1.5,
+    )
     if auto in base:
-        add("automatic engine, fraction of the same precision's GEMM limit", base[auto]["fraction_of_limit"],
-            0.85, "")
+        add(
+            "automatic engine, fraction of the same precision's GEMM limit",
+            base[auto]["fraction_of_limit"],
+            0.85,
+            "",
+        )
     from copgen_rt.backends.openvino_backend import STATIC_BATCH_PRECISIONS
 
     fp32 = "openvino-fp32" + ("-static" if "fp32" in STATIC_BATCH_PRECISIONS else "")
     add(f"fp32 ({fp32}) vs the reference's fp32, per call", ratio(fp32, "eager-reference-fp32"), 1.8)
     scenes = results.get("scenes", [])
     for row in (r for r in scenes if r["engine"] == "auto"):
-        add(f"scene {row['side_px']} px, automatic engine vs reference-style eager, km2/s",
-            row.get("speedup_vs_eager-reference"), 1.4)
-        add(f"scene {row['side_px']} px, automatic engine, share of wall time in network calls",
-            row["network_share"], 0.95, "")
+        add(
+            f"scene {row['side_px']} px, automatic engine vs reference-style eager, km2/s",
+            row.get("speedup_vs_eager-reference"),
+            1.4,
+        )
+        add(
+            f"scene {row['side_px']} px, automatic engine, share of wall time in network calls",
+            row["network_share"],
+            0.95,
+            "",
+        )
     later = [r for r in scenes if r["engine"] == "auto"][1:]
     if later and later[0].get("compiles") is not None:
-        targets.append({"target": "a second run compiles nothing (compiles in the second auto scene process)",
-                        "value": later[0]["compiles"], "goal": 0, "met": later[0]["compiles"] == 0, "unit": ""})
+        targets.append(
+            {
+                "target": "a second run compiles nothing (compiles in the second auto scene process)",
+                "value": later[0]["compiles"],
+                "goal": 0,
+                "met": later[0]["compiles"] == 0,
+                "unit": "",
+            }
+        )
     return targets
 
 
@@ -590,20 +713,29 @@ def run(out_dir: Path, device: str = "cpu", quick: bool = False, log=print, base
         log("denoiser forward (variants interleaved):")
         results["denoiser"] = []
         if quick:  # the static-batch variants compile once more each: left out of the smoke test
-            results["denoiser"] += bench_denoiser(demo, device, [2], [v for v in everything if "static" not in v],
-                                                  limits, 1, log)
+            results["denoiser"] += bench_denoiser(
+                demo, device, [2], [v for v in everything if "static" not in v], limits, 1, log
+            )
         else:
             if not base_only:
                 results["denoiser"] += bench_denoiser(demo, device, [1, 4], everything, limits, 3, log)
                 results["denoiser"] += bench_denoiser(mid, device, [1, 4], everything, limits, 2, log)
-            results["denoiser"] += bench_denoiser(base, device, [2], [v for v in everything if v != "onnxruntime-fp32"],
-                                                  limits, 2, log)
+            results["denoiser"] += bench_denoiser(
+                base, device, [2], [v for v in everything if v != "onnxruntime-fp32"], limits, 2, log
+            )
         log("tiles per preset:")
         results["presets"] = bench_presets(demo if quick else mid, device, 1 if quick else 4, log)
         log("scenes (subprocesses, engines alternating):")
         sides = [160, 320] if quick else [256, 512]  # the second has 4x the area (quick: 1 and 4 tiles)
-        results["scenes"] = bench_scene("copgen-demo" if quick else "copgen-mid", device,
-                                        ["auto", "eager-reference"], "draft" if quick else "fast", 4, sides, log)
+        results["scenes"] = bench_scene(
+            "copgen-demo" if quick else "copgen-mid",
+            device,
+            ["auto", "eager-reference"],
+            "draft" if quick else "fast",
+            4,
+            sides,
+            log,
+        )
     finally:
         shutil.rmtree(cache, ignore_errors=True)
         if previous_cache is None:
@@ -616,7 +748,8 @@ def run(out_dir: Path, device: str = "cpu", quick: bool = False, log=print, base
     results["load_after"] = _load()
     results["targets"] = check_targets(results, device)
     for t in results["targets"]:
-        log(f"  {'met   ' if t['met'] else 'MISSED'} {t['target']}: {t['value']:.2f}{t['unit']} (goal {t['goal']}{t['unit']})")
+        verdict = "met   " if t["met"] else "MISSED"
+        log(f"  {verdict} {t['target']}: {t['value']:.2f}{t['unit']} (goal {t['goal']}{t['unit']})")
     write_reports(results, out_dir)
     return results
 
@@ -628,39 +761,65 @@ def write_reports(results: dict, out_dir: Path) -> Path:
     stem = out_dir / f"bench-{tag}"
     stem.with_suffix(".json").write_text(json.dumps(results, indent=1) + "\n")
     gemm = results["gemm"]
-    lines = [f"# copgen-rt bench ({env['cpu']}, {env['device']}, {env['threads']} threads)", "",
-             f"Engine choice: {env['engine_choice']}", "",
-             f"Machine load (shared machine; compare ratios within this run): before `{results['load_before']}`, "
-             f"after `{results['load_after']}`.", "",
-             "GEMM limit per precision (best of every engine at the shapes "
-             f"{', '.join(f'{k} {v[0]}x{v[1]}x{v[2]}' for k, v in gemm['shapes'].items())}), GFLOP/s:", "",
-             "| precision | limit | " + " | ".join(["engine: min-max over shapes"]) + " |", "|---|---|---|"]
+    lines = [
+        f"# copgen-rt bench ({env['cpu']}, {env['device']}, {env['threads']} threads)",
+        "",
+        f"Engine choice: {env['engine_choice']}",
+        "",
+        f"Machine load (shared machine; compare ratios within this run): before `{results['load_before']}`, "
+        f"after `{results['load_after']}`.",
+        "",
+        "GEMM limit per precision (best of every engine at the shapes "
+        f"{', '.join(f'{k} {v[0]}x{v[1]}x{v[2]}' for k, v in gemm['shapes'].items())}), GFLOP/s:",
+        "",
+        "| precision | limit | " + " | ".join(["engine: min-max over shapes"]) + " |",
+        "|---|---|---|",
+    ]
     for precision, engines in gemm["rates"].items():
         detail = ", ".join(f"{e} {min(r.values()):.0f}-{max(r.values()):.0f}" for e, r in engines.items())
         lines.append(f"| {precision} | {gemm['limits'][precision]:.0f} | {detail} |")
-    lines += ["", f"numpy BLAS: {gemm.get('numpy_blas')}", "",
-              "| spec | variant | precision | batch | ms | GFLOP/s | of limit | rel. err vs fp32 | build s |",
-              "|---|---|---|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        f"numpy BLAS: {gemm.get('numpy_blas')}",
+        "",
+        "| spec | variant | precision | batch | ms | GFLOP/s | of limit | rel. err vs fp32 | build s |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in results["denoiser"]:
-        lines.append(f"| {r['spec']} | {r['variant']} | {r['precision']} | {r['batch']} | {r['ms']:.1f} | "
-                     f"{r['gflops']:.1f} | {r['fraction_of_limit']:.0%} | {r['rel_err_vs_fp32']:.1e} | "
-                     f"{r['build_s']:.1f} |")
-    lines += ["", "| spec | engine | preset | s/tile | vs auto exact | vs reference, same preset | drift from auto exact |",
-              "|---|---|---|---|---|---|---|"]
+        lines.append(
+            f"| {r['spec']} | {r['variant']} | {r['precision']} | {r['batch']} | {r['ms']:.1f} | "
+            f"{r['gflops']:.1f} | {r['fraction_of_limit']:.0%} | {r['rel_err_vs_fp32']:.1e} | "
+            f"{r['build_s']:.1f} |"
+        )
+    lines += [
+        "",
+        "| spec | engine | preset | s/tile | vs auto exact | vs reference, same preset | "
+        "drift from auto exact |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in results["presets"]:
         vs_ref = f"{r['speedup_vs_reference']:.2f}x" if r["speedup_vs_reference"] else "-"
-        lines.append(f"| {r['spec']} | {r['engine']} | {r['preset']} | {r['seconds_per_tile']:.2f} | "
-                     f"{r['speedup_vs_auto_exact']:.2f}x | {vs_ref} | {r['drift_from_exact']:.1e} |")
-    lines += ["", "| scene | engine | tiles | wall s | network share | km2/s | vs reference | peak RSS MB |",
-              "|---|---|---|---|---|---|---|---|"]
+        lines.append(
+            f"| {r['spec']} | {r['engine']} | {r['preset']} | {r['seconds_per_tile']:.2f} | "
+            f"{r['speedup_vs_auto_exact']:.2f}x | {vs_ref} | {r['drift_from_exact']:.1e} |"
+        )
+    lines += [
+        "",
+        "| scene | engine | tiles | wall s | network share | km2/s | vs reference | peak RSS MB |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in results["scenes"]:
-        lines.append(f"| {r['side_px']} px ({r['spec']}, {r['preset']}) | {r['engine']} | {r['tiles']} | "
-                     f"{r['wall_s']:.1f} | {r['network_share']:.1%} | {r['km2_per_s']:.3f} | "
-                     f"{r['speedup_vs_eager-reference']:.2f}x | {r['peak_rss_mb']:.0f} |")
+        lines.append(
+            f"| {r['side_px']} px ({r['spec']}, {r['preset']}) | {r['engine']} | {r['tiles']} | "
+            f"{r['wall_s']:.1f} | {r['network_share']:.1%} | {r['km2_per_s']:.3f} | "
+            f"{r['speedup_vs_eager-reference']:.2f}x | {r['peak_rss_mb']:.0f} |"
+        )
     lines += ["", "| target | measured | goal | |", "|---|---|---|---|"]
     for t in results.get("targets", []):
-        lines.append(f"| {t['target']} | {t['value']:.2f}{t['unit']} | {t['goal']}{t['unit']} | "
-                     f"{'met' if t['met'] else '**missed**'} |")
+        lines.append(
+            f"| {t['target']} | {t['value']:.2f}{t['unit']} | {t['goal']}{t['unit']} | "
+            f"{'met' if t['met'] else '**missed**'} |"
+        )
     lines += [""] + [f"Note: {note}" for note in results.get("notes", [])]
     stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
     stem.with_suffix(".svg").write_text(_svg_bars(results["denoiser"]))
@@ -670,9 +829,11 @@ def write_reports(results: dict, out_dir: Path) -> Path:
 def _svg_bars(rows: list[dict]) -> str:
     """Fraction of the GEMM limit per (spec, variant, batch) as a horizontal bar chart."""
     height = 22 * len(rows) + 40
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="760" height="{height}" font-family="sans-serif" '
-             'font-size="12">', '<text x="10" y="18">denoiser forward: fraction of the GEMM limit of its '
-             'precision</text>']
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="760" height="{height}" font-family="sans-serif" '
+        'font-size="12">',
+        '<text x="10" y="18">denoiser forward: fraction of the GEMM limit of its precision</text>',
+    ]
     for i, r in enumerate(rows):
         y = 30 + 22 * i
         width = max(1.0, 400 * min(r["fraction_of_limit"], 1.5))
@@ -681,4 +842,3 @@ def _svg_bars(rows: list[dict]) -> str:
         parts.append(f'<text x="{325 + width:.0f}" y="{y + 13}">{r["fraction_of_limit"]:.0%}</text>')
     parts.append("</svg>")
     return "\n".join(parts)
-

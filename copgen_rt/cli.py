@@ -65,7 +65,8 @@ def friendly_errors(fn):
             if "--debug" in sys.argv or _debug():
                 raise
             first = str(e).splitlines()[0] if str(e) else ""
-            _fail(EXIT_INTERNAL, f"internal error: {type(e).__name__}: {first} (set COPGEN_RT_DEBUG=1 for a traceback)")
+            _fail(EXIT_INTERNAL,
+                  f"internal error: {type(e).__name__}: {first} (set COPGEN_RT_DEBUG=1 for a traceback)")
 
     return wrapper
 
@@ -152,7 +153,7 @@ class _LineProgress:
         click.echo(f"copgen-rt: {self.done:.1f}/{self.total} tiles ({self.done / max(self.total, 1):.0%}), "
                    f"{self.last - self.start:.0f} s", err=True)
 
-    def __enter__(self) -> "_LineProgress":
+    def __enter__(self) -> _LineProgress:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -227,10 +228,10 @@ def _parse_date(text: str | None):
         raise ValueError(f"--date {text!r}: expected YYYY-MM-DD") from None
 
 
-def _scene_job(spec: specs.ModelSpec, scene: str, p: dict, batch_size: int, solver: str, others: str,
+def _scene_job(spec: specs.ModelSpec, scene: str, p: dict, batch_size: int, solver: str | None, others: str,
                seed: int, overwrite: bool):
-    from copgen_rt.scenes.reader import open_input
     from copgen_rt.scenes.job import SceneJob, SceneOptions
+    from copgen_rt.scenes.reader import open_input
 
     date = _parse_date(p["date"])
     common = dict(s1_units=p["s1_units"], lulc_values=p["lulc_values"], s2_offset=p["s2_offset"], date=date)
@@ -312,7 +313,8 @@ def describe_plan(spec: specs.ModelSpec, job: SceneJob) -> str:
 @scene_options
 @click.option("--solver", type=click.Choice(["reference", "dpmpp-2m", "dpmpp-3m", "ddim"]),
               help="default: the preset's (reference for exact)")
-@click.option("--others", default="reference", show_default=True, type=click.Choice(["reference", "marginal"]),
+@click.option("--others", default="reference", show_default=True,
+              type=click.Choice(["reference", "marginal"]),
               help="modalities neither given nor generated: reference behaviour or pure noise")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
@@ -405,8 +407,8 @@ def _infer_spec(model: str | None, spec_json: str | None, weights: str | None, e
     return resolve_spec(model or ("copgen-demo" if weights is None else "copgen-base"), spec_json)
 
 
-def _infer_many(scenes, manifest, ray_address, cpus_per_worker, split_tiles, model, spec_json, weights, engine,
-                backend, solver, others, seed, device, dtype, overwrite, quiet, verbose, p) -> int:
+def _infer_many(scenes, manifest, ray_address, cpus_per_worker, split_tiles, model, spec_json, weights,
+                engine, backend, solver, others, seed, device, dtype, overwrite, quiet, verbose, p) -> int:
     """Many scenes (copgen_rt.multiscene), in this process or on Ray; returns the exit code."""
     from copgen_rt import distributed, driver, multiscene, scenelist
     from copgen_rt.device import choose as choose_device

@@ -119,7 +119,7 @@ def choose_engine(device: str, backend: str | Mapping[str, str] | None = None, d
     native precision, narrowed to what the engine runs. Raises ValueError for a bad pair.
     """
     wanted = dict(backend) if isinstance(backend, Mapping) else \
-        {"denoiser": backend, "vae": backend if _SERVES_VAES.get(backend, True) else None}
+        {"denoiser": backend, "vae": backend if backend is None or _SERVES_VAES.get(backend, True) else None}
     unknown = set(wanted) - {"denoiser", "vae"}
     if unknown:
         raise ValueError(f"backend for {', '.join(sorted(unknown))}: the components are denoiser and vae")

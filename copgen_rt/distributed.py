@@ -26,16 +26,17 @@ import re
 import socket
 import time
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from copgen_rt import specs
 from copgen_rt.driver import Batch, PipelineSource, one_line
-from copgen_rt.scenelist import SceneEntry
 from copgen_rt.pipeline import Pipeline
-from copgen_rt.scenes.reader import SceneInput
+from copgen_rt.scenelist import SceneEntry
 from copgen_rt.scenes.job import SceneJob, SceneOptions
+from copgen_rt.scenes.reader import SceneInput
 from copgen_rt.scenes.run import SceneResult, precompute_latents, run_scene
 from copgen_rt.scenes.state import prepare_work_dir
 
@@ -80,7 +81,8 @@ def connect(address: str, quiet: bool = False) -> Iterator[None]:
     if ray.is_initialized():
         yield
         return
-    options: dict[str, Any] = dict(include_dashboard=False, logging_level=logging.ERROR, log_to_driver=not quiet)
+    options: dict[str, Any] = dict(include_dashboard=False, logging_level=logging.ERROR,
+                                   log_to_driver=not quiet)
     try:
         if address == "local":
             cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
@@ -106,7 +108,7 @@ class PortableJob:
     options: SceneOptions
 
     @classmethod
-    def of(cls, job: SceneJob) -> "PortableJob":
+    def of(cls, job: SceneJob) -> PortableJob:
         return cls(specs.to_dict(job.spec), tuple(job.inputs), job.out_dir, job.options)
 
     def build(self) -> SceneJob:
@@ -152,14 +154,14 @@ class WorkerPool:
         self.actors, self.provenance = actors, provenance
 
     @classmethod
-    def start(cls, source: PipelineSource, cpus_per_worker: int = 1) -> "WorkerPool":
+    def start(cls, source: PipelineSource, cpus_per_worker: int = 1) -> WorkerPool:
         ray = _ray()
         resources = ray.cluster_resources()
         gpus = int(resources.get("GPU", 0)) if (source.device or "cuda").startswith("cuda") else 0
         cpus = int(resources.get("CPU", 1))
         if not gpus and cpus_per_worker > cpus:
-            raise ValueError(f"--cpus-per-worker {cpus_per_worker}: the Ray cluster has {cpus} CPU(s) in all; "
-                             "no worker could ever start")
+            raise ValueError(f"--cpus-per-worker {cpus_per_worker}: the Ray cluster has {cpus} CPU(s) "
+                             "in all; no worker could ever start")
         count = gpus or cpus // cpus_per_worker
         actor = ray.remote(SceneWorker).options(num_cpus=cpus_per_worker, num_gpus=1 if gpus else 0,
                                                 max_restarts=MAX_RESTARTS, max_task_retries=0)
@@ -178,7 +180,7 @@ class WorkerPool:
         for a in self.actors:
             ray.kill(a, no_restart=True)
 
-    def __enter__(self) -> "WorkerPool":
+    def __enter__(self) -> WorkerPool:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -268,9 +270,10 @@ class _Scheduler:
             self._send(actor, self.ready.popleft())
 
     def _plan_next(self) -> bool:
-        entry, job = next(self.jobs, (None, None))
-        if entry is None:
+        upcoming = next(self.jobs, None)
+        if upcoming is None:
             return False
+        entry, job = upcoming
         ranges = tile_ranges(len(job.plan), job.options.batch_size, self.split_tiles)
         scene = _Scene(entry, job, self.ray.put(PortableJob.of(job)), ranges)
         self.ready.append(_Task(scene, "prepare" if ranges else "run"))
@@ -309,7 +312,8 @@ class _Scheduler:
                 self._worker_died(actor, e)
                 self._retry(task, actor, e)
             else:  # the task itself failed: the scene's fault
-                cause = e.cause if isinstance(e, exceptions.RayTaskError) and isinstance(e.cause, Exception) else e
+                task_error = isinstance(e, exceptions.RayTaskError) and isinstance(e.cause, Exception)
+                cause = e.cause if task_error else e
                 self._fail(task.scene, one_line(cause))
             return
         if task is None:

@@ -18,14 +18,20 @@ import os
 import sys
 import time
 import warnings
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
 
 from copgen_rt import __version__, specs
 from copgen_rt.device import choose as choose_device
-from copgen_rt.files import (OutputBusyError, OutputWriteError, check_writable, is_regular_file, waiting_lock,
-                             write_text)
+from copgen_rt.files import (
+    OutputBusyError,
+    OutputWriteError,
+    check_writable,
+    is_regular_file,
+    waiting_lock,
+    write_text,
+)
 from copgen_rt.pipeline import Pipeline
 from copgen_rt.scenelist import SceneEntry
 from copgen_rt.scenes.job import SceneJob
@@ -49,8 +55,15 @@ class PipelineSource:
     dtype: str | None = None
 
     @classmethod
-    def create(cls, spec: specs.ModelSpec, weights: str | None, engine: str | None, backend: str | None = None,
-               device: str | None = None, dtype: str | None = None) -> "PipelineSource":
+    def create(
+        cls,
+        spec: specs.ModelSpec,
+        weights: str | None,
+        engine: str | None,
+        backend: str | None = None,
+        device: str | None = None,
+        dtype: str | None = None,
+    ) -> PipelineSource:
         local = lambda p: str(Path(p).absolute()) if p and Path(p).exists() else p  # noqa: E731
         return cls(specs.to_dict(spec), local(weights), local(engine), backend, device, dtype)
 
@@ -61,19 +74,31 @@ class PipelineSource:
             warnings.simplefilter("ignore", RandomWeightsWarning)
             if self.engine:
                 return Pipeline.from_export(self.engine, device=choice.device)
-            return Pipeline.from_pretrained(specs.from_dict(self.spec), self.weights, device=choice.device,
-                                            dtype=self.dtype or "auto", backend=self.backend or "auto")
+            return Pipeline.from_pretrained(
+                specs.from_dict(self.spec),
+                self.weights,
+                device=choice.device,
+                dtype=self.dtype or "auto",
+                backend=self.backend or "auto",
+            )
 
     def provenance(self, pipeline: Pipeline) -> dict:
         """Model and hashes of every weight file the pipeline may load (hashed once per run)."""
         if self.engine:
             files = dict(pipeline.provenance.files)
         else:
+            if self.weights is None:
+                raise ValueError("a pipeline source needs weights or an engine")
             found = resolve_weights(pipeline.spec, self.weights)
-            files = {"denoiser": found.denoiser, **{f"vae/{k}": p for k, p in found.vaes.items()}}
-        return {"model": pipeline.spec.name, "software": f"copgen-rt {__version__}",
-                "weights": {k: file_sha256(Path(p))[:16] for k, p in sorted(files.items())},
-                "random_weights": pipeline.is_random}
+            if found.denoiser is None:
+                raise CheckpointError(f"{self.weights}: no denoiser checkpoint")
+            files = {"denoiser": str(found.denoiser), **{f"vae/{k}": str(p) for k, p in found.vaes.items()}}
+        return {
+            "model": pipeline.spec.name,
+            "software": f"copgen-rt {__version__}",
+            "weights": {k: file_sha256(Path(p))[:16] for k, p in sorted(files.items())},
+            "random_weights": pipeline.is_random,
+        }
 
 
 # --- the run manifest ---------------------------------------------------------------------------
@@ -96,13 +121,17 @@ class RunManifest:
         try:
             return dict(json.loads(self.path.read_text())["scenes"])
         except (ValueError, KeyError, TypeError) as e:
-            raise ValueError(f"{self.path}: not a copgen-rt run manifest ({type(e).__name__}); "
-                             "move it away") from None
+            raise ValueError(
+                f"{self.path}: not a copgen-rt run manifest ({type(e).__name__}); move it away"
+            ) from None
 
     def complete(self, key: str, fingerprint: str) -> bool:
         record = self.scenes.get(key, {})
-        return record.get("status") == "done" and record.get("fingerprint") == fingerprint and \
-            all(Path(p).exists() for p in record.get("outputs", [None]))
+        return (
+            record.get("status") == "done"
+            and record.get("fingerprint") == fingerprint
+            and all(Path(p).exists() for p in record.get("outputs", [None]))
+        )
 
     def record(self, key: str, record: dict) -> None:
         self.scenes[key] = record
@@ -118,27 +147,58 @@ class RunManifest:
         check_writable(self.path.parent)
         with waiting_lock(self.path.with_name(f".{self.path.name}.lock")):
             merged = {**self._read(), **{k: self.scenes[k] for k in self._changed}}
-            write_text(self.path, json.dumps({"software": f"copgen-rt {__version__}", "scenes": merged},
-                                             indent=1) + "\n")
+            write_text(
+                self.path,
+                json.dumps({"software": f"copgen-rt {__version__}", "scenes": merged}, indent=1) + "\n",
+            )
         self.scenes, self._changed, self._saved = merged, set(), time.monotonic()
 
 
 def fingerprint(job: SceneJob, provenance: dict) -> str:
     """Everything that decides a scene's outputs, the batch size aside (it only changes rounding,
     and its default depends on free memory)."""
-    options = {k: v for k, v in dataclasses.asdict(job.options).items() if k not in ("overwrite", "batch_size")}
-    inputs = [(str(s.path), s.path.stat().st_size, s.path.stat().st_mtime_ns, s.product, s.bands, s.units,
-               s.dn_offset) for s in job.inputs]
-    parts = {"model": provenance["model"], "weights": provenance["weights"], "options": options,
-             "sampler": job.options.sampler, "generate": job.generate, "date": job.date, "inputs": inputs}
+    options = {
+        k: v for k, v in dataclasses.asdict(job.options).items() if k not in ("overwrite", "batch_size")
+    }
+    inputs = [
+        (
+            str(s.path),
+            s.path.stat().st_size,
+            s.path.stat().st_mtime_ns,
+            s.product,
+            s.bands,
+            s.units,
+            s.dn_offset,
+        )
+        for s in job.inputs
+    ]
+    parts = {
+        "model": provenance["model"],
+        "weights": provenance["weights"],
+        "options": options,
+        "sampler": job.options.sampler,
+        "generate": job.generate,
+        "date": job.date,
+        "inputs": inputs,
+    }
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
 def one_line(e: BaseException) -> str:
     text = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
     first = text.strip().splitlines()[0] if text.strip() else ""
-    if first and isinstance(e, (ValueError, KeyError, OSError, OutputExistsError, CheckpointError,
-                                OutputBusyError, OutputWriteError)):
+    if first and isinstance(
+        e,
+        (
+            ValueError,
+            KeyError,
+            OSError,
+            OutputExistsError,
+            CheckpointError,
+            OutputBusyError,
+            OutputWriteError,
+        ),
+    ):
         return first
     return f"{type(e).__name__}: {first}" if first else type(e).__name__
 
@@ -161,7 +221,8 @@ class Report:
 
     def __init__(self, total: int, quiet: bool):
         self.total, self.quiet = total, quiet
-        self.finished = self.seen = self.planned_scenes = self.planned_tiles = self.done_tiles = 0
+        self.finished = self.seen = self.planned_scenes = self.planned_tiles = 0
+        self.done_tiles = 0.0
         self.start = self.work_start = time.monotonic()
 
     def begin(self) -> None:
@@ -178,7 +239,7 @@ class Report:
         self.seen += 1
         self.finished += finished
 
-    def tiles(self, n: int) -> None:
+    def tiles(self, n: float) -> None:
         self.done_tiles += n
 
     def scene(self, name: str, text: str) -> None:
@@ -196,7 +257,11 @@ class Report:
 
     def summary(self, s: Summary) -> None:
         seconds = time.monotonic() - self.start
-        parts = [f"{s.succeeded} succeeded", f"{s.skipped} skipped (already complete)", f"{len(s.failed)} failed"]
+        parts = [
+            f"{s.succeeded} succeeded",
+            f"{s.skipped} skipped (already complete)",
+            f"{len(s.failed)} failed",
+        ]
         retried = f"; {s.retried} task(s) retried after a worker died" if s.retried else ""
         say(f"{s.total} scenes in {_clock(seconds)}: {', '.join(parts)}{retried}")
         for name, reason in s.failed:
@@ -218,8 +283,15 @@ class Batch:
     """Plans scenes in order (skipping complete ones, failing unreadable ones), records results
     in the run manifest, prints each scene's outputs on stdout and reports progress."""
 
-    def __init__(self, entries: Sequence[SceneEntry], make_job: Callable[[SceneEntry], SceneJob],
-                 manifest: RunManifest, provenance: dict, report: Report, verbose: bool = False):
+    def __init__(
+        self,
+        entries: Sequence[SceneEntry],
+        make_job: Callable[[SceneEntry], SceneJob],
+        manifest: RunManifest,
+        provenance: dict,
+        report: Report,
+        verbose: bool = False,
+    ):
         self.entries, self.make_job, self.manifest = entries, make_job, manifest
         self.provenance, self.report, self.verbose = provenance, report, verbose
         self.summary = Summary(len(entries))
@@ -255,11 +327,20 @@ class Batch:
         self._unlock(entry)
         solver, steps = job.options.sampler
         seconds = time.monotonic() - start
-        self.manifest.record(entry.key, {
-            **self._entry(entry), "status": "done", "outputs": [str(p) for p in result.outputs],
-            "tiles": result.tiles, "tiles_without_data": result.skipped, "tile_ranges": ranges,
-            "seconds": round(seconds, 2), "fingerprint": key,
-            "provenance": {**self.provenance, "seed": job.options.seed, "steps": steps, "solver": solver}})
+        self.manifest.record(
+            entry.key,
+            {
+                **self._entry(entry),
+                "status": "done",
+                "outputs": [str(p) for p in result.outputs],
+                "tiles": result.tiles,
+                "tiles_without_data": result.skipped,
+                "tile_ranges": ranges,
+                "seconds": round(seconds, 2),
+                "fingerprint": key,
+                "provenance": {**self.provenance, "seed": job.options.seed, "steps": steps, "solver": solver},
+            },
+        )
         self.summary.succeeded += 1
         for path in result.outputs:
             print(path, flush=True)
@@ -286,5 +367,9 @@ class Batch:
 
     @staticmethod
     def _entry(entry: SceneEntry) -> dict:
-        return {"scene": str(entry.scene), "conds": list(entry.conds), "out": str(entry.out),
-                "finished": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+        return {
+            "scene": str(entry.scene),
+            "conds": list(entry.conds),
+            "out": str(entry.out),
+            "finished": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        }

@@ -9,7 +9,7 @@ import signal
 import sys
 from types import FrameType
 
-NAMES = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated (SIGTERM)"}
+NAMES: dict[int, str] = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated (SIGTERM)"}
 
 
 class Interrupted(BaseException):

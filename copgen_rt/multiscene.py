@@ -6,8 +6,8 @@ records their results.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 from copgen_rt.driver import RUN_MANIFEST, Batch, PipelineSource, Report, RunManifest, Summary, one_line, say
 from copgen_rt.pipeline import Pipeline

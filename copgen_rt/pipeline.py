@@ -6,22 +6,32 @@ import hashlib
 import numbers
 import secrets
 from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from copgen_rt import processing, specs
 from copgen_rt.backends import DenoiserBackend, VAEBackend
+from copgen_rt.device import EngineChoice
 from copgen_rt.models.autoencoder import posterior_sample
+from copgen_rt.provenance import Provenance
 from copgen_rt.sampler import NoiseSource, row_seeds, sample
 from copgen_rt.schedule import NoiseSchedule
 from copgen_rt.solvers import build_program, resolve_preset
 from copgen_rt.specs import ModelSpec
-from copgen_rt.provenance import Provenance
-from copgen_rt.weights import (Checkpoint, CheckpointError, load_autoencoder, load_denoiser, parse_dtype,
-                               read_checkpoint, resolve_weights, warn_random_weights)
+from copgen_rt.weights import (
+    Checkpoint,
+    CheckpointError,
+    load_autoencoder,
+    load_denoiser,
+    parse_dtype,
+    read_checkpoint,
+    resolve_weights,
+    warn_random_weights,
+)
 
 
 class _MomentsCache:
@@ -115,16 +125,16 @@ class Pipeline:
         self._moments = _MomentsCache()
         if self.provenance.random:
             warn_random_weights(f"this {spec.name} pipeline")
-        self.engines = None  # from_weights: the copgen_rt.device.EngineChoice (what runs what, and why)
+        self.engines: EngineChoice | None = None  # from_weights: what runs what, and why
 
     # --- construction -------------------------------------------------------------------------
 
     @classmethod
     def from_weights(cls, spec: ModelSpec | str, denoiser: str | Path,
-                     vaes: Mapping[str, str | Path] | None = None, device=None,
+                     vaes: Mapping[str, str | Path] | None = None, device: str | torch.device | None = None,
                      dtype: torch.dtype | str = torch.float32,
                      vae_dtype: torch.dtype | str = torch.float32,
-                     backend: str | Mapping[str, str] = "auto", cuda_graphs: bool = True) -> "Pipeline":
+                     backend: str | Mapping[str, str] = "auto", cuda_graphs: bool = True) -> Pipeline:
         """Checkpoint files: the denoiser and {modality: VAE file} (VAEs load on first use).
 
         `backend` is one name for every component or {"denoiser": ..., "vae": ...}: "auto"
@@ -149,7 +159,7 @@ class Pipeline:
         vae_files: dict[str, Path] = {}
         for name, path in (vaes or {}).items():
             key = spec.modality(name).vae if name in spec.names else name
-            if key not in spec.vaes:
+            if key is None or key not in spec.vaes:
                 raise ValueError(f"{name}: not a modality with a VAE in {spec.name}")
             vae_files[key] = Path(path)
         vae_precision = dtype_name(vae_dtype)
@@ -164,8 +174,8 @@ class Pipeline:
             if vckpt.is_random and not provenance.random:
                 warn_random_weights(f"the {modality} VAE of this {spec.name} pipeline")
             provenance.random = provenance.random or vckpt.is_random
-            vae = load_autoencoder(spec, modality, vckpt, device,
-                                   torch.float32 if engines.vae in EXPORTED_ENGINES else parse_dtype(vae_dtype))
+            load_dtype = torch.float32 if engines.vae in EXPORTED_ENGINES else parse_dtype(vae_dtype)
+            vae = load_autoencoder(spec, modality, vckpt, device, load_dtype)
             return vae_backend(engines.vae, spec, key, vae, vckpt.path, vae_precision)
 
         pipeline = cls(spec, den_backend, load_vae, provenance, device)
@@ -173,8 +183,12 @@ class Pipeline:
         return pipeline
 
     @classmethod
-    def from_export(cls, folder: str | Path, device=None, providers: Sequence[str] | None = None
-                    ) -> "Pipeline":
+    def from_export(
+        cls,
+        folder: str | Path,
+        device: str | torch.device | None = None,
+        providers: Sequence[str] | None = None,
+    ) -> Pipeline:
         """An export folder of `copgen-rt export`: ONNX files (onnxruntime) or TensorRT engines."""
         from copgen_rt.backends.exported import load_export
 
@@ -182,8 +196,9 @@ class Pipeline:
         return cls(spec, denoiser_backend, vae_loader, provenance, _device(device))
 
     @classmethod
-    def from_pretrained(cls, spec: ModelSpec | str, weights: str | Path | None = None,
-                        **kwargs) -> "Pipeline":
+    def from_pretrained(
+        cls, spec: ModelSpec | str, weights: str | Path | None = None, **kwargs: Any
+    ) -> Pipeline:
         """A weights directory (ours or the released layout) or a hub id; without `weights`, the
         bundled demo model (copgen-demo only). `kwargs` go to `from_weights`."""
         spec = specs.get(spec) if isinstance(spec, str) else spec
@@ -191,8 +206,10 @@ class Pipeline:
             from copgen_rt import demo
 
             if spec.name != demo.DEMO_MODEL:
-                raise ValueError(f"{spec.name} needs weights (a directory or a hub id); only "
-                                 f"{demo.DEMO_MODEL} ships with the package")
+                raise ValueError(
+                    f"{spec.name} needs weights (a directory or a hub id); only "
+                    f"{demo.DEMO_MODEL} ships with the package"
+                )
             weights = demo.weights_path()
         files = resolve_weights(spec, weights)
         if files.denoiser is None:
@@ -200,7 +217,7 @@ class Pipeline:
         return cls.from_weights(spec, files.denoiser, vaes=dict(files.vaes), **kwargs)
 
     @classmethod
-    def demo(cls, **kwargs) -> "Pipeline":
+    def demo(cls, **kwargs: Any) -> Pipeline:
         """The bundled demo model (copgen-demo): RANDOM weights, so its outputs are synthetic
         textures, not predictions; for trying the API (`copgen_rt.demo.read_chip` gives inputs)."""
         return cls.from_pretrained("copgen-demo", **kwargs)
@@ -221,17 +238,28 @@ class Pipeline:
 
     # --- generation ---------------------------------------------------------------------------
 
-    def generate(self, generate: Sequence[str], conditions: Mapping[str, object] | None = None,
-                 conditions_are_latents: bool = False, n_samples: int = 1, steps: int | None = None,
-                 solver: str | None = None, others: str = "reference", preset: str | None = None,
-                 seed: int | Sequence[int] | None = None,
-                 initial_noise: Mapping[str, Tensor] | None = None,
-                 others_noise: Callable[[int, str], Tensor] | None = None,
-                 posterior_noise: Mapping[str, Tensor] | None = None,
-                 decode: bool = True, physical_units: bool = True,
-                 batch_size: int | None = None, known: Mapping[str, tuple[object, object]] | None = None,
-                 jumps: int = 0, jump_length: int = 1,
-                 progress: Callable[[float], None] | None = None) -> dict[str, Tensor]:
+    def generate(
+        self,
+        generate: Sequence[str],
+        conditions: Mapping[str, object] | None = None,
+        conditions_are_latents: bool = False,
+        n_samples: int = 1,
+        steps: int | None = None,
+        solver: str | None = None,
+        others: str = "reference",
+        preset: str | None = None,
+        seed: int | Sequence[int] | None = None,
+        initial_noise: Mapping[str, Tensor] | None = None,
+        others_noise: Callable[[int, str], Tensor] | None = None,
+        posterior_noise: Mapping[str, Tensor] | None = None,
+        decode: bool = True,
+        physical_units: bool = True,
+        batch_size: int | None = None,
+        known: Mapping[str, tuple[object, object]] | None = None,
+        jumps: int = 0,
+        jump_length: int = 1,
+        progress: Callable[[float], None] | None = None,
+    ) -> dict[str, Tensor]:
         """Generate `generate` given `conditions`; see the class docstring for units.
 
         progress: called after every network call with the share of this call's work it did
@@ -267,27 +295,47 @@ class Pipeline:
         for name in cond_names:
             value = conditions[name]
             _check_dtype(name, value)
-            x = processing.preprocess(spec.modality(name), value, spec.pixel_shape(name)) if physical_units and not \
-                conditions_are_latents else torch.as_tensor(value, dtype=torch.float32)
+            if physical_units and not conditions_are_latents:
+                x = processing.preprocess(spec.modality(name), value, spec.pixel_shape(name))
+            else:
+                x = torch.as_tensor(value, dtype=torch.float32)
             model_inputs[name] = self._check_condition(name, x, conditions_are_latents)
         known = dict(known or {})
         if jumps and not known:
             raise ValueError("resampling jumps need a known region (known=...)")
         known_inputs = self._known_inputs(generate, known, physical_units, conditions_are_latents)
-        batch = self._batch_size({**model_inputs, **{k: x for k, (x, _) in known_inputs.items()}}, batch_size,
-                                 initial_noise or {}, n_samples)
-        if known_inputs and set(known_inputs) == set(generate) and (decode or conditions_are_latents) and \
-                all(bool(valid.all()) for _, valid in known_inputs.values()):
-            return self._known_as_output(known, known_inputs, n_samples, physical_units, decode,
-                                         conditions_are_latents)
-        known_inputs = {k: (x, cells) for k, (x, valid) in known_inputs.items()
-                        if bool((cells := self._known_cells(k, valid, conditions_are_latents)).any())}
-        program = build_program(self.schedule, *solver_steps, jumps=jumps if known_inputs else 0,
-                                jump_length=jump_length)
+        batch = self._batch_size(
+            {**model_inputs, **{k: x for k, (x, _) in known_inputs.items()}},
+            batch_size,
+            initial_noise or {},
+            n_samples,
+        )
+        if (
+            known_inputs
+            and set(known_inputs) == set(generate)
+            and (decode or conditions_are_latents)
+            and all(bool(valid.all()) for _, valid in known_inputs.values())
+        ):
+            return self._known_as_output(
+                known, known_inputs, n_samples, physical_units, decode, conditions_are_latents
+            )
+        known_inputs = {
+            k: (x, cells)
+            for k, (x, valid) in known_inputs.items()
+            if bool((cells := self._known_cells(k, valid, conditions_are_latents)).any())
+        }
+        program = build_program(
+            self.schedule, *solver_steps, jumps=jumps if known_inputs else 0, jump_length=jump_length
+        )
         if seed is None:
             seed = secrets.randbits(62)
-        cond_seeds = [seed + b for b in range(batch)] if _is_int(seed) else \
-            list(seed) if isinstance(seed, Sequence) and not isinstance(seed, (str, bytes)) else [seed]
+        cond_seeds = (
+            [seed + b for b in range(batch)]
+            if _is_int(seed)
+            else list(seed)
+            if isinstance(seed, Sequence) and not isinstance(seed, (str, bytes))
+            else [seed]
+        )
         if not all(map(_is_int, cond_seeds)):
             raise ValueError(f"seed must be an int or a sequence of ints (one per condition), got {seed!r}")
         if len(cond_seeds) != batch:
@@ -297,24 +345,49 @@ class Pipeline:
 
         latents = {}
         for name in cond_names:  # posterior noise first, then x_init, then per-call noise
-            latents[name] = self._condition_latent(name, model_inputs[name], conditions_are_latents,
-                                                   n_samples, noise, (posterior_noise or {}).get(name))
-        known_latents = {name: (self._condition_latent(name, x, conditions_are_latents, n_samples, noise, None),
-                                cells.to(self.device).repeat_interleave(n_samples, dim=0))
-                         for name, (x, cells) in known_inputs.items()}
+            latents[name] = self._condition_latent(
+                name,
+                model_inputs[name],
+                conditions_are_latents,
+                n_samples,
+                noise,
+                (posterior_noise or {}).get(name),
+            )
+        known_latents = {
+            name: (
+                self._condition_latent(name, x, conditions_are_latents, n_samples, noise, None),
+                cells.to(self.device).repeat_interleave(n_samples, dim=0),
+            )
+            for name, (x, cells) in known_inputs.items()
+        }
         x_init = {}
         for name in generate:
             shape = spec.modality(name).latent_shape
             given = (initial_noise or {}).get(name)
-            x_init[name] = noise.draw(shape) if given is None else \
-                self._check_shape(f"initial_noise[{name}]", torch.as_tensor(given), (rows, *shape))
+            x_init[name] = (
+                noise.draw(shape)
+                if given is None
+                else self._check_shape(f"initial_noise[{name}]", torch.as_tensor(given), (rows, *shape))
+            )
         if others_noise is None:
             others_noise = lambda call, name: noise.draw(spec.modality(name).latent_shape)  # noqa: E731
 
         total = sum(spec.modality(n).latent_size for n in generate)
-        denoiser = self.denoiser if progress is None else _Reporting(self.denoiser, progress, program.num_calls)
-        result = sample(spec, denoiser, program, generate, latents, x_init, others, others_noise,
-                        known_latents, lambda call: noise.draw((total,)))
+        denoiser = (
+            self.denoiser if progress is None else _Reporting(self.denoiser, progress, program.num_calls)
+        )
+        result = sample(
+            spec,
+            denoiser,
+            program,
+            generate,
+            latents,
+            x_init,
+            others,
+            others_noise,
+            known_latents,
+            lambda call: noise.draw((total,)),
+        )
         return self.decode(result, physical_units) if decode else result
 
     def decode(self, latents: Mapping[str, Tensor], physical_units: bool = True) -> dict[str, Tensor]:
@@ -323,8 +396,13 @@ class Pipeline:
 
     # --- helpers ------------------------------------------------------------------------------
 
-    def _batch_size(self, inputs: Mapping[str, Tensor], batch_size: int | None,
-                    initial_noise: Mapping[str, Tensor], n_samples: int) -> int:
+    def _batch_size(
+        self,
+        inputs: Mapping[str, Tensor],
+        batch_size: int | None,
+        initial_noise: Mapping[str, Tensor],
+        n_samples: int,
+    ) -> int:
         """The conditions' batch, else `batch_size`, else the injected noise's (rows / n_samples), else 1."""
         sizes = {x.shape[0] for x in inputs.values()}
         if 0 in sizes:
@@ -349,14 +427,17 @@ class Pipeline:
         rows = {name: tuple(torch.as_tensor(x).shape[:1]) for name, x in initial_noise.items()}
         counts = {r[0] for r in rows.values() if r}
         if len(counts) > 1:
-            raise ValueError("initial_noise entries have different numbers of rows: "
-                             + ", ".join(f"{n} {r[0] if r else 'none'}" for n, r in sorted(rows.items())))
+            raise ValueError(
+                "initial_noise entries have different numbers of rows: "
+                + ", ".join(f"{n} {r[0] if r else 'none'}" for n, r in sorted(rows.items()))
+            )
         if not counts:
             return 1  # scalars: refused with the expected shape by _check_shape
         (count,) = counts
         if count == 0 or count % n_samples:
-            raise ValueError(f"initial_noise has {count} rows, which is not batch x n_samples "
-                             f"for n_samples={n_samples}")
+            raise ValueError(
+                f"initial_noise has {count} rows, which is not batch x n_samples for n_samples={n_samples}"
+            )
         return count // n_samples
 
     @staticmethod
@@ -373,12 +454,20 @@ class Pipeline:
         if x.dim() == len(shape):
             x = x.unsqueeze(0)
         if x.dim() != len(shape) + 1 or tuple(x.shape[1:]) != tuple(shape):
-            raise ValueError(f"condition {name}: expected (B, {', '.join(map(str, shape))}), "
-                             f"got {tuple(x.shape)}")
+            raise ValueError(
+                f"condition {name}: expected (B, {', '.join(map(str, shape))}), got {tuple(x.shape)}"
+            )
         return self._check_shape(f"condition {name}", x, (x.shape[0], *shape))
 
-    def _condition_latent(self, name: str, x: Tensor, is_latent: bool, n_samples: int,
-                          noise: NoiseSource, injected: Tensor | None) -> Tensor:
+    def _condition_latent(
+        self,
+        name: str,
+        x: Tensor,
+        is_latent: bool,
+        n_samples: int,
+        noise: NoiseSource,
+        injected: Tensor | None,
+    ) -> Tensor:
         m = self.spec.modality(name)
         if is_latent or not m.is_image:
             return x.to(self.device).repeat_interleave(n_samples, dim=0)
@@ -388,14 +477,20 @@ class Pipeline:
         shape = (moments.shape[1] // 2, *moments.shape[2:])
         eps = noise.draw(shape)  # every row draws, so streams stay aligned whatever the policy
         if injected is not None:
-            eps = self._check_shape(f"posterior_noise[{name}]", torch.as_tensor(injected),
-                                    tuple(eps.shape)).to(self.device)
+            eps = self._check_shape(
+                f"posterior_noise[{name}]", torch.as_tensor(injected), tuple(eps.shape)
+            ).to(self.device)
         elif not self.spec.posterior_per_copy:  # COP-GEN: the copies share the first one's sample
             eps = eps[::n_samples].repeat_interleave(n_samples, dim=0)
         return posterior_sample(moments, eps, self.spec.vae_for(name).scale_factor)
 
-    def _known_inputs(self, generate: Sequence[str], known: Mapping[str, object], physical_units: bool,
-                      is_latent: bool) -> dict[str, tuple[Tensor, Tensor]]:
+    def _known_inputs(
+        self,
+        generate: Sequence[str],
+        known: Mapping[str, tuple[object, object]],
+        physical_units: bool,
+        is_latent: bool,
+    ) -> dict[str, tuple[Tensor, Tensor]]:
         """{name: (model-space values with masked pixels filled, valid mask (B, H, W) bool)}.
 
         Masked pixels may hold anything (clouds, NaN nodata): before encoding they are replaced
@@ -407,18 +502,24 @@ class Pipeline:
                 raise ValueError(f"known values for {name}, which is not generated")
             m = self.spec.modality(name)
             if not m.is_image:
-                raise ValueError(f"known {name}: only image modalities can be partly known; give it as a condition")
+                raise ValueError(
+                    f"known {name}: only image modalities can be partly known; give it as a condition"
+                )
             entry = known[name]
             if not isinstance(entry, (tuple, list)) or len(entry) != 2:
                 raise ValueError(f"known {name}: expected a pair (values, valid_mask)")
             values, valid = entry
             shape = m.latent_shape if is_latent else self.spec.pixel_shape(name)
-            x = processing.preprocess(m, values, shape) if physical_units and not is_latent else \
-                processing.as_float32(values)
+            x = (
+                processing.preprocess(m, values, shape)
+                if physical_units and not is_latent
+                else processing.as_float32(values)
+            )
             x = x.unsqueeze(0) if x.dim() == len(shape) else x
             if x.dim() != len(shape) + 1 or tuple(x.shape[1:]) != tuple(shape):
-                raise ValueError(f"known {name}: expected values (B, {', '.join(map(str, shape))}), "
-                                 f"got {tuple(x.shape)}")
+                raise ValueError(
+                    f"known {name}: expected values (B, {', '.join(map(str, shape))}), got {tuple(x.shape)}"
+                )
             valid = self._valid_mask(name, valid, (x.shape[0], *shape[1:])).to(x.device)
             where = valid.unsqueeze(1).expand_as(x)
             if not bool(torch.isfinite(x[where]).all()):
@@ -434,7 +535,9 @@ class Pipeline:
         try:
             valid = torch.as_tensor(valid)
         except (TypeError, ValueError, RuntimeError):
-            raise ValueError(f"known {name}: the valid mask must be an array, got {type(valid).__name__}") from None
+            raise ValueError(
+                f"known {name}: the valid mask must be an array, got {type(valid).__name__}"
+            ) from None
         if valid.dtype != torch.bool:
             if valid.is_complex() or not bool(((valid == 0) | (valid == 1)).all()):
                 raise ValueError(f"known {name}: the valid mask must be boolean or 0/1")
@@ -442,7 +545,9 @@ class Pipeline:
         valid = valid.squeeze(-3) if valid.dim() == 4 and valid.shape[-3] == 1 else valid
         valid = valid.expand(shape[0], *valid.shape) if valid.dim() == 2 else valid
         if tuple(valid.shape) != tuple(shape):
-            raise ValueError(f"known {name}: expected a valid mask of shape {tuple(shape)}, got {tuple(valid.shape)}")
+            raise ValueError(
+                f"known {name}: expected a valid mask of shape {tuple(shape)}, got {tuple(valid.shape)}"
+            )
         return valid
 
     def _known_cells(self, name: str, valid: Tensor, is_latent: bool) -> Tensor:
@@ -457,9 +562,15 @@ class Pipeline:
         b, ph, pw = valid.shape
         return valid.reshape(b, h, ph // h, w, pw // w).all(dim=4).all(dim=2)
 
-    def _known_as_output(self, known: Mapping[str, object], inputs: Mapping[str, tuple[Tensor, Tensor]],
-                         n_samples: int, physical_units: bool, decode: bool, is_latent: bool
-                         ) -> dict[str, Tensor]:
+    def _known_as_output(
+        self,
+        known: Mapping[str, tuple[object, object]],
+        inputs: Mapping[str, tuple[Tensor, Tensor]],
+        n_samples: int,
+        physical_units: bool,
+        decode: bool,
+        is_latent: bool,
+    ) -> dict[str, Tensor]:
         """Every pixel is valid: the input itself, in the units generate would return (decoded,
         or the given latents when they are latents)."""
         out = {}

@@ -11,7 +11,8 @@ from __future__ import annotations
 import datetime as dt
 import math
 import warnings
-from typing import Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -19,12 +20,17 @@ from torch import Tensor
 
 from copgen_rt.specs import RGB8, Classes, Date, LatLon, LogRange, Modality, Reflectance
 
+# what the API takes as values: tensors, arrays, nested sequences (dates: strings and dates too),
+# checked at run time with one-line errors
+ArrayLike = Any
+
 
 class UnknownClassCodeWarning(UserWarning):
     """Class codes outside the modality's table were mapped to index 0 (reference behaviour)."""
 
 
-def preprocess(modality: Modality, values, pixel_shape: tuple[int, int, int] | None = None) -> Tensor:
+def preprocess(modality: Modality, values: ArrayLike,
+               pixel_shape: tuple[int, int, int] | None = None) -> Tensor:
     """Physical values -> model-space tensor (the VAE input, or the scalar latent).
 
     Thumbnails of another size are centre-cropped (or reflect-padded) to `pixel_shape` as the
@@ -88,7 +94,7 @@ def physical_dtype(modality: Modality) -> torch.dtype:
     return torch.uint8 if isinstance(p, RGB8) else torch.float32
 
 
-def as_float32(values) -> Tensor:
+def as_float32(values: ArrayLike) -> Tensor:
     """Any array-like of numbers as a float32 tensor; anything else is a one-line ValueError."""
     try:
         return torch.as_tensor(values).to(torch.float32)
@@ -106,8 +112,8 @@ def _one_hot(name: str, p: Classes, codes: Tensor) -> Tensor:
     lookup = torch.zeros(max(max(p.codes), int(codes.max().item()) if codes.numel() else 0) + 1,
                          dtype=torch.int64)
     known = torch.zeros_like(lookup, dtype=torch.bool)
-    for index, code in enumerate(p.codes):
-        lookup[code] = index
+    for class_index, code in enumerate(p.codes):
+        lookup[code] = class_index
         known[code] = True
     if codes.numel() and int(codes.min()) < 0:
         raise ValueError(f"{name}: negative class codes")
@@ -120,7 +126,7 @@ def _one_hot(name: str, p: Classes, codes: Tensor) -> Tensor:
     return one_hot.float() * 2.0 - 1.0
 
 
-def latlon_to_vector(latlon) -> Tensor:
+def latlon_to_vector(latlon: ArrayLike) -> Tensor:
     """(..., 2) [lat, lon] degrees -> (..., 1, 1, 3) unit vector, computed in float64."""
     ll = torch.as_tensor(latlon, dtype=torch.float64)
     if ll.shape[-1] != 2:
@@ -147,7 +153,7 @@ def _days_in_year(year: int) -> int:
     return 366 if (year % 4 == 0 and year % 100 != 0) or year % 400 == 0 else 365
 
 
-def _as_dates(dates) -> list[dt.date]:
+def _as_dates(dates: ArrayLike) -> list[dt.date]:
     if isinstance(dates, (str, dt.date)):
         dates = [dates]
     if isinstance(dates, (Tensor, np.ndarray)):

@@ -11,7 +11,7 @@ the forward-noised known latent at every call (RePaint replacement, `copgen_rt.s
 
 from __future__ import annotations
 
-from typing import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -83,7 +83,7 @@ def sample(spec: ModelSpec, eps_model: EpsModel, program: SolverProgram, generat
     gen_index = [spec.index(n) for n in generate]
 
     def eps_fn(u: Tensor, t_net: Tensor, call: int) -> Tensor:
-        chunks = dict(zip(generate, u.split(sizes, dim=1)))
+        chunks = dict(zip(generate, u.split(sizes, dim=1), strict=True))
         gen_t = t_net.expand(batch)
         latents, timesteps = [], []
         for name in spec.names:
@@ -94,6 +94,7 @@ def sample(spec: ModelSpec, eps_model: EpsModel, program: SolverProgram, generat
                 latents.append(conditions[name])
                 timesteps.append(zero_t)
             else:
+                assert others_noise is not None  # one of `rest`, checked above
                 noise = others_noise(call, name)
                 if tuple(noise.shape) != (batch, *shapes[name]):
                     raise ValueError(f"others_noise({call}, {name!r}) has shape {tuple(noise.shape)}, "
@@ -106,7 +107,7 @@ def sample(spec: ModelSpec, eps_model: EpsModel, program: SolverProgram, generat
     x = torch.cat([x_init[n].reshape(batch, -1).float() for n in generate], dim=1)
     region = _known_region(spec, generate, known, known_noise, batch, device) if known else None
     final = run_program(program.to(device), x, eps_fn, region)
-    return {n: c.reshape(batch, *shapes[n]) for n, c in zip(generate, final.split(sizes, dim=1))}
+    return {n: c.reshape(batch, *shapes[n]) for n, c in zip(generate, final.split(sizes, dim=1), strict=True)}
 
 
 def _known_region(spec: ModelSpec, generate: Sequence[str], known: Mapping[str, tuple[Tensor, Tensor]],
@@ -126,8 +127,8 @@ def _known_region(spec: ModelSpec, generate: Sequence[str], known: Mapping[str, 
             continue
         latent, cells = known[name]
         if tuple(latent.shape) != (batch, *shape) or tuple(cells.shape) != (batch, *shape[1:]):
-            raise ValueError(f"known {name}: expected latent {(batch, *shape)} and cells {(batch, *shape[1:])}, "
-                             f"got {tuple(latent.shape)} and {tuple(cells.shape)}")
+            raise ValueError(f"known {name}: expected latent {(batch, *shape)} and cells "
+                             f"{(batch, *shape[1:])}, got {tuple(latent.shape)} and {tuple(cells.shape)}")
         latents.append(latent.to(device).float().reshape(batch, -1))
         masks.append(cells.to(device).bool().unsqueeze(1).expand(batch, *shape).reshape(batch, -1))
     return KnownLatent(torch.cat(latents, dim=1), torch.cat(masks, dim=1), known_noise)

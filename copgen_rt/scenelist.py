@@ -7,9 +7,9 @@ import csv
 import glob
 import os
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 from copgen_rt.scenes.state import recorded_run_key
 
@@ -63,7 +63,8 @@ def _matches(arg: str) -> list[str]:
         raise ValueError(f"{arg}: no file matches")
     ours = [p for p in files if recorded_run_key(Path(p)) is not None]
     if ours:  # e.g. --out is the scene folder: a rerun must not take the outputs for new scenes
-        warnings.warn(f"{arg}: {len(ours)} matching file(s) are copgen-rt outputs, not taken as scenes")
+        warnings.warn(f"{arg}: {len(ours)} matching file(s) are copgen-rt outputs, not taken as scenes",
+                      stacklevel=2)
     scenes = [p for p in files if p not in ours]
     if not scenes:
         raise ValueError(f"{arg}: every matching file is a copgen-rt output")
@@ -89,11 +90,16 @@ def read_manifest(path: Path, conds: tuple[str, ...], out: Path) -> list[SceneEn
     if set(header) - set(MANIFEST_COLUMNS) or len(set(header)) != len(header):
         raise ValueError(f"{path} line {lines[0][0]}: header {lines[0][1]!r}: expected scene,cond,out")
     entries = []
-    for (n, _), row in zip(lines[1:], csv.reader(line for _, line in lines[1:])):
+    for n, line in lines[1:]:
         where = f"{path} line {n}"
+        try:  # one row per line: an open quote must not swallow the lines after it
+            row = next(csv.reader([line], strict=True))
+        except csv.Error as e:
+            raise ValueError(f"{where}: not a CSV row ({e})") from None
         if len(row) > len(header):
             raise ValueError(f"{where}: {len(row)} fields, the header has {len(header)}")
-        fields = dict(zip(header, (v.strip() for v in row)))
+        # strict=False: a row may omit its trailing empty fields
+        fields = dict(zip(header, (v.strip() for v in row), strict=False))
         if not fields.get("scene"):
             raise ValueError(f"{where}: no scene path")
         cond = fields.get("cond", "")

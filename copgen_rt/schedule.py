@@ -19,8 +19,11 @@ def _interp(x: np.ndarray, xp: np.ndarray, fp: np.ndarray) -> np.ndarray:
     return y0 + (x - x0) * (y1 - y0) / (x1 - x0)
 
 
+DEFAULT_SCHEDULE = ScheduleSpec()
+
+
 class NoiseSchedule:
-    def __init__(self, spec: ScheduleSpec = ScheduleSpec()):
+    def __init__(self, spec: ScheduleSpec = DEFAULT_SCHEDULE):
         n = spec.num_timesteps
         betas = (np.linspace(spec.beta_start ** 0.5, spec.beta_end ** 0.5, n, dtype=np.float64) ** 2)
         self.betas = betas.astype(np.float32)

@@ -15,9 +15,9 @@ grid time before a block of steps is solved again.
 from __future__ import annotations
 
 import numbers
-
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
+from typing import SupportsFloat
 
 import numpy as np
 import torch
@@ -69,7 +69,7 @@ class SolverProgram:
     def num_calls(self) -> int:
         return len(self.net_timesteps)
 
-    def to(self, device: torch.device | str) -> "SolverProgram":
+    def to(self, device: torch.device | str) -> SolverProgram:
         moved = {k: getattr(self, k).to(device) for k in
                  ("times", "net_timesteps", "x0_from_input", "x0_from_eps", "anchor_coefs", "input_coefs",
                   "input_alpha", "input_sigma", "renoise_coefs")}
@@ -95,7 +95,7 @@ class _Builder:
         self.renoise: list[list[float]] = []
         self.pending_renoise = (1.0, 0.0)
 
-    def call(self, t: float, anchor=(1.0, 0.0, 0.0, 0.0), next_input=(1.0, 0.0, 0.0, 0.0)) -> None:
+    def call(self, t: SupportsFloat, anchor=(1.0, 0.0, 0.0, 0.0), next_input=(1.0, 0.0, 0.0, 0.0)) -> None:
         self.times.append(float(t))
         self.anchor.append([float(c) for c in anchor])
         self.input.append([float(c) for c in next_input])
@@ -104,7 +104,8 @@ class _Builder:
 
     def jump(self, t_from: float, t_to: float) -> None:
         """Before the next call, re-noise the state from time t_from back to t_to > t_from:
-        x_to = (alpha_to / alpha_from) x_from + sqrt(sigma_to^2 - (alpha_to / alpha_from)^2 sigma_from^2) z."""
+        x_to = (alpha_to / alpha_from) x_from
+               + sqrt(sigma_to^2 - (alpha_to / alpha_from)^2 sigma_from^2) z."""
         s = self.schedule
         ratio = float(s.alpha(t_to) / s.alpha(t_from))
         self.pending_renoise = (ratio, float(np.sqrt(s.sigma(t_to) ** 2 - ratio ** 2 * s.sigma(t_from) ** 2)))

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Union
+from typing import Any, NoReturn
 
 
 class UnknownModalityError(KeyError, ValueError):
@@ -75,7 +76,7 @@ class RGB8:
     units: str = "uint8 RGB"
 
 
-Processing = Union[Reflectance, LogRange, Classes, LatLon, Date, RGB8]
+Processing = Reflectance | LogRange | Classes | LatLon | Date | RGB8
 
 
 # --- modality, components, model ---------------------------------------------------------------
@@ -92,6 +93,13 @@ class Modality:
     vae: str | None = None  # key into ModelSpec.vaes; None for scalars (identity "autoencoder")
     description: str = ""
     product: str = ""  # the input product it is read from (see PRODUCTS), e.g. "S2L2A"
+
+    @property
+    def image_gsd(self) -> float:
+        """The ground sampling distance of an image modality; scalars have no pixel grid."""
+        if self.gsd is None:
+            raise ValueError(f"{self.name} is a scalar modality: it has no ground sampling distance")
+        return self.gsd
 
     @property
     def is_image(self) -> bool:
@@ -197,7 +205,8 @@ class ModelSpec:
         for m in self.modalities:
             if m.name == name:
                 return m
-        raise UnknownModalityError(f"unknown modality {name!r} for {self.name}; known: {', '.join(self.names)}")
+        raise UnknownModalityError(f"unknown modality {name!r} for {self.name}; "
+                                   f"known: {', '.join(self.names)}")
 
     def index(self, name: str) -> int:
         return self.names.index(self.modality(name).name)
@@ -217,26 +226,27 @@ class ModelSpec:
     def pixel_shape(self, name: str) -> tuple[int, int, int]:
         """Model-space pixel tensor (C, H, W) of a modality (its latent shape for scalars)."""
         m = self.modality(name)
-        return m.pixel_shape(self.vaes[m.vae].downsampling if m.vae in self.vaes else 8)
+        vae = self.vaes.get(m.vae) if m.vae is not None else None
+        return m.pixel_shape(vae.downsampling if vae is not None else 8)
 
-    def canonical(self, names) -> list[str]:
+    def canonical(self, names: Iterable[str]) -> list[str]:
         """Validate modality names and return them in canonical order."""
         wanted = set(names)
         for n in wanted:
             self.modality(n)
         return [n for n in self.names if n in wanted]
 
-    def replace(self, **changes) -> "ModelSpec":
+    def replace(self, **changes: Any) -> ModelSpec:
         return dataclasses.replace(self, **changes)
 
 
 class _FrozenDict(dict):
-    def _readonly(self, *args, **kwargs):
+    def _readonly(self, *args: object, **kwargs: object) -> NoReturn:
         raise TypeError("spec mappings are immutable")
 
     __setitem__ = __delitem__ = clear = pop = popitem = setdefault = update = _readonly
 
-    def __hash__(self) -> int:  # type: ignore[override]
+    def __hash__(self) -> int:  # type: ignore[override]  # dict's stub declares __hash__ None
         return hash(tuple(sorted(self.items())))
 
 
@@ -311,7 +321,7 @@ def _copgen(name: str, denoiser: DenoiserSpec, denoiser_files: tuple[str, ...],
         modalities.append(Modality(key, proc, latent, patch_size=2 if is_image else 1, bands=bands,
                                    gsd=gsd, vae=key if is_image else None, description=desc,
                                    product=product))
-        if is_image:
+        if scale is not None:
             channels = len(proc.codes) if isinstance(proc, Classes) else len(bands)
             vaes[key] = VAESpec(in_channels=channels, scale_factor=scale)
             vae_files[key] = (f"models/vae/{folder}/model-50-ema.pth", f"{folder}/model-50-ema.pth",
@@ -329,7 +339,8 @@ _BETA_MODALITIES = (("dem", "DEM hillshade thumbnail"), ("s1_rtc", "Sentinel-1 R
 def _copgen_beta() -> ModelSpec:
     modalities = tuple(Modality(n, RGB8(), (4, 32, 32), patch_size=2, bands=("R", "G", "B"),
                                 vae="sd-kl-f8", description=d, product=p)
-                       for (n, d), p in zip(_BETA_MODALITIES, ("DEM", "S1RTC", "S2L1C", "S2L2A")))
+                       for (n, d), p in zip(_BETA_MODALITIES, ("DEM", "S1RTC", "S2L1C", "S2L2A"),
+                                            strict=True))
     vae = VAESpec(in_channels=3, scale_factor=0.18215, z_channels=4)
     release = ReleaseSpec(denoiser_hub_id="mespinosami/COP-GEN-Beta", vae_hub_id=None,
                           denoiser_files=("nnet_ema_114000.pth", "nnet_ema.pth"),
@@ -413,7 +424,8 @@ def _from_json_data(data: dict, path: Path) -> ModelSpec:
     if order != list(base.names):
         raise ValueError(f"{path}: unexpected modality order {order}")
     patch = den.get("patch_size", {})
-    mods, vaes = [], {}
+    patched: list[Modality] = []
+    vaes = {}
     for m in base.modalities:
         latent = tuple(data["latent_shapes"][m.name])
         v = data.get("vaes", {}).get(m.name)
@@ -421,9 +433,9 @@ def _from_json_data(data: dict, path: Path) -> ModelSpec:
             vaes[m.name] = VAESpec(in_channels=v["in_channels"], scale_factor=v["scale_factor"],
                                    ch=v["ch"], ch_mult=tuple(v["ch_mult"]),
                                    num_res_blocks=v["num_res_blocks"], z_channels=v["z_channels"])
-        mods.append(dataclasses.replace(m, latent_shape=latent,
-                                        patch_size=int(patch.get(m.name, m.patch_size))))
-    return base.replace(name=name, modalities=tuple(mods), denoiser=denoiser, vaes=vaes,
+        patched.append(dataclasses.replace(m, latent_shape=latent,
+                                           patch_size=int(patch.get(m.name, m.patch_size))))
+    return base.replace(name=name, modalities=tuple(patched), denoiser=denoiser, vaes=vaes,
                         schedule=schedule, release=ReleaseSpec())
 
 
@@ -435,7 +447,7 @@ _PROCESSING_KINDS = {cls.__name__: cls for cls in (Reflectance, LogRange, Classe
 def to_dict(spec: ModelSpec) -> dict:
     """A JSON-ready description of a spec; `from_dict` gives the same spec back."""
 
-    def encode(obj):
+    def encode(obj: Any) -> Any:
         if dataclasses.is_dataclass(obj):
             data = {f.name: encode(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
             if type(obj).__name__ in _PROCESSING_KINDS:
@@ -451,7 +463,7 @@ def to_dict(spec: ModelSpec) -> dict:
 
 
 def from_dict(data: Mapping) -> ModelSpec:
-    def tup(v):
+    def tup(v: Any) -> Any:
         return tuple(tup(x) for x in v) if isinstance(v, list) else v
 
     def processing(d: Mapping) -> Processing:
@@ -461,9 +473,9 @@ def from_dict(data: Mapping) -> ModelSpec:
     modalities = tuple(
         Modality(**{**{k: tup(v) for k, v in m.items() if k != "processing"},
                     "processing": processing(m["processing"])}) for m in data["modalities"])
-    release = dict(data.get("release", {}))
-    release = ReleaseSpec(**{**{k: tup(v) for k, v in release.items() if k != "vae_files"},
-                             "vae_files": {k: tup(v) for k, v in release.get("vae_files", {}).items()}})
+    release_data = dict(data.get("release", {}))
+    release = ReleaseSpec(**{**{k: tup(v) for k, v in release_data.items() if k != "vae_files"},
+                             "vae_files": {k: tup(v) for k, v in release_data.get("vae_files", {}).items()}})
     return ModelSpec(
         name=data["name"], family=data["family"], modalities=modalities,
         denoiser=DenoiserSpec(**data["denoiser"]),

@@ -10,8 +10,8 @@ blended and written as RGB COGs on the raster's own grid (alpha where no input h
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -65,8 +65,8 @@ def run_thumbnails(pipeline: Pipeline, conditions: Mapping[str, Path], out_dir: 
         else:
             written += [_write_png(out_dir / f"{name}_{i:03d}.png", p, tags) for i, p in enumerate(pictures)]
             std = pictures.astype(np.float64).std(axis=0, ddof=1).mean(axis=-1)
-            written.append(_write_png(out_dir / f"{name}_std.png",
-                                      np.repeat(np.clip(std, 0, 255).astype(np.uint8)[..., None], 3, -1), tags))
+            std_rgb = np.repeat(np.clip(std, 0, 255).astype(np.uint8)[..., None], 3, -1)
+            written.append(_write_png(out_dir / f"{name}_std.png", std_rgb, tags))
     return written
 
 

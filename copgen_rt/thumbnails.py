@@ -7,11 +7,11 @@ Arrays are numpy uint8 (H, W, 3) (or (B, H, W, 3) where noted), RGB, row-major; 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageFile
 from PIL.PngImagePlugin import PngInfo
 
 from copgen_rt.files import atomic_write
@@ -67,7 +67,7 @@ def _is_high_bit_depth(img: Image.Image) -> bool:
     """Pillow reads 48-bit RGB PNGs as mode RGB; only the decoder's raw mode tells (e.g. RGB;16B)."""
     if img.mode.startswith(("I", "F")):
         return True
-    for tile in img.tile:
+    for tile in img.tile if isinstance(img, ImageFile.ImageFile) else ():
         args = tile[3]  # (codec, extents, offset, args) in every Pillow version
         rawmode = args if isinstance(args, str) else next((a for a in args or () if isinstance(a, str)), "")
         if ";16" in rawmode:
@@ -160,7 +160,8 @@ def s1_false_colour(vv_db: np.ndarray, vh_db: np.ndarray,
     so neighbouring tiles agree); non-finite pixels (nodata) become 0. A constant band maps to 0.
     Arithmetic in the input's float precision (float32 for Major TOM rasters), as Major TOM did.
     """
-    vv, vh = (_stretch_db(np.asarray(b), r) for b, r in zip((vv_db, vh_db), ranges or (None, None)))
+    vv, vh = (_stretch_db(np.asarray(b), r)
+              for b, r in zip((vv_db, vh_db), ranges or (None, None), strict=True))
     both = vv + vh
     top = both.max()
     green = 255 * both / top if top > 0 else both

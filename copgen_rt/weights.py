@@ -14,9 +14,10 @@ import math
 import pickle
 import re
 import warnings
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import TypeVar
 
 import torch
 from torch import Tensor, nn
@@ -24,6 +25,8 @@ from torch import Tensor, nn
 from copgen_rt.files import atomic_write, file_sha256, write_text
 from copgen_rt.models import Autoencoder, Denoiser
 from copgen_rt.specs import ModelSpec
+
+ModelT = TypeVar("ModelT", bound=nn.Module)
 
 RANDOM_KEY = "copgen_rt.random"
 DTYPES = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16,
@@ -92,8 +95,9 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
         needs = re.search(r"unsupported GLOBAL (\S+)", str(e))
         if needs is None:
             raise CheckpointError(f"{path}: not a readable checkpoint (not a PyTorch weights file)") from None
-        raise CheckpointError(f"{path}: not a readable checkpoint: refused, the pickle holds more than weights "
-                              f"(it would run {needs.group(1)}); only weights are ever loaded") from None
+        raise CheckpointError(f"{path}: not a readable checkpoint: refused, the pickle holds more than "
+                              f"weights (it would run {needs.group(1)}); only weights are ever loaded"
+                              ) from None
     except Exception as e:  # corrupt or truncated
         raise CheckpointError(f"{path}: not a readable checkpoint ({first_line(e)})") from None
     return Checkpoint(path, _unwrap(obj, path))
@@ -135,7 +139,8 @@ def check_state_dict(model: nn.Module, sd: Mapping[str, Tensor], what: str) -> N
             raise CheckpointError(f"{what}: key {key!r} holds NaN or infinite values (corrupt checkpoint)")
 
 
-def _load(model_factory, ckpt: Checkpoint, what: str, device, dtype) -> nn.Module:
+def _load(model_factory: Callable[[], ModelT], ckpt: Checkpoint, what: str, device: str | torch.device,
+          dtype: torch.dtype) -> ModelT:
     with torch.device("meta"):
         model = model_factory()
     check_state_dict(model, ckpt.state_dict, what)
@@ -150,12 +155,13 @@ def _load(model_factory, ckpt: Checkpoint, what: str, device, dtype) -> nn.Modul
     return model.eval().requires_grad_(False)
 
 
-def load_denoiser(spec: ModelSpec, ckpt: Checkpoint, device="cpu", dtype=torch.float32) -> Denoiser:
+def load_denoiser(spec: ModelSpec, ckpt: Checkpoint, device: str | torch.device = "cpu",
+                  dtype: torch.dtype = torch.float32) -> Denoiser:
     return _load(lambda: Denoiser(spec), ckpt, f"{ckpt.path} (denoiser of {spec.name})", device, dtype)
 
 
-def load_autoencoder(spec: ModelSpec, modality: str, ckpt: Checkpoint, device="cpu",
-                     dtype=torch.float32) -> Autoencoder:
+def load_autoencoder(spec: ModelSpec, modality: str, ckpt: Checkpoint, device: str | torch.device = "cpu",
+                     dtype: torch.dtype = torch.float32) -> Autoencoder:
     return _load(lambda: Autoencoder(spec, modality), ckpt, f"{ckpt.path} (VAE of {modality})",
                  device, dtype)
 
@@ -172,7 +178,7 @@ class WeightFiles:
 
     def vae_for(self, spec: ModelSpec, modality: str) -> Path:
         key = spec.modality(modality).vae
-        if key not in self.vaes:
+        if key is None or key not in self.vaes:
             raise CheckpointError(f"no VAE checkpoint for {modality} (looked for {key!r})")
         return self.vaes[key]
 
@@ -220,7 +226,8 @@ def _verify_manifest(root: Path, files: WeightFiles) -> None:
     if not manifest.is_file():
         return
     try:
-        recorded = {(root / e["path"]).resolve(): e["sha256"] for e in json.loads(manifest.read_text())["files"].values()}
+        recorded = {(root / e["path"]).resolve(): e["sha256"]
+                    for e in json.loads(manifest.read_text())["files"].values()}
     except (ValueError, KeyError, TypeError, AttributeError) as e:
         raise CheckpointError(f"{manifest}: not a valid weights manifest ({type(e).__name__}: {e})") from None
     for path in [files.denoiser, *files.vaes.values()]:
@@ -228,15 +235,17 @@ def _verify_manifest(root: Path, files: WeightFiles) -> None:
             continue
         expected = recorded.get(path.resolve())
         if expected is None:
-            raise CheckpointError(f"{path}: not listed in {manifest} (which lists "
-                                  f"{', '.join(sorted(p.name for p in recorded)) or 'nothing'}): cannot verify it")
+            listed = ", ".join(sorted(p.name for p in recorded)) or "nothing"
+            raise CheckpointError(f"{path}: not listed in {manifest} (which lists {listed}): "
+                                  "cannot verify it")
         if file_sha256(path) != expected:
             raise CheckpointError(f"{path}: sha256 differs from {manifest.name} (corrupt or replaced file)")
 
 
 # the hub's repo id rule: owner/name, word characters, '-' and '.', no '--' or '..', neither
 # part starting or ending with '-' or '.'
-_HUB_ID = re.compile(r"(?!.*(--|\.\.))[A-Za-z0-9](?:[\w.-]{0,94}[A-Za-z0-9])?/[A-Za-z0-9](?:[\w.-]{0,94}[A-Za-z0-9])?")
+_HUB_PART = r"[A-Za-z0-9](?:[\w.-]{0,94}[A-Za-z0-9])?"
+_HUB_ID = re.compile(rf"(?!.*(--|\.\.)){_HUB_PART}/{_HUB_PART}")
 
 
 def is_hub_id(text: str) -> bool:

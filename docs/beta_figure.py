@@ -62,8 +62,10 @@ def main() -> None:
             copgen_rt("infer", *model, *cond_args, "--generate", ",".join(generated),
                       "--out", f"{tmp}/run{i}", "--quicklook", "-q")
             stem = f"{next(iter(conditions.values()))}_{CELL}"
-            panels = [(f"input {name} (real)", input_thumbnail(product)) for name, product in conditions.items()]
-            panels += [(f"generated {name}", np.asarray(Image.open(f"{tmp}/run{i}/{stem}_{name}.png").convert("RGB")))
+            panels = [(f"input {name} (real)", input_thumbnail(product))
+                      for name, product in conditions.items()]
+            panels += [(f"generated {name}",
+                        np.asarray(Image.open(f"{tmp}/run{i}/{stem}_{name}.png").convert("RGB")))
                        for name in generated]
             rows.append(panels)
     size, pad, top = 224, 8, 24

@@ -27,7 +27,7 @@ class Component:
     sha256: str = ""
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Component":
+    def from_dict(cls, d: dict) -> Component:
         d = dict(d)
         d["inputs"] = [TensorInfo(**t) for t in d["inputs"]]
         d["outputs"] = [TensorInfo(**t) for t in d["outputs"]]
@@ -60,7 +60,7 @@ class Manifest:
         return path
 
     @classmethod
-    def load(cls, folder: Path) -> "Manifest":
+    def load(cls, folder: Path) -> Manifest:
         path = Path(folder) / MANIFEST
         if not path.is_file():
             from copgen_rt.weights import CheckpointError

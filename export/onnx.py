@@ -9,13 +9,14 @@ fresh random inputs through onnxruntime; an export that fails parity raises `Exp
 
 from __future__ import annotations
 
-import importlib
+import functools
 import hashlib
+import importlib
 import os
 import tempfile
 import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -212,47 +213,73 @@ def check_parity(path: Path, inputs: list[TensorInfo], outputs: list[TensorInfo]
     """The ONNX file through `runtime` (onnxruntime or openvino, fp32) vs torch on fresh random
     inputs; raises ExportError above the tolerance."""
     run, description = _parity_runtime(runtime)
-    feeds = _random_inputs(inputs, batch, torch.Generator().manual_seed(int.from_bytes(os.urandom(4), "little")))
-    got = run(path, [o.name for o in outputs], {i.name: t.numpy() for i, t in zip(inputs, feeds)})
+    seed = int.from_bytes(os.urandom(4), "little")
+    feeds = _random_inputs(inputs, batch, torch.Generator().manual_seed(seed))
+    got = run(
+        path, [o.name for o in outputs], {i.name: t.numpy() for i, t in zip(inputs, feeds, strict=True)}
+    )
     with torch.no_grad():
         want = reference(feeds)
-    err = max(float(np.abs(g - w.numpy()).max() / max(np.abs(w.numpy()).max(), 1e-30))
-              for g, w in zip(got, want))
+    err = max(
+        float(np.abs(g - w.numpy()).max() / max(np.abs(w.numpy()).max(), 1e-30))
+        for g, w in zip(got, want, strict=True)
+    )
     tol = PARITY_TOL[precision]
     if not err <= tol:
-        raise ExportError(f"{path.name}: {runtime} differs from torch by {err:.2e} (relative), "
-                          f"above {tol:g}")
+        raise ExportError(f"{path.name}: {runtime} differs from torch by {err:.2e} (relative), above {tol:g}")
     return {"max_rel_err": err, "batch": batch, "runtime": description, "tolerance": tol}
 
 
 def file_sha256(path: Path) -> str:
     h = hashlib.sha256()
-    for p in [path, *([path.with_name(path.name + ".data")] if path.with_name(path.name + ".data").exists() else [])]:
+    data = path.with_name(path.name + ".data")
+    for p in [path, *([data] if data.exists() else [])]:
         with open(p, "rb") as f:
             while block := f.read(1 << 22):
                 h.update(block)
     return h.hexdigest()
 
 
-def export_models(spec: ModelSpec, denoiser: Denoiser | None, vaes: dict[str, Autoencoder], out: Path,
-                  weights: dict[str, str], random_weights: bool, batch: tuple[int, int, int] = (1, 4, 16),
-                  precision: str = "fp32", check: str = "parity", parity_batch: int = 2,
-                  progress: Callable[[str], None] = lambda s: None,
-                  parity_runtime: str = "onnxruntime") -> Manifest:
+def export_models(
+    spec: ModelSpec,
+    denoiser: Denoiser | None,
+    vaes: dict[str, Autoencoder],
+    out: Path,
+    weights: dict[str, str],
+    random_weights: bool,
+    batch: tuple[int, int, int] = (1, 4, 16),
+    precision: str = "fp32",
+    check: str = "parity",
+    parity_batch: int = 2,
+    progress: Callable[[str], None] = lambda s: None,
+    parity_runtime: str = "onnxruntime",
+) -> Manifest:
     """Export the given torch components (fp32 graphs) into `out` and write the manifest.
 
     check: "parity" (graph checks and `parity_runtime` vs torch), "graph" (checks only) or "none".
     """
     onnx = require_onnx()
     if precision not in PARITY_TOL:
-        raise ExportError(f"ONNX graphs are exported in fp32 (the CPU runtime's precision); "
-                          f"build a TensorRT engine for {precision}")
+        raise ExportError(
+            f"ONNX graphs are exported in fp32 (the CPU runtime's precision); "
+            f"build a TensorRT engine for {precision}"
+        )
     out = Path(out)
-    manifest = Manifest(format="onnx", spec=specs.to_dict(spec), weights=weights,
-                        random_weights=random_weights, opset=OPSET, batch=list(batch),
-                        versions={"copgen_rt": __version__, "torch": torch.__version__,
-                                  "onnx": onnx.__version__, **_runtime_versions()})
-    jobs = []
+    manifest = Manifest(
+        format="onnx",
+        spec=specs.to_dict(spec),
+        weights=weights,
+        random_weights=random_weights,
+        opset=OPSET,
+        batch=list(batch),
+        versions={
+            "copgen_rt": __version__,
+            "torch": torch.__version__,
+            "onnx": onnx.__version__,
+            **_runtime_versions(),
+        },
+    )
+    jobs: list[tuple[str, nn.Module, list, list]] = []
     if denoiser is not None:
         ins, outs = denoiser_io(spec)
         jobs.append(("denoiser", _DenoiserIO(denoiser), ins, outs))
@@ -269,10 +296,20 @@ def export_models(spec: ModelSpec, denoiser: Denoiser | None, vaes: dict[str, Au
         if check in ("graph", "parity"):
             parity["ops"] = sum(check_graph(path, outs).values())
         if check == "parity":
-            parity.update(check_parity(path, ins, outs, lambda feeds, m=module: _as_tuple(m(*feeds)),
-                                       parity_batch, precision, parity_runtime))
-        manifest.components.append(Component(name, str(path.relative_to(out)), ins, outs, precision,
-                                             parity, file_sha256(path)))
+            parity.update(
+                check_parity(
+                    path,
+                    ins,
+                    outs,
+                    functools.partial(_run_module, module),
+                    parity_batch,
+                    precision,
+                    parity_runtime,
+                )
+            )
+        manifest.components.append(
+            Component(name, str(path.relative_to(out)), ins, outs, precision, parity, file_sha256(path))
+        )
     manifest.save(out)
     return manifest
 
@@ -290,36 +327,56 @@ def _runtime_versions() -> dict[str, str]:
     return found
 
 
+def _run_module(module: nn.Module, feeds: Sequence[Tensor]) -> tuple[Tensor, ...]:
+    return _as_tuple(module(*feeds))
+
+
 def _as_tuple(x) -> tuple[Tensor, ...]:
     return tuple(x) if isinstance(x, (tuple, list)) else (x,)
 
 
-def export_weights(spec: ModelSpec, files, out: Path, modalities: Sequence[str] | None = None,
-                   batch: tuple[int, int, int] = (1, 4, 16), check: str = "parity",
-                   progress: Callable[[str], None] = lambda s: None) -> Manifest:
+def export_weights(
+    spec: ModelSpec,
+    files,
+    out: Path,
+    modalities: Sequence[str] | None = None,
+    batch: tuple[int, int, int] = (1, 4, 16),
+    check: str = "parity",
+    progress: Callable[[str], None] = lambda s: None,
+) -> Manifest:
     """Export from checkpoint files (a `copgen_rt.weights.WeightFiles`), one component in memory
     at a time; `modalities` limits which VAEs are exported (default: every VAE found)."""
-    from copgen_rt.weights import (CheckpointError, file_sha256 as ckpt_sha, load_autoencoder,
-                                   load_denoiser, read_checkpoint)
+    from copgen_rt.weights import CheckpointError, load_autoencoder, load_denoiser, read_checkpoint
+    from copgen_rt.weights import file_sha256 as ckpt_sha
 
     require_onnx()  # before loading any weights
     if files.denoiser is None:
         raise CheckpointError("no denoiser checkpoint to export")
-    keys = list(files.vaes) if modalities is None else \
-        sorted({spec.modality(m).vae for m in modalities if spec.modality(m).vae})
+    wanted = (spec.modality(m).vae for m in modalities or ())
+    keys = list(files.vaes) if modalities is None else sorted({k for k in wanted if k})
     ckpt = read_checkpoint(files.denoiser)
     random = ckpt.is_random
     weights = {"denoiser": f"{files.denoiser.name}:{ckpt_sha(files.denoiser)[:16]}"}
-    manifest = export_models(spec, load_denoiser(spec, ckpt), {}, out, weights, random, batch,
-                             check=check, progress=progress)
+    manifest = export_models(
+        spec, load_denoiser(spec, ckpt), {}, out, weights, random, batch, check=check, progress=progress
+    )
     del ckpt
     for key in keys:
         if key not in files.vaes:
             raise CheckpointError(f"no VAE checkpoint for {key}")
         vckpt = read_checkpoint(files.vaes[key])
         modality = next(m.name for m in spec.modalities if m.vae == key)
-        part = export_models(spec, None, {key: load_autoencoder(spec, modality, vckpt)}, out, {}, False,
-                             batch, check=check, progress=progress)
+        part = export_models(
+            spec,
+            None,
+            {key: load_autoencoder(spec, modality, vckpt)},
+            out,
+            {},
+            False,
+            batch,
+            check=check,
+            progress=progress,
+        )
         manifest.components += part.components
         manifest.weights[f"vae/{key}"] = f"{files.vaes[key].name}:{ckpt_sha(files.vaes[key])[:16]}"
         manifest.random_weights = manifest.random_weights or vckpt.is_random

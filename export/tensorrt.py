@@ -45,10 +45,11 @@ def build_plan(manifest: Manifest, precision: str, batch: list[int] | None = Non
     batch = list(batch or manifest.batch)
     if not (1 <= batch[0] <= batch[1] <= batch[2]):
         raise ValueError(f"batch must be MIN:OPT:MAX with 1 <= MIN <= OPT <= MAX, got {batch}")
+    components: dict[str, dict] = {}
     plan = {"precision": precision, "batch": batch, "flags": _flags(precision),
-            "fp32_layers": list(FP32_LAYERS) if precision != "fp32" else [], "components": {}}
+            "fp32_layers": list(FP32_LAYERS) if precision != "fp32" else [], "components": components}
     for c in manifest.components:
-        plan["components"][c.name] = {"onnx": c.file, "onnx_sha256": c.sha256,
+        components[c.name] = {"onnx": c.file, "onnx_sha256": c.sha256,
                                       "profiles": profile_shapes(c, batch),
                                       "engine": c.file.replace(".onnx", f".{precision}.engine")}
     return plan

@@ -97,7 +97,7 @@ def add_layernorm(x: Tensor, y: Tensor | None, weight: Tensor, bias: Tensor, eps
     y2 = x2 if y is None else _rows(y, dim)
     n_rows = x2.shape[0]
     samples = 1
-    if scale is not None:
+    if scale is not None and shift is not None:  # both or neither, checked above
         samples = x.shape[0]
         if x.dim() < 2 or scale.shape != (samples, dim) or shift.shape != (samples, dim):
             raise ValueError(f"scale and shift must be ({samples}, {dim}) for x {tuple(x.shape)}")

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-import rasterio
 import torch
-from affine import Affine
 
 from copgen_rt import processing, specs
 from copgen_rt.provenance import Provenance

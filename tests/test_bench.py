@@ -21,7 +21,9 @@ def test_quick_bench_writes_reports(tmp_path):
     stem = next(tmp_path.glob("bench-*.json"))
     data = json.loads(stem.read_text())
     gemm = data["gemm"]
-    assert {"torch", "numpy"} <= set(gemm["rates"]["fp32"]) and set(gemm["rates"]["fp32"]["numpy"]) == set(gemm["shapes"])
+    assert {"torch", "numpy"} <= set(gemm["rates"]["fp32"]) and set(gemm["rates"]["fp32"]["numpy"]) == set(
+        gemm["shapes"]
+    )
     # the limit of a precision is the best engine at the best shape, whichever library that is
     for precision, engines in gemm["rates"].items():
         assert gemm["limits"][precision] == max(max(r.values()) for r in engines.values()) > 0

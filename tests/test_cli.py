@@ -41,7 +41,8 @@ def test_bad_usage_is_one_line(args, code, message):
 def test_bad_spec_json_names_the_file(tmp_path):
     (tmp_path / "empty.json").write_text("{}")
     (tmp_path / "broken.json").write_text("{")
-    for name, reason in [("empty.json", "missing field 'modality_order'"), ("broken.json", "JSONDecodeError")]:
+    for name, reason in [("empty.json", "missing field 'modality_order'"),
+                         ("broken.json", "JSONDecodeError")]:
         r = _run(["info", "--spec-json", str(tmp_path / name)])
         assert r.exit_code == 3 and f"{name}: not a valid spec.json ({reason}" in r.output, r.output
 
@@ -59,10 +60,16 @@ def test_warnings_are_one_line_each(tmp_path):
     assert not any(line.lstrip().startswith(("warnings.warn", "File ")) for line in r.output.splitlines())
 
 
-@pytest.mark.parametrize("missing, message", [
-    (["onnx"], "export needs onnx (not installed)"),
-    (["onnxruntime", "openvino"], "export checks parity through onnxruntime or openvino, and neither is installed"),
-])
+@pytest.mark.parametrize(
+    "missing, message",
+    [
+        (["onnx"], "export needs onnx (not installed)"),
+        (
+            ["onnxruntime", "openvino"],
+            "export checks parity through onnxruntime or openvino, and neither is installed",
+        ),
+    ],
+)
 def test_export_without_the_onnx_extra_names_it(tmp_path, monkeypatch, missing, message):
     """A missing onnx, or no runtime for the parity check, is exit 6 with the pip extra to install,
     before any export."""
@@ -88,7 +95,8 @@ def test_info_plans_for_the_model_infer_runs(tmp_path):
     infer = _run(["infer", *args, "-v", "-q", "--out", str(tmp_path / "o")])
     assert infer.exit_code == 0, infer.output
     assert [line for line in infer.output.splitlines() if "RANDOM" in line] == [
-        "copgen-rt: RANDOM WEIGHTS: outputs are synthetic, not predictions (pass --weights for a real model)"]
+        "copgen-rt: RANDOM WEIGHTS: outputs are synthetic, not predictions (pass --weights for a real model)"
+    ]
     plan = [line for line in info.output.splitlines() if not line.startswith("memory:")]
     assert all(line in infer.output.splitlines() for line in plan), (info.output, infer.output)
     import rasterio

@@ -7,9 +7,9 @@ import warnings
 import numpy as np
 import pytest
 import rasterio
+from conftest import TINY
 from rasterio.warp import transform as warp_transform
 
-from conftest import TINY
 from copgen_rt import Pipeline, RandomWeightsWarning, demo, specs
 from copgen_rt.scenes.reader import open_input
 from copgen_rt.scenes.tiling import FOOTPRINT_M

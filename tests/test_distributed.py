@@ -12,17 +12,17 @@ import numpy as np
 import pytest
 import rasterio
 from click.testing import CliRunner
+from scene_helpers import smooth_s2, write_raster
 
 from copgen_rt import Pipeline, specs
 from copgen_rt.cli import demo_weights, main
 from copgen_rt.distributed import WorkerPool, run_on_ray, tile_ranges
 from copgen_rt.driver import RUN_MANIFEST, Batch, PipelineSource, Report, RunManifest
 from copgen_rt.multiscene import run
-from copgen_rt.scenelist import SceneEntry, expand
-from copgen_rt.scenes.reader import open_input
+from copgen_rt.scenelist import SceneEntry, expand, read_manifest
 from copgen_rt.scenes.job import SceneJob, SceneOptions
+from copgen_rt.scenes.reader import open_input
 from copgen_rt.scenes.run import run_scene
-from scene_helpers import smooth_s2, write_raster
 
 DEMO = specs.get("copgen-demo")
 OPTIONS = SceneOptions(steps=2, batch_size=2, generate=("DEM_DEM", "LULC_LULC"))
@@ -136,8 +136,8 @@ def test_cli_ray_flag_and_a_scene_failing_on_a_worker(ray_runtime, scenes, tmp_p
     manifest.write_text(f"scene,out\n{scenes[1]},\n{scenes[2]},\n{scenes[3]},{not_a_folder}\n")
     r = _cli(["--manifest", str(manifest), "--ray", "--out", str(tmp_path / "o")])
     assert r.exit_code == 8, r.output
-    assert "[3/3]" in r.output and "tiles/s" in r.output and "2 succeeded, 0 skipped (already complete), 1 failed" \
-        in r.output
+    assert "[3/3]" in r.output and "tiles/s" in r.output
+    assert "2 succeeded, 0 skipped (already complete), 1 failed" in r.output
     failures = [line for line in r.output.splitlines() if line.startswith("copgen-rt: failed:")]
     assert len(failures) == 1 and "small2.tif" in failures[0] and "Traceback" not in r.output
     assert len(list((tmp_path / "o").glob("*_DEM_DEM.tif"))) == 2
@@ -188,7 +188,8 @@ def test_cli_manifest_csv_matches_single_scene_runs(tmp_path):
     (one, one_tags), (many, many_tags) = (_read(tmp_path / d / "a_DEM_DEM.tif") for d in ("single", "a_out"))
     assert np.array_equal(one, many) and one_tags == many_tags
     assert (tmp_path / "out" / "b_DEM_DEM.tif").exists()
-    record = json.loads((tmp_path / "out" / RUN_MANIFEST).read_text())["scenes"][str(tmp_path / "a_out" / "a")]
+    scenes = json.loads((tmp_path / "out" / RUN_MANIFEST).read_text())["scenes"]
+    record = scenes[str(tmp_path / "a_out" / "a")]
     assert record["conds"] == [f"S1RTC={s1}"] and record["status"] == "done"
 
 
@@ -198,7 +199,8 @@ def test_bad_scene_lists_fail_in_one_line(tmp_path):
         write_raster(tmp_path / sub / "scene.tif", smooth_s2(50, 50))
     cases = [
         ([str(tmp_path / "nothing" / "*.tif")], "no file matches"),
-        ([str(tmp_path / "x" / "scene.tif"), str(tmp_path / "y" / "scene.tif")], "would write the same outputs"),
+        ([str(tmp_path / "x" / "scene.tif"), str(tmp_path / "y" / "scene.tif")],
+         "would write the same outputs"),
         (["--ray", str(tmp_path / "x" / "scene.tif")], "not a Ray address"),
         (["--manifest", str(tmp_path / "missing.txt")], "cannot read it"),
     ]
@@ -247,3 +249,15 @@ def test_a_csv_manifest_with_a_byte_order_mark(tmp_path):
     (tmp_path / "scenes.csv").write_text("scene,cond,out\ns0.tif,,\n", encoding="utf-8-sig")
     entries = expand([], str(tmp_path / "scenes.csv"), (), str(tmp_path / "out"))
     assert [e.scene.name for e in entries] == ["s0.tif"]
+
+
+def test_an_open_quote_in_a_manifest_does_not_swallow_the_lines_after_it(tmp_path):
+    """One csv.reader over every line let a quote opened on one line run on into the next: the
+    scenes after it vanished into one bogus entry. Each line is parsed as its own row."""
+    manifest = tmp_path / "scenes.csv"
+    manifest.write_text('scene,out\n"a.tif,a_out\nb.tif,b_out\nc.tif,c_out\n')
+    with pytest.raises(ValueError, match=r"scenes.csv line 2: not a CSV row"):
+        read_manifest(manifest, (), tmp_path / "out")
+    manifest.write_text('scene,out\n"a, 1.tif",a_out\nb.tif\n')  # quotes within a line still work
+    entries = read_manifest(manifest, (), tmp_path / "out")
+    assert [(e.scene.name, e.out.name) for e in entries] == [("a, 1.tif", "a_out"), ("b.tif", "out")]

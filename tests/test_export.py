@@ -1,16 +1,15 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 
 import numpy as np
 import pytest
 import torch
-
 from conftest import TINY, rel_err
+
 from copgen_rt import Pipeline, specs
 from copgen_rt.export.manifest import Manifest
-from copgen_rt.export.onnx import ExportError, check_graph, export_weights
+from copgen_rt.export.onnx import export_weights
 from copgen_rt.export.tensorrt import build_plan, cache_key
 from copgen_rt.export.tensorrt_support import SUPPORTED_OPS, TensorRTIncompatible, check_tensorrt_compatible
 from copgen_rt.weights import find_weights, make_random_weights
@@ -129,7 +128,8 @@ def test_real_base_shapes_export_is_a_valid_graph(tmp_path):
     spec = base.replace(denoiser=dataclasses.replace(base.denoiser, depth=2))
     make_random_weights(spec, tmp_path / "w", dtype=torch.float16, vaes=["S2L2A_B01_B09"])
     m = export_weights(spec, find_weights(spec, tmp_path / "w"), tmp_path / "x", check="graph")
-    assert [c.name for c in m.components] == ["denoiser", "vae_encoder/S2L2A_B01_B09", "vae_decoder/S2L2A_B01_B09"]
+    assert [c.name for c in m.components] == ["denoiser", "vae_encoder/S2L2A_B01_B09",
+                                              "vae_decoder/S2L2A_B01_B09"]
     with torch.device("meta"):
         model = Denoiser(spec)
     graph = onnx.load(str(tmp_path / "x" / "denoiser.onnx")).graph

@@ -84,15 +84,17 @@ def test_known_latent_cells_come_back_exactly_and_the_rest_is_generated(tiny_pip
     cells = torch.zeros(2, 8, 8, dtype=torch.bool)
     cells[:, :, :4] = True
     cells[1, 0, 7] = True
-    out = tiny_pipeline.generate([DEM], {S1: torch.randn(2, 8, 24, 24, generator=g)}, conditions_are_latents=True,
-                                 known={DEM: (given, cells)}, steps=3, seed=5, decode=False)[DEM]
+    out = tiny_pipeline.generate([DEM], {S1: torch.randn(2, 8, 24, 24, generator=g)},
+                                 conditions_are_latents=True, known={DEM: (given, cells)}, steps=3, seed=5,
+                                 decode=False)[DEM]
     where = cells.unsqueeze(1).expand_as(given)
     assert torch.equal(out[where], given[where])
     assert (out[~where] - given[~where]).abs().mean() > 0.3
     assert len(spy.calls) == 3
     t = float(spy.calls[-1][1][1][0]) / 1000.0
     last_input = spy.calls[-1][0][1]  # the network input of DEM at the last call
-    noise = (last_input - float(tiny_pipeline.schedule.alpha(t)) * given)[where] / float(tiny_pipeline.schedule.sigma(t))
+    schedule = tiny_pipeline.schedule
+    noise = (last_input - float(schedule.alpha(t)) * given)[where] / float(schedule.sigma(t))
     assert abs(float(noise.mean())) < 0.15 and abs(float(noise.std()) - 1.0) < 0.15  # the noised known latent
 
 
@@ -115,7 +117,8 @@ def test_known_pixels_are_encoded_once_and_held_in_latent_space(tiny_pipeline):
     filled[~valid.unsqueeze(1)] = dem[valid.unsqueeze(1)].mean()
     from copgen_rt import processing
 
-    moments = tiny_pipeline.vae(DEM).encode_moments(processing.preprocess(tiny_pipeline.spec.modality(DEM), filled))
+    model_space = processing.preprocess(tiny_pipeline.spec.modality(DEM), filled)
+    moments = tiny_pipeline.vae(DEM).encode_moments(model_space)
     mean, std = moments[0, :8], torch.exp(0.5 * moments[0, 8:].clamp(-30, 20))
     scale = tiny_pipeline.spec.vae_for(DEM).scale_factor
     assert ((z[0] / scale - mean)[:, known_cells].abs() <= 6 * std[:, known_cells] + 1e-5).all()
@@ -123,8 +126,9 @@ def test_known_pixels_are_encoded_once_and_held_in_latent_space(tiny_pipeline):
 
 def test_all_valid_returns_the_input_without_generation(tiny_pipeline, spy):
     dem = _dem(2)
-    out = tiny_pipeline.generate([DEM], {S1: torch.rand(2, 2, 192, 192)}, known={DEM: (dem, torch.ones(64, 64))},
-                                 n_samples=2, steps=3, seed=1)  # one (H, W) 0/1 mask for both rows
+    # one (H, W) 0/1 mask for both rows
+    out = tiny_pipeline.generate([DEM], {S1: torch.rand(2, 2, 192, 192)},
+                                 known={DEM: (dem, torch.ones(64, 64))}, n_samples=2, steps=3, seed=1)
     assert spy.calls == []
     assert torch.equal(out[DEM], dem.repeat_interleave(2, dim=0))
 
@@ -154,7 +158,8 @@ def test_bad_known_requests(tiny_pipeline):
     gen = tiny_pipeline.generate
     dem, valid = _dem(), _cloud()
     cases = [
-        (dict(generate=["LULC_LULC"], known={DEM: (dem, valid)}), "known values for DEM_DEM, which is not generated"),
+        (dict(generate=["LULC_LULC"], known={DEM: (dem, valid)}),
+         "known values for DEM_DEM, which is not generated"),
         (dict(generate=["mean_timestamps"], known={"mean_timestamps": (torch.zeros(1, 3), torch.ones(1))}),
          "only image modalities can be partly known"),
         (dict(generate=[DEM], known={DEM: dem}), r"expected a pair \(values, valid_mask\)"),
@@ -167,7 +172,8 @@ def test_bad_known_requests(tiny_pipeline):
          "NaN or infinite values at valid pixels"),
         (dict(generate=[DEM], jumps=1), "resampling jumps need a known region"),
         (dict(generate=[DEM], known={DEM: (dem, valid)}, solver="dpmpp-3m", jumps=1), "singlestep solver"),
-        (dict(generate=[DEM], known={DEM: (dem, valid)}, batch_size=2), "batch_size=2 but conditions have batch 1"),
+        (dict(generate=[DEM], known={DEM: (dem, valid)}, batch_size=2),
+         "batch_size=2 but conditions have batch 1"),
     ]
     for kwargs, message in cases:
         with pytest.raises(ValueError, match=message):

@@ -8,8 +8,17 @@ from affine import Affine
 from rasterio.crs import CRS
 
 from copgen_rt.scenes.composite import composite, fill_statistics, seam_offset, tile_action
-from copgen_rt.scenes.masks import (DEFAULT_SCL_GAP_CLASSES, Grid, MaskError, PartialMaskWarning, mask_from_nodata,
-                                    mask_from_raster, mask_from_scl, parse_scl_classes, resample_gap)
+from copgen_rt.scenes.masks import (
+    DEFAULT_SCL_GAP_CLASSES,
+    Grid,
+    MaskError,
+    PartialMaskWarning,
+    mask_from_nodata,
+    mask_from_raster,
+    mask_from_scl,
+    parse_scl_classes,
+    resample_gap,
+)
 from copgen_rt.scenes.synthetic import write_raster
 
 UTM = CRS.from_epsg(32633)
@@ -57,7 +66,8 @@ def test_scl_default_classes_and_option(tmp_path):
         mask_from_scl(_write(tmp_path / "bad.tif", np.full((1, 2, 2), 40, np.uint8)))
     with pytest.raises(MaskError, match="none described as SCL"):
         mask_from_scl(_write(tmp_path / "two.tif", np.zeros((2, 2, 2), np.uint8)))
-    named = _write(tmp_path / "named.tif", np.stack([np.zeros((3, 4), np.uint8), codes[0]]), descriptions=["B02", "SCL"])
+    named = _write(tmp_path / "named.tif", np.stack([np.zeros((3, 4), np.uint8), codes[0]]),
+                   descriptions=["B02", "SCL"])
     assert np.array_equal(mask_from_scl(named), np.isin(codes[0], [0, 3, 8, 9, 10]))
 
 
@@ -66,7 +76,7 @@ def test_nodata_mask_of_the_scene(tmp_path):
     data[0, 1, 1] = -9999
     data[1, 4, 2] = -9999
     gap = mask_from_nodata(_write(tmp_path / "s.tif", data, nodata=-9999))
-    assert sorted(zip(*np.nonzero(gap))) == [(1, 1), (4, 2)]
+    assert sorted(zip(*np.nonzero(gap), strict=True)) == [(1, 1), (4, 2)]
     floats = np.ones((1, 4, 4), np.float32)
     floats[0, 3, 0] = np.nan
     assert np.nonzero(mask_from_nodata(_write(tmp_path / "f.tif", floats))) == (np.array([3]), np.array([0]))
@@ -121,7 +131,8 @@ def _reprojected_transform(grid: Grid) -> tuple[Affine, int, int]:
 
     left, top = grid.transform.c, grid.transform.f
     right, bottom = left + grid.width * grid.transform.a, top + grid.height * grid.transform.e
-    return calculate_default_transform(grid.crs, "EPSG:3857", grid.width, grid.height, left, bottom, right, top)
+    return calculate_default_transform(grid.crs, "EPSG:3857", grid.width, grid.height,
+                                       left, bottom, right, top)
 
 
 # --- compositing -----------------------------------------------------------------------------

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from conftest import BETA, Spy, rel_err
+
 from copgen_rt import Denoiser, Pipeline, processing
 from copgen_rt.models.autoencoder import posterior_sample
 from copgen_rt.models.denoiser import timestep_embedding
@@ -44,7 +44,7 @@ def test_denoiser_forward(beta_spec, beta_golden):
     with torch.no_grad():
         out = model([beta_golden[f"denoiser/in/{n}"] for n in beta_spec.names],
                     [beta_golden[f"denoiser/t/{n}"] for n in beta_spec.names])
-    for name, o in zip(beta_spec.names, out):
+    for name, o in zip(beta_spec.names, out, strict=True):
         ref = beta_golden[f"denoiser/out/{name}"]
         assert o.shape == ref.shape
         assert rel_err(o, ref) < NET_TOL, name
@@ -229,7 +229,7 @@ def test_notebook_from_pixels(beta_pipeline, beta_spy, beta_spec, beta_json, bet
     for name in c["condition"]:
         key = f"{case}/posterior_eps/{name}"
         assert torch.equal(draws[key], beta_golden[key])
-    x_init = dict(zip(c["generate"], draws[f"{case}/x_init"]))
+    x_init = dict(zip(c["generate"], draws[f"{case}/x_init"], strict=True))
     for name, x in x_init.items():
         assert torch.equal(x, beta_golden[f"{case}/x_init/{name}"])
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from conftest import TINY, rel_err
+
 from copgen_rt import Autoencoder, Denoiser, processing
 from copgen_rt.schedule import NoiseSchedule
 from copgen_rt.weights import load_autoencoder, read_checkpoint
@@ -19,7 +19,7 @@ def test_denoiser_forward(tiny_spec, golden):
     with torch.no_grad():
         out = model([golden[f"denoiser/in/{n}"] for n in tiny_spec.names],
                     [golden[f"denoiser/t/{n}"] for n in tiny_spec.names])
-    for name, o in zip(tiny_spec.names, out):
+    for name, o in zip(tiny_spec.names, out, strict=True):
         ref = golden[f"denoiser/out/{name}"]
         assert o.shape == ref.shape
         assert rel_err(o, ref) < NET_TOL, name

@@ -10,8 +10,8 @@ import os
 
 import pytest
 import torch
-
 from conftest import TINY, drift, rel_err
+
 from copgen_rt import Pipeline
 from copgen_rt.backends import TorchDenoiser
 from copgen_rt.backends.cuda_graphs import CudaGraphDenoiser
@@ -38,7 +38,7 @@ def test_cuda_graph_replay_matches_eager(tiny_spec):
     graphs = CudaGraphDenoiser(TorchDenoiser(_model(tiny_spec)))
     for batch, seed in [(3, 0), (1, 1), (3, 2), (4, 3)]:  # replays with stale padding rows too
         latents, timesteps = _inputs(tiny_spec, batch, seed)
-        for out, ref in zip(graphs(latents, timesteps), eager(latents, timesteps)):
+        for out, ref in zip(graphs(latents, timesteps), eager(latents, timesteps), strict=True):
             assert out.shape == ref.shape and rel_err(out, ref) < 1e-5
     assert sorted(graphs.graphs) == [1, 4]
 

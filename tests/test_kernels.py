@@ -25,6 +25,7 @@ import torch.nn.functional as F  # noqa: E402
 pytest.importorskip("triton", reason="Triton is not installed (pip install 'copgen-rt[gpu]')")
 
 from conftest import TINY, drift, rel_err  # noqa: E402
+
 from copgen_rt import Denoiser  # noqa: E402
 from copgen_rt.backends import TorchDenoiser, make_denoiser_backend  # noqa: E402
 from copgen_rt.backends.triton_backend import TritonDenoiser  # noqa: E402
@@ -221,7 +222,7 @@ def test_triton_denoiser_matches_golden(tiny_spec, golden):
     assert backend.name == "triton"
     out = backend([golden[f"denoiser/in/{n}"][:1] for n in tiny_spec.names],
                   [golden[f"denoiser/t/{n}"][:1] for n in tiny_spec.names])
-    for name, o in zip(tiny_spec.names, out):
+    for name, o in zip(tiny_spec.names, out, strict=True):
         ref = golden[f"denoiser/out/{name}"][:1]
         assert o.dtype == torch.float32 and o.shape == ref.shape
         assert rel_err(o, ref) < 1e-4, name

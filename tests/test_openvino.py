@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from conftest import TINY, rel_err
+
 from copgen_rt import Pipeline
 from copgen_rt.device import cpu_flags
 
@@ -52,7 +52,7 @@ def _net_inputs(spec, golden):
 def test_golden_network_and_vaes_through_openvino_fp32(ov_fp32, tiny_spec, golden):
     assert ov_fp32.denoiser.name == "openvino" and ov_fp32.engines.vae == "openvino"
     out = ov_fp32.denoiser(*_net_inputs(tiny_spec, golden))
-    for name, o in zip(tiny_spec.names, out):
+    for name, o in zip(tiny_spec.names, out, strict=True):
         assert rel_err(o, golden[f"denoiser/out/{name}"]) < NET_TOL, name
     for name in VAES:
         vae = ov_fp32.vae(name)
@@ -65,11 +65,17 @@ def test_golden_network_and_vaes_through_openvino_fp32(ov_fp32, tiny_spec, golde
 def test_golden_sampler_cases_through_openvino_fp32(ov_fp32, tiny_json, golden, case):
     c = tiny_json["cases"][case]
     out = ov_fp32.generate(
-        c["generate"], {n: golden[f"{case}/cond/{n}"] for n in c["condition"]},
-        conditions_are_latents=True, steps=c["steps"], batch_size=c["batch"],
+        c["generate"],
+        {n: golden[f"{case}/cond/{n}"] for n in c["condition"]},
+        conditions_are_latents=True,
+        steps=c["steps"],
+        batch_size=c["batch"],
         initial_noise={n: golden[f"{case}/x_init/{n}"] for n in c["generate"]},
-        others_noise=(lambda call, name: golden[f"{case}/others_noise/{call}/{name}"]) if c["others"] else None,
-        decode=False)
+        others_noise=(lambda call, name: golden[f"{case}/others_noise/{call}/{name}"])
+        if c["others"]
+        else None,
+        decode=False,
+    )
     for name in c["generate"]:
         assert rel_err(out[name], golden[f"{case}/out/{name}"]) < SAMPLER_TOL, name
 
@@ -104,14 +110,17 @@ def test_a_second_pipeline_compiles_nothing(fresh_compile_cache, tiny_spec, gold
     assert openvino_backend.STATS.compiles - before == compiled  # nothing compiled again
     assert openvino_backend.STATS.cache_hits - hits == 3
     assert sorted(p.name for p in blob_dir.iterdir()) == blobs
-    assert all(torch.equal(a, b) for a, b in zip(first, second))
+    assert all(torch.equal(a, b) for a, b in zip(first, second, strict=True))
 
 
 def test_compile_key_separates_what_a_compiled_model_depends_on(monkeypatch):
     key = openvino_backend.compile_key("abc", "fp32", None)
     assert key == openvino_backend.compile_key("abc", "fp32", None)
-    others = {openvino_backend.compile_key("abd", "fp32", None), openvino_backend.compile_key("abc", "bf16", None),
-              openvino_backend.compile_key("abc", "fp32", 2)}
+    others = {
+        openvino_backend.compile_key("abd", "fp32", None),
+        openvino_backend.compile_key("abc", "bf16", None),
+        openvino_backend.compile_key("abc", "fp32", 2),
+    }
     monkeypatch.setattr(openvino_backend, "cpu_isa", lambda: ["avx2"])
     others.add(openvino_backend.compile_key("abc", "fp32", None))
     monkeypatch.undo()
@@ -127,7 +136,7 @@ def test_a_broken_cached_blob_is_compiled_again(fresh_compile_cache, tiny_spec, 
     before = openvino_backend.STATS.compiles
     again = _pipeline(tiny_spec, "fp32").denoiser(*_net_inputs(tiny_spec, golden))
     assert openvino_backend.STATS.compiles - before == 1
-    assert all(torch.equal(a, b) for a, b in zip(again, reference))
+    assert all(torch.equal(a, b) for a, b in zip(again, reference, strict=True))
 
 
 def test_infer_scene_openvino_fp32_matches_torch_and_reruns_compile_nothing(tmp_path, fresh_compile_cache):
@@ -138,10 +147,25 @@ def test_infer_scene_openvino_fp32_matches_torch_and_reruns_compile_nothing(tmp_
     from copgen_rt.scenes.synthetic import write_raster
 
     rng = np.random.default_rng(0)
-    s1 = write_raster(tmp_path / "s1.tif", (rng.random((2, 192, 200)) * 0.3 + 0.01).astype(np.float32),
-                      descriptions=["VV", "VH"])
-    common = [str(s1), "--spec-json", str(TINY / "spec.json"), "--weights", str(TINY), "--generate", "DEM_DEM",
-              "--steps", "1", "--dtype", "fp32", "-q"]
+    s1 = write_raster(
+        tmp_path / "s1.tif",
+        (rng.random((2, 192, 200)) * 0.3 + 0.01).astype(np.float32),
+        descriptions=["VV", "VH"],
+    )
+    common = [
+        str(s1),
+        "--spec-json",
+        str(TINY / "spec.json"),
+        "--weights",
+        str(TINY),
+        "--generate",
+        "DEM_DEM",
+        "--steps",
+        "1",
+        "--dtype",
+        "fp32",
+        "-q",
+    ]
     runs = {}
     for name, backend in [("openvino", "openvino"), ("torch", "torch"), ("again", "openvino")]:
         before = openvino_backend.STATS.compiles

@@ -18,17 +18,17 @@ import rasterio
 import torch
 from affine import Affine
 from click.testing import CliRunner
+from scene_helpers import smooth_s2, write_raster
 
 from copgen_rt import Pipeline, specs
 from copgen_rt.cli import demo_weights, main
 from copgen_rt.files import OutputBusyError, exclusive
 from copgen_rt.scenes import run as run_module
 from copgen_rt.scenes import sampling, state
-from copgen_rt.scenes.reader import SceneError, open_input
 from copgen_rt.scenes.job import SceneJob, SceneOptions
+from copgen_rt.scenes.reader import SceneError, open_input
 from copgen_rt.scenes.run import run_scene
 from copgen_rt.scenes.state import DamagedFileWarning
-from scene_helpers import smooth_s2, write_raster
 
 DEMO = specs.get("copgen-demo")
 ROOT = Path(__file__).resolve().parents[1]
@@ -70,7 +70,8 @@ def test_planted_symlinks_change_nothing_outside_out(tmp_path):
     victim_dir = tmp_path / "victim_dir"
     victim_dir.mkdir()
     stem, outputs = "scene", ["DEM_DEM", "S1RTC_vh_vv"]
-    planted = [f".{stem}_{m}.tif.partial.tif" for m in outputs] + [f".{stem}_{m}.tif.cog.tmp" for m in outputs] \
+    planted = [f".{stem}_{m}.tif.partial.tif" for m in outputs] \
+        + [f".{stem}_{m}.tif.cog.tmp" for m in outputs] \
         + [f".{stem}_tiles.json.tmp", ".copgen-run.json.lock", ".copgen-run.json.tmp"]
     for name in planted:
         (out / name).symlink_to(victim)
@@ -424,8 +425,9 @@ def test_a_pickle_with_code_is_refused_in_one_line(tmp_path):
                                               r"posix.system\)"):
         read_checkpoint(path)
     proc = subprocess.run([sys.executable, "-W", "always", "-c",
-                           "from copgen_rt.weights import read_checkpoint as r\ntry: r(%r)\nexcept Exception: pass"
-                           % str(path)], capture_output=True, text=True, cwd=ROOT)
+                           "from copgen_rt.weights import read_checkpoint as r\n"
+                           f"try: r({str(path)!r})\nexcept Exception: pass"],
+                          capture_output=True, text=True, cwd=ROOT)
     assert "UserWarning" not in proc.stderr and "pwned" not in proc.stdout, proc.stderr
 
 

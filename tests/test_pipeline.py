@@ -130,7 +130,8 @@ def test_unconditional_batch_comes_from_the_injected_noise(tiny_pipeline):
     per_row = gen(["LULC_LULC"], initial_noise={"LULC_LULC": noise}, n_samples=2)  # batch 1 x 2 samples
     stated = gen(["LULC_LULC"], initial_noise={"LULC_LULC": noise}, n_samples=2, batch_size=1)
     assert torch.equal(per_row["LULC_LULC"], stated["LULC_LULC"])
-    with pytest.raises(ValueError, match="initial_noise has 3 rows, which is not batch x n_samples for n_samples=2"):
+    with pytest.raises(ValueError,
+                       match="initial_noise has 3 rows, which is not batch x n_samples for n_samples=2"):
         gen(["LULC_LULC"], initial_noise={"LULC_LULC": noise[[0, 1, 0]]}, n_samples=2)
     with pytest.raises(ValueError, match=r"initial_noise\[LULC_LULC\]: expected shape \(3, "):
         gen(["LULC_LULC"], initial_noise={"LULC_LULC": noise}, batch_size=3)

@@ -23,7 +23,9 @@ def test_the_bundled_chip_reports_every_network_call(tmp_path):
 
 
 def test_logs_get_plain_lines_not_carriage_returns(tmp_path):
-    r = CliRunner().invoke(main, ["infer", "--steps", "1", "--generate", "DEM_DEM", "--out", str(tmp_path / "o")])
+    r = CliRunner().invoke(
+        main, ["infer", "--steps", "1", "--generate", "DEM_DEM", "--out", str(tmp_path / "o")]
+    )
     assert r.exit_code == 0, r.output
     assert "\r" not in r.output
     assert "copgen-rt: 4.0/4 tiles (100%)" in r.output

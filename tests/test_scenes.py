@@ -6,20 +6,19 @@ import warnings
 import numpy as np
 import pytest
 import rasterio
-import torch
 from affine import Affine
 from click.testing import CliRunner
+from scene_helpers import CHIPS, EchoPipeline, smooth_s2, write_raster
 
 from copgen_rt import Pipeline, processing, specs
 from copgen_rt.cli import default_scene, demo_weights, main
 from copgen_rt.scenes import job as scene_job
-from copgen_rt.scenes.reader import CoarseInputWarning, SceneError, open_input
 from copgen_rt.scenes.job import SceneJob, SceneOptions
+from copgen_rt.scenes.reader import CoarseInputWarning, SceneError, open_input
 from copgen_rt.scenes.run import run_scene
 from copgen_rt.scenes.state import OutputExistsError
 from copgen_rt.scenes.tile_inputs import TileReader
 from copgen_rt.scenes.tiling import blend_ramp
-from scene_helpers import CHIPS, EchoPipeline, smooth_s2, write_raster
 
 DEMO = specs.get("copgen-demo")
 
@@ -60,7 +59,8 @@ def test_real_chip_end_to_end_georeferenced(tmp_path, demo):
         assert lulc.dtypes[0] == "uint8" and lulc.nodata == 255
         assert set(np.unique(lulc.read(1))) <= {0, 1, 2, 4, 5, 7, 8, 9, 10, 11}
         tags = lulc.tags()
-        assert tags["COPGEN_RANDOM_WEIGHTS"] == "true" and "RANDOM WEIGHTS" in tags["TIFFTAG_IMAGEDESCRIPTION"]
+        assert tags["COPGEN_RANDOM_WEIGHTS"] == "true"
+        assert "RANDOM WEIGHTS" in tags["TIFFTAG_IMAGEDESCRIPTION"]
         assert tags["COPGEN_MODEL"] == "copgen-demo" and tags["COPGEN_STEPS"] == "2"
         assert "S1RTC_vh_vv<-S1RTC_433D_629L_3_1.tif" in tags["COPGEN_CONDITIONS"]
         assert lulc.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG"
@@ -307,11 +307,13 @@ def test_quicklooks(tmp_path, demo):
     for png in pngs:
         with Image.open(png) as img:
             assert img.mode == "RGB" and img.size[0] > 0
-            assert img.info["COPGEN_RANDOM_WEIGHTS"] == "true" and img.info["Description"].startswith("RANDOM")
+            assert img.info["COPGEN_RANDOM_WEIGHTS"] == "true"
+            assert img.info["Description"].startswith("RANDOM")
             assert img.info["COPGEN_STEPS"] == str(job.options.sampler[1])
     lulc = next(p for p in pngs if "LULC" in p.name)
     colours = {tuple(c) for c in np.asarray(Image.open(lulc)).reshape(-1, 3)}
-    palette = {tuple(int(h[i:i + 2], 16) for i in (1, 3, 5)) for h in DEMO.modality("LULC_LULC").processing.colors}
+    palette = {tuple(int(h[i:i + 2], 16) for i in (1, 3, 5))
+               for h in DEMO.modality("LULC_LULC").processing.colors}
     assert colours <= palette
 
 

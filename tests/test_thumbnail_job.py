@@ -4,18 +4,19 @@ import numpy as np
 import pytest
 import rasterio
 from affine import Affine
-from PIL import Image
-
 from conftest import BETA
+from PIL import Image
+from scene_helpers import CHIPS
+
 from copgen_rt import Pipeline, thumbnails
 from copgen_rt.scenes.synthetic import smooth_s2, write_raster
 from copgen_rt.thumbnail_job import run_thumbnails
-from scene_helpers import CHIPS
 
 
 @pytest.fixture(scope="module")
 def beta(beta_spec):
-    return Pipeline.from_weights(beta_spec, BETA / "denoiser.safetensors", vaes={"sd-kl-f8": BETA / "vae.safetensors"})
+    return Pipeline.from_weights(beta_spec, BETA / "denoiser.safetensors",
+                                 vaes={"sd-kl-f8": BETA / "vae.safetensors"})
 
 
 def test_png_in_png_out_with_samples(tmp_path, beta):
@@ -31,7 +32,8 @@ def test_png_in_png_out_with_samples(tmp_path, beta):
     assert a.shape == (256, 256, 3) and not np.array_equal(a, b)  # independent samples
     with Image.open(tmp_path / "o" / "dem_std.png") as img:  # provenance in every PNG
         assert img.info["COPGEN_MODEL"] == beta.spec.name and img.info["COPGEN_STEPS"] == "2"
-        assert img.info["COPGEN_CONDITIONS"] == "s1_rtc<-s1.webp" and img.info["COPGEN_RANDOM_WEIGHTS"] == "false"
+        assert img.info["COPGEN_CONDITIONS"] == "s1_rtc<-s1.webp"
+        assert img.info["COPGEN_RANDOM_WEIGHTS"] == "false"
     single = run_thumbnails(beta, {"s1_rtc": tmp_path / "s1.png"}, tmp_path / "p", steps=2)
     assert sorted(p.name for p in single) == ["dem.png", "s2_l1c.png", "s2_l2a.png"]
     from copgen_rt.scenes.state import OutputExistsError
@@ -89,7 +91,8 @@ def test_cli_beta(tmp_path):
     base = ["infer", "--spec-json", str(BETA / "spec.json"), "--weights", str(BETA), "--steps", "2", "-q"]
     img = np.random.default_rng(1).integers(0, 255, (256, 256, 3), dtype=np.uint8)
     thumbnails.write_png(tmp_path / "s1.png", img)
-    r = _cli([*base, "--cond", f"s1_rtc={tmp_path / 's1.png'}", "--generate", "dem", "--out", str(tmp_path / "o")])
+    r = _cli([*base, "--cond", f"s1_rtc={tmp_path / 's1.png'}", "--generate", "dem",
+              "--out", str(tmp_path / "o")])
     assert r.exit_code == 0, r.output
     assert (tmp_path / "o" / "dem.png").exists() and not (tmp_path / "o" / "s2_l2a.png").exists()
     Image.fromarray(img[..., 0]).save(tmp_path / "grey.png")

@@ -9,8 +9,14 @@ import pytest
 import torch
 from PIL import Image
 
-from copgen_rt.thumbnails import (center_crop, dem_hillshade, read_thumbnail, s1_false_colour,
-                                  s2_true_colour, write_png)
+from copgen_rt.thumbnails import (
+    center_crop,
+    dem_hillshade,
+    read_thumbnail,
+    s1_false_colour,
+    s2_true_colour,
+    write_png,
+)
 
 
 def _rgb(h: int, w: int, seed: int = 0) -> np.ndarray:

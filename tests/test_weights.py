@@ -6,15 +6,21 @@ from pathlib import Path
 
 import pytest
 import torch
+from click.testing import CliRunner
+from conftest import TINY
 from safetensors.torch import load_file, save_file
 
-from click.testing import CliRunner
-
-from conftest import TINY
 from copgen_rt import Denoiser, Pipeline, specs
-from copgen_rt.weights import (Checkpoint, CheckpointError, convert, find_weights, make_random_weights,
-                               read_checkpoint, load_denoiser, resolve_weights)
-
+from copgen_rt.weights import (
+    Checkpoint,
+    CheckpointError,
+    convert,
+    find_weights,
+    load_denoiser,
+    make_random_weights,
+    read_checkpoint,
+    resolve_weights,
+)
 
 REAL_SIZES = {"copgen-base": 286_986_562, "copgen-large": 501_092_674, "copgen-huge": 951_274_306}
 
@@ -170,7 +176,8 @@ def test_weights_paths_are_never_taken_for_hub_ids(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     shutil.copytree(demo_weights(), tmp_path / "weights")
     assert Pipeline.from_pretrained("copgen-demo", "weights/", device="cpu").is_random
-    r = CliRunner().invoke(main, ["convert", "--model", "copgen-demo", "--weights", "weights/", "--out", "conv"])
+    r = CliRunner().invoke(main, ["convert", "--model", "copgen-demo", "--weights", "weights/",
+                                  "--out", "conv"])
     assert r.exit_code == 0 and (tmp_path / "conv" / "weights.json").is_file(), r.output
     for missing in ["gone/", "./gone", "~/gone-copgen-weights", "/gone", "gone/a/b", "gone", "a--b/c"]:
         with pytest.raises(CheckpointError) as e:

@@ -13,11 +13,13 @@ from pathlib import Path
 
 from copgen_rt.backends.base import DenoiserBackend, VAEBackend
 from copgen_rt.backends.torch_backend import TorchDenoiser, TorchVAE
+from copgen_rt.models import Autoencoder, Denoiser
+from copgen_rt.specs import ModelSpec
 
 DENOISER_BACKENDS = ("torch", "triton", "onnxruntime")
 
 
-def make_denoiser_backend(name: str, model) -> DenoiserBackend:
+def make_denoiser_backend(name: str, model: Denoiser) -> DenoiserBackend:
     """A backend running a loaded `copgen_rt.Denoiser` (onnxruntime goes through an export)."""
     if name == "torch":
         return TorchDenoiser(model)
@@ -28,7 +30,7 @@ def make_denoiser_backend(name: str, model) -> DenoiserBackend:
     raise ValueError(f"unknown denoiser backend {name!r}; choose {', '.join(DENOISER_BACKENDS)}")
 
 
-def denoiser_backend(engine: str, spec, model, checkpoint: Path, dtype: str,
+def denoiser_backend(engine: str, spec: ModelSpec, model: Denoiser, checkpoint: Path, dtype: str,
                      cuda_graphs: bool = True) -> DenoiserBackend:
     """The denoiser on `engine` (see `copgen_rt.device.choose_engine`); exported engines export the
     (fp32) model on first use and run it in `dtype`."""
@@ -41,14 +43,15 @@ def denoiser_backend(engine: str, spec, model, checkpoint: Path, dtype: str,
 
         return cached_denoiser(spec, model, checkpoint, dtype)
     backend = make_denoiser_backend(engine, model)
-    if cuda_graphs and engine == "torch" and backend.device.type == "cuda":
+    if cuda_graphs and isinstance(backend, TorchDenoiser) and backend.device.type == "cuda":
         from copgen_rt.backends.cuda_graphs import CudaGraphDenoiser
 
-        backend = CudaGraphDenoiser(backend)
+        return CudaGraphDenoiser(backend)
     return backend
 
 
-def vae_backend(engine: str, spec, key: str, vae, checkpoint: Path, dtype: str) -> VAEBackend:
+def vae_backend(engine: str, spec: ModelSpec, key: str, vae: Autoencoder, checkpoint: Path,
+                dtype: str) -> VAEBackend:
     if engine == "onnxruntime":
         from copgen_rt.backends.onnxruntime_backend import cached_onnx_vae
 

@@ -39,9 +39,9 @@ class CudaGraphDenoiser:
         if size not in self.graphs:
             self.graphs[size] = self._capture(latents, timesteps, size)
         graph, static_x, static_t, static_out = self.graphs[size]
-        for buf, x in zip(static_x, latents):
+        for buf, x in zip(static_x, latents, strict=True):
             buf[:batch].copy_(x, non_blocking=True)
-        for buf, t in zip(static_t, timesteps):
+        for buf, t in zip(static_t, timesteps, strict=True):
             buf[:batch].copy_(t, non_blocking=True)
         graph.replay()
         return [o[:batch].clone() for o in static_out]

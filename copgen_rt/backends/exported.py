@@ -3,8 +3,8 @@ chosen by the folder's manifest."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from copgen_rt import specs
 from copgen_rt.backends.base import DenoiserBackend, VAEBackend
@@ -41,7 +41,7 @@ def load_export(folder: Path, providers: Sequence[str] | None = None):
 
     def vae_loader(modality: str) -> VAEBackend:
         key = spec.modality(modality).vae
-        if f"vae_encoder/{key}" not in names and f"vae_decoder/{key}" not in names:
+        if key is None or (f"vae_encoder/{key}" not in names and f"vae_decoder/{key}" not in names):
             raise ValueError(f"the export in {folder} has no VAE for {modality}")
         return make_vae(key)
 

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
+if TYPE_CHECKING:
+    from copgen_rt.models import Autoencoder, Denoiser
+    from copgen_rt.specs import ModelSpec
 
-def _session(path: Path, providers: Sequence[str] | None):
+
+def _session(path: Path, providers: Sequence[str] | None) -> Any:  # an onnxruntime.InferenceSession
     try:
         import onnxruntime as ort
     except ImportError:
@@ -39,7 +44,7 @@ class OrtDenoiser:
     def __call__(self, latents: list[Tensor], timesteps: list[Tensor]) -> list[Tensor]:
         device = latents[0].device
         feeds = {n: np.ascontiguousarray(t.detach().float().cpu().numpy())
-                 for n, t in zip(self.input_names, [*latents, *timesteps])}
+                 for n, t in zip(self.input_names, [*latents, *timesteps], strict=True)}
         outs = self.session.run(self.output_names, feeds)
         return [torch.from_numpy(o).to(device) for o in outs]
 
@@ -53,7 +58,7 @@ class OrtVAE:
         self.decoder = _session(decoder, providers) if decoder else None
 
     @staticmethod
-    def _run(session, name: str, x: Tensor) -> Tensor:
+    def _run(session: Any, name: str, x: Tensor) -> Tensor:
         out = session.run(None, {name: np.ascontiguousarray(x.detach().float().cpu().numpy())})[0]
         return torch.from_numpy(out).to(x.device)
 
@@ -68,7 +73,7 @@ class OrtVAE:
         return self._run(self.decoder, "z", z)
 
 
-def cached_onnx_denoiser(spec, model, checkpoint: Path) -> OrtDenoiser:
+def cached_onnx_denoiser(spec: ModelSpec, model: Denoiser, checkpoint: Path) -> OrtDenoiser:
     """Export the denoiser once per (spec, checkpoint) into the cache, then run it."""
     from copgen_rt.backends.export_cache import cached_export
 
@@ -76,14 +81,14 @@ def cached_onnx_denoiser(spec, model, checkpoint: Path) -> OrtDenoiser:
     return _denoiser_from_manifest(folder, None)
 
 
-def cached_onnx_vae(spec, key: str, vae, checkpoint: Path) -> OrtVAE:
+def cached_onnx_vae(spec: ModelSpec, key: str, vae: Autoencoder, checkpoint: Path) -> OrtVAE:
     from copgen_rt.backends.export_cache import cached_export
 
     folder, _ = cached_export(spec, f"vae/{key}", vae, checkpoint)
     return OrtVAE(folder / f"vae_encoder/{key}.onnx", folder / f"vae_decoder/{key}.onnx")
 
 
-def _denoiser_from_manifest(folder: Path, providers) -> OrtDenoiser:
+def _denoiser_from_manifest(folder: Path, providers: Sequence[str] | None) -> OrtDenoiser:
     from copgen_rt.export.manifest import Manifest
 
     c = Manifest.load(folder).component("denoiser")

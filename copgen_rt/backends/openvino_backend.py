@@ -152,11 +152,14 @@ class _Engine:
     def run(self, inputs: list[Tensor]) -> list[Tensor]:
         device = inputs[0].device
         request = self._request(inputs[0].shape[0] if self.static_batch else None)
-        feeds = {n: np.ascontiguousarray(t.detach().float().cpu().numpy()) for n, t in zip(self.input_names, inputs)}
+        feeds = {n: np.ascontiguousarray(t.detach().float().cpu().numpy())
+                 for n, t in zip(self.input_names, inputs, strict=True)}
         request.infer(feeds, share_inputs=True)
         # copies: the request's output buffers are overwritten by its next call
-        return [torch.from_numpy(np.array(request.get_output_tensor(i).data)).to(device)
-                for i in range(len(request.model_outputs))]
+        return [
+            torch.from_numpy(np.array(request.get_output_tensor(i).data)).to(device)
+            for i in range(len(request.model_outputs))
+        ]
 
 
 class OpenVinoDenoiser:
@@ -209,5 +212,6 @@ def cached_vae(spec, key: str, vae, checkpoint: Path, precision: str) -> OpenVin
 
     require_openvino()
     folder, manifest = cached_export(spec, f"vae/{key}", vae, checkpoint, parity_runtime="openvino")
-    return OpenVinoVAE(folder, manifest.component(f"vae_encoder/{key}"),
-                       manifest.component(f"vae_decoder/{key}"), precision)
+    return OpenVinoVAE(
+        folder, manifest.component(f"vae_encoder/{key}"), manifest.component(f"vae_decoder/{key}"), precision
+    )

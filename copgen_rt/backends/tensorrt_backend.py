@@ -37,7 +37,7 @@ class _Engine:
         if shapes not in self._buffers:
             self._buffers[shapes] = self._bind(feeds)
         inputs, outputs, graph = self._buffers[shapes]
-        for buf, t in zip(inputs, feeds):
+        for buf, t in zip(inputs, feeds, strict=True):
             buf.copy_(t, non_blocking=True)
         with torch.cuda.stream(self.stream):
             if graph is not None:
@@ -50,7 +50,7 @@ class _Engine:
     def _bind(self, feeds: list[Tensor]):
         """Allocate static buffers for these shapes, bind them, capture a CUDA graph."""
         inputs = [torch.empty_like(t, device="cuda", dtype=torch.float32) for t in feeds]
-        for name, buf in zip(self.inputs, inputs):
+        for name, buf in zip(self.inputs, inputs, strict=True):
             self.context.set_input_shape(name, tuple(buf.shape))
             self.context.set_tensor_address(name, buf.data_ptr())
         outputs = []
@@ -66,8 +66,8 @@ class _Engine:
         try:
             with torch.cuda.graph(graph, stream=self.stream):
                 self.context.execute_async_v3(self.stream.cuda_stream)
-        except RuntimeError:
-            graph = None  # engines with data-dependent shapes cannot be captured
+        except RuntimeError:  # engines with data-dependent shapes cannot be captured
+            return inputs, outputs, None
         return inputs, outputs, graph
 
 
@@ -91,7 +91,11 @@ class TrtVAE:
         self.decoder = _Engine(decoder) if decoder else None
 
     def encode_moments(self, x: Tensor) -> Tensor:
+        if self.encoder is None:
+            raise RuntimeError("this export has no VAE encoder for the modality")
         return self.encoder.run([x.float().cuda()])[0].to(x.device)
 
     def decode(self, z: Tensor) -> Tensor:
+        if self.decoder is None:
+            raise RuntimeError("this export has no VAE decoder for the modality")
         return self.decoder.run([z.float().cuda()])[0].to(z.device)

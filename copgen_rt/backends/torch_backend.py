@@ -13,7 +13,7 @@ class TorchDenoiser:
 
     def __init__(self, model: Denoiser):
         self.model = model
-        weight = model.in_blocks[0].attn.qkv.weight if len(model.in_blocks) else model.mid_block.attn.qkv.weight
+        weight = model.mid_block.attn.qkv.weight  # every block has the model's device and dtype
         self.device, self.dtype = weight.device, weight.dtype
 
     @torch.inference_mode()

@@ -23,6 +23,7 @@ ImportError that says how to install it.
 from __future__ import annotations
 
 from types import ModuleType
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -64,15 +65,16 @@ class TritonDenoiser:
     @torch.inference_mode()
     def __call__(self, latents: list[Tensor], timesteps: list[Tensor]) -> list[Tensor]:
         m = self.model
-        x = m.embed([x.to(self.device) for x in latents], [t.to(self.device, torch.float32) for t in timesteps])
+        x = m.embed([x.to(self.device) for x in latents],
+                    [t.to(self.device, torch.float32) for t in timesteps])
         stream = (x, x.to(self.dtype))
         skips = []
         for blk in m.in_blocks:
-            stream = self._block(blk, stream)
+            stream = self._block(cast(Block, blk), stream)
             skips.append(stream[1])
         stream = self._block(m.mid_block, stream)
         for blk in m.out_blocks:
-            stream = self._block(blk, stream, skips.pop())
+            stream = self._block(cast(Block, blk), stream, skips.pop())
         _, x = self._layernorm(stream[0], None, m.norm)
         return m.heads(x)
 
@@ -89,8 +91,10 @@ class TritonDenoiser:
         self.kernels.add_layernorm(x, y, norm.weight, norm.bias, norm.eps, out=out, copy_to=low)
         return out, out if low is None else low
 
-    def _skip_layernorm(self, blk: Block, x_low: Tensor, skip: Tensor) -> Stream:
+    def _skip_layernorm(self, blk: Block, x_low: Tensor, skip: Tensor | None) -> Stream:
         """LN1(skip_linear(cat[x, skip])) as a new stream, from the matmul-dtype x and skip."""
+        if blk.skip_linear is None or skip is None:
+            raise ValueError("an out-block needs the skip tokens of its in-block")
         out, low = self._outputs(x_low)
         self.kernels.skip_layernorm(x_low, skip, blk.skip_linear.weight, blk.skip_linear.bias,
                                     blk.norm1.weight, blk.norm1.bias, blk.norm1.eps, out=out, copy_to=low)

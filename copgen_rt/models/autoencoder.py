@@ -6,6 +6,8 @@ State-dict keys are exactly those of the released `model-50-ema.pth` (COP-GEN) a
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -89,7 +91,7 @@ class _Mid(nn.Module):
 class _Level(nn.Module):
     """One resolution level; `attn` stays empty (attn_resolutions = []) and has no keys."""
 
-    def __init__(self, blocks: list[nn.Module], resample: nn.Module | None, name: str):
+    def __init__(self, blocks: Sequence[nn.Module], resample: nn.Module | None, name: str):
         super().__init__()
         self.block = nn.ModuleList(blocks)
         self.attn = nn.ModuleList()
@@ -160,7 +162,12 @@ class Autoencoder(nn.Module):
 
     def __init__(self, spec: ModelSpec | VAESpec, modality: str | None = None):
         super().__init__()
-        cfg = spec.vae_for(modality) if isinstance(spec, ModelSpec) else spec
+        if isinstance(spec, ModelSpec):
+            if modality is None:
+                raise ValueError(f"Autoencoder({spec.name}): which modality's autoencoder?")
+            cfg = spec.vae_for(modality)
+        else:
+            cfg = spec
         self.config = cfg
         self.scale_factor = cfg.scale_factor
         self.encoder = Encoder(cfg)

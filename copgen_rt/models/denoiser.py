@@ -7,7 +7,7 @@ order. State-dict keys are exactly those of the released `nnet_ema.pth` files.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -56,7 +56,7 @@ class Block(nn.Module):
     def __init__(self, dim: int, num_heads: int, mlp_ratio: float, qkv_bias: bool, skip: bool):
         super().__init__()
         if skip:
-            self.skip_linear = nn.Linear(2 * dim, dim)
+            self.skip_linear: nn.Linear | None = nn.Linear(2 * dim, dim)
             self.norm1 = nn.LayerNorm(dim)
         else:
             self.skip_linear = None
@@ -67,6 +67,8 @@ class Block(nn.Module):
 
     def forward(self, x: Tensor, skip: Tensor | None = None) -> Tensor:
         if self.skip_linear is not None:
+            if skip is None:
+                raise ValueError("an out-block needs the skip tokens of its in-block")
             x = self.norm1(self.skip_linear(torch.cat([x, skip], dim=-1)))
         x = self.norm2(x + self.attn(x))
         return self.norm3(x + self.mlp(x))
@@ -78,7 +80,8 @@ class PatchEmbed(nn.Module):
         self.proj = nn.Conv2d(in_chans, dim, kernel_size=patch_size, stride=patch_size)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.proj(x).flatten(2).transpose(1, 2)
+        """Tokens of x, given in any float dtype (cast to the weights')."""
+        return self.proj(x.to(self.proj.weight.dtype)).flatten(2).transpose(1, 2)
 
 
 class Denoiser(nn.Module):
@@ -123,13 +126,13 @@ class Denoiser(nn.Module):
         # The residual stream is float32 whatever the weights: with bf16/fp16 weights the caller
         # runs under autocast, so matmuls are low precision and LayerNorm statistics fp32.
         time_tokens = torch.stack([timestep_embedding(t, d) for t in timesteps], dim=1)
-        patches = [embed(x.to(embed.proj.weight.dtype)).float() for embed, x in zip(self.patch_embeds, latents)]
+        patches = [embed(x).float() for embed, x in zip(self.patch_embeds, latents, strict=True)]
         return torch.cat([time_tokens, *patches], dim=1) + self.pos_embed.float()
 
     def heads(self, x: Tensor) -> list[Tensor]:
         """Final tokens -> per-modality eps (B, C, H, W) float32; time-token outputs are dropped."""
         outputs, start = [], len(self.patch_embeds)
-        for head, (c, h, w), p in zip(self.decoder_preds, self.latent_shapes, self.patch_sizes):
+        for head, (c, h, w), p in zip(self.decoder_preds, self.latent_shapes, self.patch_sizes, strict=True):
             n = (h // p) * (w // p)
             tokens = head(x[:, start:start + n]).float()  # (B, N, p*p*C), channel fastest
             start += n

@@ -7,7 +7,7 @@ grows with the scene width, never with its area.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 

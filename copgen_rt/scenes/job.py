@@ -151,8 +151,8 @@ class SceneJob:
         span_m = plan.footprint_m + math.ceil(self.options.batch_size / plan.n_cols) * plan.stride_m
         sizes = []
         for out in self.outputs:
-            _, width, height = self.frame.grid(out.modality.gsd)
-            rows = min(height, math.ceil(span_m / out.modality.gsd))
+            _, width, height = self.frame.grid(out.modality.image_gsd)
+            rows = min(height, math.ceil(span_m / out.modality.image_gsd))
             sizes.append((blend_channels(out.modality, out.kind) + 1) * rows * width * 8)
         return sum(sizes) + max(sizes, default=0)
 
@@ -188,9 +188,9 @@ class SceneJob:
 
 
 def _warn_if_coarse(scene: SceneInput, pixel_m: float, modalities: list[Modality]) -> None:
-    coarse = [m for m in modalities if pixel_m > COARSE_FACTOR * m.gsd]
+    coarse = [m for m in modalities if pixel_m > COARSE_FACTOR * m.image_gsd]
     if coarse:
-        native = "/".join(f"{g:g}" for g in sorted({m.gsd for m in coarse}))
+        native = "/".join(f"{g:g}" for g in sorted({m.image_gsd for m in coarse}))
         warnings.warn(f"{scene.path.name}: its {pixel_m:.4g} m pixels are more than {COARSE_FACTOR:g}x "
                       f"coarser than the native {native} m of "
                       f"{', '.join(m.name for m in coarse)}: upsampled, the model sees no real detail",

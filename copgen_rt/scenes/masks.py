@@ -23,9 +23,9 @@ raster and SCL masks, since the mask says nothing about them. For `mask_from_nod
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 import rasterio
@@ -68,7 +68,7 @@ class Grid:
     height: int
 
     @classmethod
-    def of_file(cls, path: str | Path) -> "Grid":
+    def of_file(cls, path: str | Path) -> Grid:
         with _open(Path(path)) as src:
             return cls(src.crs, src.transform, src.width, src.height)
 
@@ -78,7 +78,8 @@ def parse_scl_classes(text: str) -> tuple[int, ...]:
     try:
         codes = tuple(sorted({int(part) for part in text.replace(" ", "").split(",") if part}))
     except ValueError:
-        raise MaskError(f"SCL classes {text!r}: expected comma-separated class codes, e.g. 0,3,8,9,10") from None
+        raise MaskError(f"SCL classes {text!r}: expected comma-separated class codes, "
+                        "e.g. 0,3,8,9,10") from None
     bad = [c for c in codes if c not in SCL_CLASSES]
     if not codes or bad:
         raise MaskError(f"SCL classes {text!r}: codes must be among 0-11 "
@@ -96,7 +97,8 @@ def mask_from_raster(path: str | Path, grid: Grid | None = None, band: int = 1) 
         gap = np.ma.filled(values != 0, True)
         if np.issubdtype(values.dtype, np.floating):
             gap |= ~np.isfinite(values.data)
-        return _on_grid(path, gap, Grid(src.crs, src.transform, src.width, src.height), grid, outside_is_gap=False)
+        return _on_grid(path, gap, Grid(src.crs, src.transform, src.width, src.height), grid,
+                        outside_is_gap=False)
 
 
 def mask_from_scl(path: str | Path, grid: Grid | None = None,
@@ -115,7 +117,8 @@ def mask_from_scl(path: str | Path, grid: Grid | None = None,
         else:
             named = [i for i, d in enumerate(src.descriptions, 1) if (d or "").strip().upper() == "SCL"]
             if len(named) != 1:
-                raise MaskError(f"{path}: {src.count} bands and none described as SCL; pass the SCL band file")
+                raise MaskError(f"{path}: {src.count} bands and none described as SCL; "
+                                "pass the SCL band file")
             band = named[0]
         values = src.read(band)
         if np.issubdtype(values.dtype, np.floating) and not np.array_equal(values, np.round(values)):
@@ -123,7 +126,8 @@ def mask_from_scl(path: str | Path, grid: Grid | None = None,
         if values.size and (values.min() < 0 or values.max() > max(SCL_CLASSES)):
             raise MaskError(f"{path}: values {values.min()}..{values.max()} are not SCL class codes (0-11)")
         gap = np.isin(values, classes)
-        return _on_grid(path, gap, Grid(src.crs, src.transform, src.width, src.height), grid, outside_is_gap=False)
+        return _on_grid(path, gap, Grid(src.crs, src.transform, src.width, src.height), grid,
+                        outside_is_gap=False)
 
 
 def mask_from_nodata(path: str | Path, grid: Grid | None = None) -> np.ndarray:
@@ -135,7 +139,8 @@ def mask_from_nodata(path: str | Path, grid: Grid | None = None) -> np.ndarray:
             gap |= src.read_masks(band) == 0
             if np.issubdtype(np.dtype(src.dtypes[band - 1]), np.floating):
                 gap |= ~np.isfinite(src.read(band))
-        return _on_grid(path, gap, Grid(src.crs, src.transform, src.width, src.height), grid, outside_is_gap=True)
+        return _on_grid(path, gap, Grid(src.crs, src.transform, src.width, src.height), grid,
+                        outside_is_gap=True)
 
 
 def resample_gap(gap: np.ndarray, source: Grid, target: Grid) -> np.ndarray:
@@ -159,7 +164,8 @@ def _open(path: Path):
     return src
 
 
-def _on_grid(path: Path, gap: np.ndarray, source: Grid, target: Grid | None, outside_is_gap: bool) -> np.ndarray:
+def _on_grid(path: Path, gap: np.ndarray, source: Grid, target: Grid | None,
+             outside_is_gap: bool) -> np.ndarray:
     if target is None or target == source:
         return gap
     out = np.full((target.height, target.width), _OUTSIDE, np.uint8)

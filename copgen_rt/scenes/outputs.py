@@ -44,7 +44,7 @@ class _Output:
         m = out.modality
         self.spec, self.modality = out, m
         enc = encoding(m, out.kind)
-        transform, width, height = job.frame.grid(m.gsd)
+        transform, width, height = job.frame.grid(m.image_gsd)
         self.nodata = enc.nodata
         self.writer = CogWriter(staging, out.path, job.frame.crs, transform, width, height, len(enc.names),
                                 enc.dtype, enc.nodata, enc.names, enc.units, tags,
@@ -78,11 +78,11 @@ class SceneOutputs:
             decoded: dict[str, torch.Tensor]) -> None:
         """Blend a batch of decoded tiles. Where inputs had data a non-finite output is an
         error, never a product."""
-        for out in self.job.outputs:
-            rows = decoded[out.modality.name].reshape(len(present), -1)  # a tile's samples are adjacent
+        for spec in self.job.outputs:
+            rows = decoded[spec.modality.name].reshape(len(present), -1)  # a tile's samples are adjacent
             finite = torch.isfinite(rows).all(dim=1)
             if not bool(finite.all()):
-                raise not_finite(self.job, present[int((~finite).nonzero()[0])], out.modality.name)
+                raise not_finite(self.job, present[int((~finite).nonzero()[0])], spec.modality.name)
         for out in self.files:
             self._accumulate(out, present, decoded[out.modality.name])
         self._record_tiles(present, latents)
@@ -91,7 +91,7 @@ class SceneOutputs:
         """Write the rows no tile after `last` can touch."""
         for out in self.files:
             self.peak_rows = max(self.peak_rows, out.blender.buffered_rows)
-            out.blender.flush(self.job.plan.final_rows(last, out.modality.gsd, out.blender.height))
+            out.blender.flush(self.job.plan.final_rows(last, out.modality.image_gsd, out.blender.height))
 
     def abort(self) -> None:
         for out in self.files:
@@ -103,15 +103,16 @@ class SceneOutputs:
         and its rerun finishes the set."""
         job = self.job
         staged = [out.writer.close() for out in self.files]
-        record = {o.path.name: checksum(s) for o, s in zip(job.outputs, staged)}
+        record = {o.path.name: checksum(s) for o, s in zip(job.outputs, staged, strict=True)}
         pictures = []
         if job.options.quicklook:
             from copgen_rt.scenes.quicklook import write_quicklooks
 
             pictures = write_quicklooks([(o.modality, s, o.path.with_suffix(".png"))
-                                         for o, s in zip(job.outputs, staged) if o.kind == "mean"])
+                                         for o, s in zip(job.outputs, staged, strict=True)
+                                         if o.kind == "mean"])
             record |= {p.name: checksum(p) for p in pictures}
-        paths = [self.staging.publish(s.name, o.path) for o, s in zip(job.outputs, staged)]
+        paths = [self.staging.publish(s.name, o.path) for o, s in zip(job.outputs, staged, strict=True)]
         sidecar = {"tiles": self.tiles, "plan": job.plan.describe(), **self.tags, RECORD_FIELD: record}
         write_text(job.sidecar, json.dumps(sidecar, indent=1) + "\n")
         return paths + pictures + [job.sidecar]
@@ -128,17 +129,18 @@ class SceneOutputs:
             else:
                 values = scores
         else:
-            phys = processing.postprocess(m, x.reshape(-1, *x.shape[2:]))
-            phys = to_file_units(m, phys.numpy()).reshape(len(present), n, *x.shape[2:])
+            physical = processing.postprocess(m, x.reshape(-1, *x.shape[2:]))
+            phys = to_file_units(m, physical.numpy()).reshape(len(present), n, *x.shape[2:])
             values = phys.mean(axis=1) if out.spec.kind == "mean" else phys.std(axis=1, ddof=1)
         size = values.shape[-1]
-        if m.gsd not in self._weights:
-            self._weights[m.gsd] = blend_weights(size, round(job.options.overlap_m / m.gsd))
-        w = self._weights[m.gsd]
-        factor = round(m.gsd / BASE_GSD)
-        for t, v in zip(present, values):
+        gsd = m.image_gsd
+        if gsd not in self._weights:
+            self._weights[gsd] = blend_weights(size, round(job.options.overlap_m / gsd))
+        w = self._weights[gsd]
+        factor = round(gsd / BASE_GSD)
+        for t, v in zip(present, values, strict=True):
             valid = t.valid.reshape(size, factor, size, factor).mean(axis=(1, 3))
-            col, row = t.tile.pixel_origin(m.gsd)
+            col, row = t.tile.pixel_origin(gsd)
             out.blender.add(col, row, np.concatenate([v, valid[None]], axis=0), w)
 
     def _record_tiles(self, present: list[TileInputs], latents: dict[str, torch.Tensor]) -> None:

@@ -12,10 +12,10 @@ import datetime as dt
 import math
 import re
 import warnings
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import rasterio
@@ -125,11 +125,12 @@ def _date_from_tags(tags: dict[str, str]) -> dt.date | None:
 
 
 def _guess_product(src, names: list[str | None]) -> tuple[str, tuple[str, ...]]:
-    if all(names):  # every band is named: trust the names
-        known = set(names)
+    named = [n for n in names if n]
+    if len(named) == len(names):  # every band is named: trust the names
+        known = set(named)
         for product in ("S2L1C" if "B10" in known else "S2L2A", "S1RTC", "DEM", "LULC"):
             if known <= set(PRODUCTS[product]):
-                return product, tuple(names)
+                return product, tuple(named)
     by_count = {12: "S2L2A", 13: "S2L1C", 2: "S1RTC"}
     if src.count in by_count:
         product = by_count[src.count]
@@ -171,8 +172,9 @@ def open_input(path: str | Path, product: str | None = None, bands: tuple[str, .
         if len(empty) == src.count:
             raise SceneError(f"{path}: no valid pixel (everything is nodata)")
         if empty:
-            raise SceneError(f"{path}: band {empty[0]} ({src.descriptions[empty[0] - 1] or 'unnamed'}) has no "
-                             "valid pixel (all nodata): a pixel is used only where every band has data")
+            raise SceneError(f"{path}: band {empty[0]} ({src.descriptions[empty[0] - 1] or 'unnamed'}) "
+                             "has no valid pixel (all nodata): a pixel is used only where every band "
+                             "has data")
         names = [_canonical_band(d) for d in src.descriptions]
         if product is None:
             product, file_bands = _guess_product(src, names)
@@ -180,7 +182,8 @@ def open_input(path: str | Path, product: str | None = None, bands: tuple[str, .
             product = product.upper()
             if product not in PRODUCTS:
                 raise SceneError(f"unknown product {product!r}; choose {', '.join(PRODUCTS)}")
-            file_bands = tuple(known for known in names) if all(names) else PRODUCTS[product]
+            named = [n for n in names if n]
+            file_bands = tuple(named) if len(named) == len(names) else PRODUCTS[product]
         if bands is not None:
             file_bands = tuple(_canonical_band(b) or b for b in bands)
             if len(file_bands) != src.count:
@@ -277,7 +280,8 @@ def _corner_blocks(src) -> np.ndarray:
     last = Window((src.width - 1) // cols * cols, (src.height - 1) // rows * rows, 0, 0)
     windows = [Window(0, 0, min(cols, src.width), min(rows, src.height)),
                Window(last.col_off, last.row_off, src.width - last.col_off, src.height - last.row_off)]
-    values = np.concatenate([src.read(window=w, masked=True).compressed().astype(np.float64) for w in windows])
+    values = np.concatenate([src.read(window=w, masked=True).compressed().astype(np.float64)
+                             for w in windows])
     return values[np.isfinite(values)]
 
 
@@ -318,7 +322,7 @@ class SceneFrame:
     height_m: float
 
     @classmethod
-    def of(cls, scene: SceneInput) -> "SceneFrame":
+    def of(cls, scene: SceneInput) -> SceneFrame:
         if not scene.crs.is_projected:
             raise SceneError(f"{scene.path}: CRS {scene.crs.to_string()} is not projected; "
                              "warp to a metric CRS (e.g. UTM) first")
@@ -424,11 +428,11 @@ class ModalityReader(GridReader):
             band_index.append(scene.bands.index(band) + 1)
         if isinstance(modality.processing, Classes):
             resampling = Resampling.nearest
-        elif scene.crs == frame.crs and abs(scene.transform.a) < modality.gsd:
+        elif scene.crs == frame.crs and abs(scene.transform.a) < modality.image_gsd:
             resampling = Resampling.average
         else:
             resampling = Resampling.bilinear
-        super().__init__(scene, frame, modality.gsd, band_index, resampling)
+        super().__init__(scene, frame, modality.image_gsd, band_index, resampling)
         self.modality = modality
         self._pixels_read = self._not_indices = 0
         self._example: float | None = None
@@ -439,8 +443,8 @@ class ModalityReader(GridReader):
 
     def close(self) -> None:
         super().close()
-        if self._not_indices:
-            m, classes = self.modality, self.modality.processing
+        m, classes = self.modality, self.modality.processing
+        if self._not_indices and isinstance(classes, Classes):  # counted for classes only
             share = 100 * self._not_indices / self._pixels_read
             warnings.warn(f"{self.scene.path.name}: {self._not_indices} of {self._pixels_read} {m.name} "
                           f"pixels read ({share:.2g}%) are not class indices "

@@ -14,9 +14,9 @@ import os
 import shutil
 import time
 import warnings
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
 
 from copgen_rt.files import Staging
 from copgen_rt.pipeline import Pipeline
@@ -24,8 +24,14 @@ from copgen_rt.scenes.job import SceneJob
 from copgen_rt.scenes.outputs import SceneOutputs, add_quicklooks, provenance_tags
 from copgen_rt.scenes.reader import SceneError
 from copgen_rt.scenes.sampling import batch_latents
-from copgen_rt.scenes.state import (DamagedFileWarning, check_outputs, expected_files, prepare_work_dir,
-                                    run_key_of, scene_lock)
+from copgen_rt.scenes.state import (
+    DamagedFileWarning,
+    check_outputs,
+    expected_files,
+    prepare_work_dir,
+    run_key_of,
+    scene_lock,
+)
 from copgen_rt.scenes.tile_inputs import TileInputs, TileReader
 from copgen_rt.scenes.tiling import Tile
 
@@ -83,7 +89,8 @@ def _run_locked(job: SceneJob, pipeline: Pipeline, progress: Callable[[float], N
     state = check_outputs(job, key)
     if state.damaged:
         warnings.warn(f"{', '.join(p.name for p in state.damaged)}: changed since this run wrote it "
-                      "(checksum differs from the run record): written again", DamagedFileWarning, stacklevel=3)
+                      "(checksum differs from the run record): written again", DamagedFileWarning,
+                      stacklevel=3)
     if not os.path.lexists(job.work_dir) and state.complete(job):
         added = add_quicklooks(job, [p for p in state.missing + state.damaged if p.suffix == ".png"])
         return SceneResult(sorted(state.intact + added, key=expected_files(job).index), len(job.plan), 0, 0,
@@ -131,8 +138,11 @@ def _prefetched_batches(pool: cf.ThreadPoolExecutor, reader: TileReader, tiles: 
     """Read batch k+1 in a thread while batch k computes."""
     batches = [list(tiles[i:i + batch_size]) for i in range(0, len(tiles), batch_size)]
     read = lambda batch: [reader.read(t) for t in batch]  # noqa: E731
-    pending = pool.submit(read, batches[0]) if batches else None
+    if not batches:
+        return
+    pending = pool.submit(read, batches[0])
     for k, batch in enumerate(batches):
         result = pending.result()
-        pending = pool.submit(read, batches[k + 1]) if k + 1 < len(batches) else None
+        if k + 1 < len(batches):
+            pending = pool.submit(read, batches[k + 1])
         yield batch, result

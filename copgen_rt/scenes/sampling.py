@@ -3,8 +3,8 @@ run finished them, else from the pipeline (one call per set of conditions with d
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -25,42 +25,43 @@ def tile_seed(seed: int, tile: Tile) -> int:
 def batch_latents(job: SceneJob, pipeline: Pipeline, present: list[TileInputs], work: Path,
                   progress: Callable[[float], None] | None = None) -> tuple[dict[str, torch.Tensor], int]:
     """Final latents of every present tile, one sampler call per set of conditions with data
-    (seeds stay per tile); `progress` gets tiles done, in fractions as network calls finish. A group whose tiles a previous run all finished is loaded; any other
-    is sampled whole, so that it is the same batch as in an uninterrupted run, bit for bit,
-    whichever of its tiles were saved before a kill."""
+    (seeds stay per tile); `progress` gets tiles done, in fractions as network calls finish. A
+    group whose tiles a previous run all finished is loaded; any other is sampled whole, so that
+    it is the same batch as in an uninterrupted run, bit for bit, whichever of its tiles were
+    saved before a kill."""
     o = job.options
     loc_name, date_name = scalar_names(job.spec)
     cached = [work / "latents" / f"{t.tile.key}.safetensors" for t in present]
-    per_tile: list[dict[str, torch.Tensor] | None] = [None] * len(present)
+    per_tile: dict[int, dict[str, torch.Tensor]] = {}  # by index in present
     groups: dict[tuple[str, ...], list[int]] = {}
     for i, t in enumerate(present):
         groups.setdefault(tuple(t.conditions), []).append(i)
     resumed = 0
     for names, group in groups.items():
-        loaded = [load_latents(cached[i], job) for i in group]
-        if all(z is not None for z in loaded):
-            for i, z in zip(group, loaded):
-                per_tile[i] = z
+        loaded = [z for i in group if (z := load_latents(cached[i], job)) is not None]
+        if len(loaded) == len(group):
+            per_tile.update(zip(group, loaded, strict=True))
             resumed += len(group)
             if progress:
                 progress(len(group))
             continue
         conditions: dict[str, object] = {
-            name: torch.from_numpy(np.stack([present[i].conditions[name] for i in group])) for name in names}
+            name: torch.from_numpy(np.stack([present[i].conditions[name] for i in group])) for name in names
+        }
         if loc_name in job.scalar_conditions:
             conditions[loc_name] = torch.tensor([present[i].location for i in group])
         if date_name in job.scalar_conditions:
             conditions[date_name] = [job.date] * len(group)
-        tiles = len(group)
-        on_call = (lambda share: progress(share * tiles)) if progress else None
         latents = _generate_splitting_on_oom(job, pipeline, conditions,
-                                             [tile_seed(o.seed, present[i].tile) for i in group], on_call)
+                                             [tile_seed(o.seed, present[i].tile) for i in group],
+                                             _in_tiles(progress, len(group)))
         for j, i in enumerate(group):
             rows = slice(j * o.samples, (j + 1) * o.samples)
-            per_tile[i] = {n: z[rows].contiguous() for n, z in latents.items()}
-            _check_finite(job, present[i], per_tile[i])
-            save_latents(cached[i], per_tile[i])
-    merged = {n: torch.cat([t[n] for t in per_tile]) for n in job.generate}
+            tile_latents = {n: z[rows].contiguous() for n, z in latents.items()}
+            _check_finite(job, present[i], tile_latents)
+            save_latents(cached[i], tile_latents)
+            per_tile[i] = tile_latents
+    merged = {n: torch.cat([per_tile[i][n] for i in range(len(present))]) for n in job.generate}
     return merged, resumed
 
 
@@ -70,15 +71,29 @@ def _check_finite(job: SceneJob, tile: TileInputs, latents: dict[str, torch.Tens
         raise not_finite(job, tile, bad[0])
 
 
-def _generate_splitting_on_oom(job: SceneJob, pipeline: Pipeline, conditions: dict, seeds: list[int],
-                               progress: Callable[[float], None] | None = None) -> dict[str, torch.Tensor]:
+def _generate_splitting_on_oom(
+    job: SceneJob,
+    pipeline: Pipeline,
+    conditions: dict,
+    seeds: list[int],
+    progress: Callable[[float], None] | None = None,
+) -> dict[str, torch.Tensor]:
     """Sample a batch; if the device runs out of memory, halve it (tiles keep their own seeds)."""
     o = job.options
     solver, steps = o.sampler
     try:
-        return pipeline.generate(job.generate, conditions, n_samples=o.samples, steps=steps, solver=solver,
-                                 others=o.others, decode=False, seed=seeds, batch_size=len(seeds),
-                                 progress=progress)
+        return pipeline.generate(
+            job.generate,
+            conditions,
+            n_samples=o.samples,
+            steps=steps,
+            solver=solver,
+            others=o.others,
+            decode=False,
+            seed=seeds,
+            batch_size=len(seeds),
+            progress=progress,
+        )
     except torch.cuda.OutOfMemoryError:
         if len(seeds) == 1:
             raise
@@ -87,7 +102,13 @@ def _generate_splitting_on_oom(job: SceneJob, pipeline: Pipeline, conditions: di
     parts = []
     for sl in (slice(0, half), slice(half, None)):
         sub = {k: v[sl] for k, v in conditions.items()}
-        parts.append(_generate_splitting_on_oom(job, pipeline, sub, seeds[sl],
-                                                progress and (lambda share, n=len(seeds[sl]) / len(seeds):
-                                                              progress(share * n))))
+        share = len(seeds[sl]) / len(seeds)
+        parts.append(_generate_splitting_on_oom(job, pipeline, sub, seeds[sl], _in_tiles(progress, share)))
     return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+
+
+def _in_tiles(progress: Callable[[float], None] | None, tiles: float) -> Callable[[float], None] | None:
+    """A sampler call's progress (shares of the call) as `progress` counts it: in tiles."""
+    if progress is None:
+        return None
+    return lambda share: progress(share * tiles)

@@ -21,8 +21,16 @@ from pathlib import Path
 import rasterio
 import torch
 
-from copgen_rt.files import atomic_write, check_writable, exclusive, file_sha256, is_regular_file, own_folder, \
-    write_error, write_text
+from copgen_rt.files import (
+    atomic_write,
+    check_writable,
+    exclusive,
+    file_sha256,
+    is_regular_file,
+    own_folder,
+    write_error,
+    write_text,
+)
 from copgen_rt.pipeline import Pipeline
 from copgen_rt.scenes.job import SceneJob
 
@@ -55,7 +63,8 @@ class OutputState:
 
     intact: list[Path] = field(default_factory=list)  # the run record vouches for them
     damaged: list[Path] = field(default_factory=list)  # ours, but they no longer match the record
-    unrecorded: list[Path] = field(default_factory=list)  # carry our run key, no record yet (publish cut short)
+    # carry our run key, no record yet (publish cut short)
+    unrecorded: list[Path] = field(default_factory=list)
     missing: list[Path] = field(default_factory=list)
 
     def complete(self, job: SceneJob) -> bool:

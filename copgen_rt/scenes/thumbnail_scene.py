@@ -12,8 +12,8 @@ or run record applies; what the two share is exactly the pieces imported here.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 import rasterio
@@ -58,8 +58,8 @@ class ThumbnailReader:
             shape = (src.count, max(1, src.height // factor), max(1, src.width // factor))
             data = src.read(out_shape=shape, masked=True).astype(np.float64).filled(np.nan)
         db = data if self.scene.units == "db" else 10.0 * np.log10(np.where(data > 0, data, np.nan))
-        idx = [self.scene.bands.index(b) for b in ("VV", "VH")]
-        return tuple((float(np.nanmin(db[i])), float(np.nanmax(db[i]))) for i in idx)
+        vv, vh = (db[self.scene.bands.index(b)] for b in ("VV", "VH"))
+        return (float(np.nanmin(vv)), float(np.nanmax(vv))), (float(np.nanmin(vh)), float(np.nanmax(vh)))
 
     def read(self, col: int, row: int, size: int) -> tuple[np.ndarray, np.ndarray]:
         """uint8 (size, size, 3) thumbnail and its validity mask."""
@@ -99,7 +99,8 @@ def run_thumbnail_scene(pipeline: Pipeline, conditions: Mapping[str, Path], out_
                       align_m=THUMBNAIL_GSD)
     stem = Path(conditions[names[0]]).stem
     kinds = ["mean"] + (["std"] if samples > 1 else [])
-    files = {(n, k): out_dir / f"{stem}_{n}{'' if k == 'mean' else '_std'}.tif" for n in wanted for k in kinds}
+    files = {(n, k): out_dir / f"{stem}_{n}{'' if k == 'mean' else '_std'}.tif"
+             for n in wanted for k in kinds}
     if not overwrite:
         for path in [*files.values(), *(p.with_suffix(".png") for p in files.values())]:
             if path.exists():
@@ -110,8 +111,9 @@ def run_thumbnail_scene(pipeline: Pipeline, conditions: Mapping[str, Path], out_
     with Staging(out_dir) as staging:
         writers, blenders = {}, {}
         for key, path in files.items():
-            writers[key] = CogWriter(staging, path, first.frame.crs, transform, width, height, 4, "uint8", None,
-                                     ["red", "green", "blue", "alpha"], ["", "", "", ""], tags, alpha=True)
+            writers[key] = CogWriter(staging, path, first.frame.crs, transform, width, height, 4, "uint8",
+                                     None, ["red", "green", "blue", "alpha"], ["", "", "", ""], tags,
+                                     alpha=True)
             blenders[key] = RowBlender(4, width, height, _rgba_emitter(writers[key]))
         weights = blend_weights(size, overlap_px)
         try:
@@ -120,10 +122,11 @@ def run_thumbnail_scene(pipeline: Pipeline, conditions: Mapping[str, Path], out_
                 batch = tiles[i:i + batch_size]
                 reads = [{n: r.read(*t.pixel_origin(THUMBNAIL_GSD), size) for n, r in readers.items()}
                          for t in batch]
-                present = [(t, r) for t, r in zip(batch, reads) if any(v.any() for _, v in r.values())]
+                present = [(t, r) for t, r in zip(batch, reads, strict=True)
+                           if any(v.any() for _, v in r.values())]
                 if present:
-                    _blend_batch(pipeline, wanted, names, present, samples, seed, preset, solver, steps, others,
-                                 kinds, blenders, weights)
+                    _blend_batch(pipeline, wanted, names, present, samples, seed, preset, solver, steps,
+                                 others, kinds, blenders, weights)
                 last = batch[-1]
                 for blender in blenders.values():
                     blender.flush(plan.final_rows(last, THUMBNAIL_GSD, height))

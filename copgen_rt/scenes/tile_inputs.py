@@ -43,15 +43,15 @@ class TileReader:
         conditions = {}
         for name, reader in self.readers.items():
             m = reader.modality
-            size = round(self.job.plan.footprint_m / m.gsd)
-            col, row = tile.pixel_origin(m.gsd)
+            size = round(self.job.plan.footprint_m / m.image_gsd)
+            col, row = tile.pixel_origin(m.image_gsd)
             data, ok = reader.read(col, row, size)
             if ok.any():
                 _check_plausible(reader, data, ok, tile)
                 conditions[name] = _fill_gaps(data, ok, m)
         col, row = tile.pixel_origin(BASE_GSD)
-        for reader in self.coverage:
-            valid |= reader.read(col, row, self.base_px)[1]
+        for cover in self.coverage:
+            valid |= cover.read(col, row, self.base_px)[1]
         if self.readers and not valid.any():
             return None
         if not self.readers:
@@ -75,9 +75,11 @@ def _check_plausible(reader: ModalityReader, data: np.ndarray, valid: np.ndarray
     low, high = float(values.min()), float(values.max())
     if low < p.plausible[0] or high > p.plausible[1]:
         scene = reader.scene
-        raise SceneError(f"{scene.path.name}: {reader.modality.name} values {low:.4g} to {high:.4g} in tile "
-                         f"{tile.key} (DN offset {scene.dn_offset:+g} included) are no Sentinel-2 DNs "
-                         f"({p.plausible[0]:g} to {p.plausible[1]:g}); check the file's scaling and --s2-offset")
+        raise SceneError(
+            f"{scene.path.name}: {reader.modality.name} values {low:.4g} to {high:.4g} in tile "
+            f"{tile.key} (DN offset {scene.dn_offset:+g} included) are no Sentinel-2 DNs "
+            f"({p.plausible[0]:g} to {p.plausible[1]:g}); check the file's scaling and --s2-offset"
+        )
 
 
 def _fill_gaps(data: np.ndarray, valid: np.ndarray, m: Modality) -> np.ndarray:
@@ -97,8 +99,12 @@ def _fill_gaps(data: np.ndarray, valid: np.ndarray, m: Modality) -> np.ndarray:
 
 
 def not_finite(job: SceneJob, tile: TileInputs, name: str) -> SceneError:
-    ranges = "; ".join(f"{m} from {job.conditions[m].path.name}: {v.min():.4g} to {v.max():.4g}"
-                       for m, v in tile.conditions.items())
-    return SceneError(f"tile {tile.tile.key}: the generated {name} is not finite (NaN or infinite) where the "
-                      f"inputs have data ({ranges or 'no image input'}); inputs far outside their units "
-                      "(S2 DNs beyond 0-65535, a wrong --s2-offset or --s1-units) make the model diverge")
+    ranges = "; ".join(
+        f"{m} from {job.conditions[m].path.name}: {v.min():.4g} to {v.max():.4g}"
+        for m, v in tile.conditions.items()
+    )
+    return SceneError(
+        f"tile {tile.tile.key}: the generated {name} is not finite (NaN or infinite) where the "
+        f"inputs have data ({ranges or 'no image input'}); inputs far outside their units "
+        "(S2 DNs beyond 0-65535, a wrong --s2-offset or --s1-units) make the model diverge"
+    )

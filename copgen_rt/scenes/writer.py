@@ -12,8 +12,8 @@ import numpy as np
 import rasterio
 import rasterio.shutil
 from affine import Affine
-from rasterio.crs import CRS
 from rasterio._err import CPLE_BaseError  # GDAL's own errors (not exported by rasterio.errors)
+from rasterio.crs import CRS
 from rasterio.errors import RasterioError
 from rasterio.windows import Window
 
@@ -23,8 +23,8 @@ GDAL_ERRORS = (OSError, RasterioError, CPLE_BaseError)
 
 
 class CogWriter:
-    def __init__(self, staging: Staging, path: Path, crs: CRS, transform: Affine, width: int, height: int, count: int,
-                 dtype: str, nodata: float | int, descriptions: list[str], units: list[str],
+    def __init__(self, staging: Staging, path: Path, crs: CRS, transform: Affine, width: int, height: int,
+                 count: int, dtype: str, nodata: float | None, descriptions: list[str], units: list[str],
                  tags: dict[str, str], categorical: bool = False,
                  scales: list[float] | None = None, alpha: bool = False):
         self.path = Path(path)  # where the caller publishes it
@@ -38,7 +38,7 @@ class CogWriter:
             self.dst = rasterio.open(self.partial, "w", **profile)
         except GDAL_ERRORS as e:
             raise write_error(self.path, e) from None
-        for i, (desc, unit) in enumerate(zip(descriptions, units), start=1):
+        for i, (desc, unit) in enumerate(zip(descriptions, units, strict=True), start=1):
             self.dst.set_band_description(i, desc)
             self.dst.set_band_unit(i, unit)
         if scales:
@@ -52,7 +52,8 @@ class CogWriter:
 
     def write_rows(self, row: int, data: np.ndarray) -> None:
         try:
-            self.dst.write(data.astype(self.dtype, copy=False), window=Window(0, row, self.width, data.shape[1]))
+            self.dst.write(data.astype(self.dtype, copy=False),
+                           window=Window(0, row, self.width, data.shape[1]))
         except GDAL_ERRORS as e:
             raise write_error(self.path, e) from None
 
