@@ -141,7 +141,8 @@ def scene_options(fn):
     """Options shared by `infer` and `info SCENE` (what is read, how it is tiled)."""
     options = [
         click.option("--cond", "conds", multiple=True, metavar="PRODUCT=PATH",
-                     help="another input, e.g. --cond S1RTC=s1.tif --cond DEM=dem.tif"),
+                     help="another input, e.g. --cond S1RTC=s1.tif --cond DEM=dem.tif; PATH as SCENE: a "
+                          "raster, SAFE folder or .zip, per-band folder or A.tif,B.tif list, STAC Item"),
         click.option("--modality", "product", help="product of SCENE: S2L2A, S2L1C, S1RTC, DEM, LULC, CLOUD"),
         click.option("--bands", help="band names of SCENE in file order, comma-separated"),
         click.option("--generate", help="modalities or products to generate (default: all not given)"),
@@ -222,7 +223,7 @@ def demo_weights() -> str:
 
 
 @main.command("info")
-@click.argument("scene", required=False, type=click.Path(dir_okay=False))
+@click.argument("scene", required=False)
 @click.option("--model", "--spec", "model", default=None,
               help="model spec (default: copgen-demo, as `infer` without --weights)")
 @spec_json_option
@@ -252,7 +253,7 @@ def describe_plan(spec: specs.ModelSpec, job: SceneJob) -> str:
 
 
 @main.command("infer")
-@click.argument("scenes", nargs=-1, type=click.Path(dir_okay=False))
+@click.argument("scenes", nargs=-1)
 @click.option("--model", "--spec", "model", default=None,
               help="model spec (default: copgen-demo without --weights, copgen-base with)")
 @spec_json_option

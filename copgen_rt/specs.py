@@ -274,6 +274,25 @@ PRODUCTS: dict[str, tuple[str, ...]] = {
     "CLOUD": ("cloud_mask",),
 }
 
+# The S2 DN convention COP-GEN was trained on. [inferred: neither Major TOM nor COP-GEN states
+# it] Major TOM Core reads the SAFE JP2s with a plain windowed read (no offset or harmonisation
+# code anywhere in its repository) and its products carry baselines N0400/N0500, whose DNs are
+# reflectance x 10000 + 1000 (BOA_ADD_OFFSET / RADIO_ADD_OFFSET -1000). So the model's DNs are
+#     model DN = reflectance x S2_QUANTIFICATION + S2_MODEL_ADD
+# and an input whose metadata says reflectance = (DN + ADD_OFFSET) / QUANTIFICATION is shifted by
+# ADD_OFFSET + S2_MODEL_ADD (0 for baseline >= 04.00, +1000 for older products).
+S2_QUANTIFICATION = 10000.0
+S2_MODEL_ADD = 1000.0
+S2_DN_CONVENTION = ("model DN = reflectance x 10000 + 1000 (Major TOM Core: SAFE DNs as stored, baselines "
+                    ">= 04.00; inferred from its code and product ids, not stated by Major TOM or COP-GEN)")
+
+# Sentinel-2 band ids of the SAFE metadata (band_id="0".."12") and STAC common names
+S2_BAND_IDS = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10", "B11", "B12")
+COMMON_NAMES = {"coastal": "B01", "blue": "B02", "green": "B03", "red": "B04", "rededge1": "B05",
+                "rededge2": "B06", "rededge3": "B07", "nir": "B08", "nir08": "B8A", "nir09": "B09",
+                "cirrus": "B10", "swir16": "B11", "swir22": "B12", "vv": "VV", "vh": "VH",
+                "elevation": "DEM", "dem": "DEM", "lulc": "LULC", "landcover": "LULC", "cloud_mask": "cloud_mask"}
+
 # (name, processing, latent shape, bands, gsd, VAE scale factor, released VAE folder, description)
 _COPGEN_TABLE = (
     ("3d_cartesian_lat_lon", LatLon(), (1, 1, 3), (), None, None, None, "location"),

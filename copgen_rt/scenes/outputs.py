@@ -33,6 +33,8 @@ def provenance_tags(job: SceneJob, pipeline: Pipeline, run_key: str) -> dict[str
         "COPGEN_DATE": str(job.date) if job.date else "unknown (generated)",
         "COPGEN_S2_DN_OFFSET": ", ".join(f"{s.path.name}:{s.dn_offset:+g}" for s in job.inputs
                                          if s.product.startswith("S2")) or "n/a",
+        "COPGEN_S2_DN_CONVENTION": " | ".join(f"{s.path.name} ({s.form}): {s.dn_convention}" for s in job.inputs
+                                              if s.product.startswith("S2")) or "n/a",
         RUN_KEY_TAG: run_key,
     }
 

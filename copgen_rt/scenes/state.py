@@ -42,7 +42,17 @@ def run_key_of(job: SceneJob, pipeline: Pipeline) -> str:
              "overlap": o.overlap_m, "generate": job.generate, "date": str(job.date),
              "inputs": [(str(s.path.resolve()), s.path.stat().st_size, s.path.stat().st_mtime_ns,
                          s.product, s.bands, s.units, s.dn_offset) for s in job.inputs]}
+    files = [_file_stamp(href) for s in job.inputs for _, href, _ in s.sources]
+    if files:  # several files per input: each one's size and time (a folder's say nothing of them)
+        parts["files"] = files
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+def _file_stamp(href: str) -> tuple[str, int, int] | str:
+    if href.startswith("/vsi"):  # inside a zip (whose own stamp is in the key) or remote
+        return href
+    stat = os.stat(href)
+    return href, stat.st_size, stat.st_mtime_ns
 
 
 RUN_KEY_TAG = "COPGEN_RUN_KEY"  # in every output: which settings made it (`run_key_of`)
