@@ -70,3 +70,34 @@ def test_products_are_read_from_their_own_files_at_native_resolution(forms):
     assert old.dn_offset == 1000 and "shifted by +1000" in old.dn_convention
     listed = open_input(forms["band list, any order"])
     assert listed.bands == open_input(forms["stacked"]).bands  # names, not file order
+
+
+def _bad_input_cases(tmp: Path) -> dict[str, tuple[list[str], str]]:
+    stacked = stacked_chip(tmp)
+    no_mtd = make_safe(tmp, stacked, baseline="04.00", with_mtd=False)
+    bands = make_band_folder(tmp, stacked)
+    two = tmp / "two-products"
+    two.mkdir()
+    for f in list(bands.glob("B0[2-4].tif")):
+        (two / f"S2A_20210615_{f.name}").write_bytes(f.read_bytes())
+        (two / f"S2B_20210620_{f.name}").write_bytes(f.read_bytes())
+    l1c_old = make_safe(tmp, stacked_chip(tmp, "S2L1C"), "S2L1C", baseline="03.01")
+    return {
+        "SAFE without MTD": ([str(no_mtd)], "without its MTD_MSIL1C.xml / MTD_MSIL2A.xml"),
+        "STAC missing band": ([str(make_stac_item(tmp, bands, drop="B05"))], "no asset for band(s) B05 of S2L2A"),
+        "STAC unreachable": ([str(make_stac_item(tmp, bands, href_of={"B02": "http://127.0.0.1:9/B02.tif"}))],
+                             "asset http://127.0.0.1:9/B02.tif cannot be read"),
+        "mixed baselines": ([str(make_safe(tmp, stacked)), "--cond", f"S2L1C={l1c_old}"],
+                            "mixed S2 processing baselines"),
+        "two products in one folder": ([str(two)], "band B02 is given twice"),
+    }
+
+
+def test_bad_products_are_one_line_exit_3_and_nothing_written(tmp_path):
+    for case, (args, message) in _bad_input_cases(tmp_path).items():
+        out = tmp_path / f"out-{case.replace(' ', '-')}"
+        r = CliRunner().invoke(main, ["infer", *args, "--out", str(out), *RUN])
+        assert r.exit_code == 3, (case, r.output)
+        lines = r.output.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("copgen-rt: error: ") and message in lines[0], (case, r.output)
+        assert not out.exists() or not any(out.iterdir()), case
