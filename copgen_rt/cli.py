@@ -165,6 +165,9 @@ def scene_options(fn):
                           "(default 0: DNs as distributed, as in training)"),
         click.option("--out", default="copgen-out", show_default=True, type=click.Path(file_okay=False)),
         click.option("--quicklook", is_flag=True, help="also write PNG pictures of the outputs"),
+        click.option("--grid", type=click.Choice(["native", "10"]), default="native", show_default=True,
+                     help="native: each output on its own 10/20/30/60 m grid; 10: every output on the "
+                          "scene's 10 m grid with exactly its bounds (coarser pixels repeated)"),
     ]
     for option in reversed(options):
         fn = option(fn)
@@ -210,7 +213,7 @@ def _scene_job(spec: specs.ModelSpec, scene: str, p: dict, batch_size: int, solv
     options = SceneOptions(generate=generate, steps=p["steps"], solver=solver, preset=p["preset"],
                            others=others, seed=seed, quicklook=p["quicklook"],
                            overlap_m=p["overlap"], batch_size=batch_size, samples=p["samples"], date=date,
-                           overwrite=overwrite)
+                           overwrite=overwrite, grid=None if p["grid"] == "native" else float(p["grid"]))
     return SceneJob(spec, inputs, Path(p["out"]), options)
 
 

@@ -286,6 +286,15 @@ S2_MODEL_ADD = 1000.0
 S2_DN_CONVENTION = ("model DN = reflectance x 10000 + 1000 (Major TOM Core: SAFE DNs as stored, baselines "
                     ">= 04.00; inferred from its code and product ids, not stated by Major TOM or COP-GEN)")
 
+# what S2 reflectance outputs are, once scaled (scale 1/S2_QUANTIFICATION, offset -S2_MODEL_ADD/...)
+REFLECTANCE_OF = {"S2L2A": "surface reflectance (BOA, L2A)", "S2L1C": "top-of-atmosphere reflectance (TOA, L1C)"}
+# class conventions: inputs may be indices 0..n-1 (Major TOM / TerraMesh chips) or the codes;
+# outputs are always the codes (Esri land cover 0,1,2,4,5,7,8,9,10,11; cloud mask 0..3)
+CLASS_CONVENTION = ("outputs are class codes (Esri 10 m land cover: 0 NoData, 1 Water, 2 Trees, 4 Flooded "
+                    "Vegetation, 5 Crops, 7 Built-up Areas, 8 Bare Ground, 9 Snow/Ice, 10 Clouds, 11 Rangeland; "
+                    "cloud mask: 0 Clear, 1 Thick, 2 Thin, 3 Shadow); land-cover inputs may be indices 0-9 "
+                    "(Major TOM chips) or these codes (--lulc-values)")
+
 # Sentinel-2 band ids of the SAFE metadata (band_id="0".."12") and STAC common names
 S2_BAND_IDS = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10", "B11", "B12")
 COMMON_NAMES = {"coastal": "B01", "blue": "B02", "green": "B03", "red": "B04", "rededge1": "B05",

@@ -37,6 +37,7 @@ class SceneOptions:
     date: dt.date | None = None
     overwrite: bool = False
     quicklook: bool = False  # also write PNG pictures of the outputs
+    grid: float | None = None  # None: each output on its native grid; 10: all on the scene's 10 m grid
 
     @property
     def sampler(self) -> tuple[str, int]:

@@ -13,7 +13,7 @@ from copgen_rt import processing
 from copgen_rt.files import Staging, write_text
 from copgen_rt.pipeline import Pipeline
 from copgen_rt.scenes.blend import RowBlender
-from copgen_rt.scenes.encoding import blend_channels, encoding, to_file_units
+from copgen_rt.scenes.encoding import blend_channels, class_tags, colormap, encoding, to_file_units
 from copgen_rt.scenes.job import BASE_GSD, OutputSpec, SceneJob, scalar_names
 from copgen_rt.scenes.state import RECORD_FIELD, RUN_KEY_TAG, checksum, read_record
 from copgen_rt.scenes.tile_inputs import TileInputs, not_finite
@@ -45,13 +45,23 @@ class _Output:
     def __init__(self, job: SceneJob, out: OutputSpec, tags: dict[str, str], staging: Staging):
         m = out.modality
         self.spec, self.modality = out, m
-        enc = encoding(m, out.kind)
+        enc = encoding(m, out.kind, job.options.samples)
         transform, width, height = job.frame.grid(m.gsd)
+        # --grid 10: every output on the scene's 10 m grid, each native pixel repeated (nearest)
+        self.repeat = round(m.gsd / job.options.grid) if job.options.grid else 1
+        file_grid = job.frame.grid(job.options.grid) if job.options.grid else (transform, width, height)
+        self.file_height = file_grid[2]
         self.nodata = enc.nodata
-        self.writer = CogWriter(staging, out.path, job.frame.crs, transform, width, height, len(enc.names),
-                                enc.dtype, enc.nodata, enc.names, enc.units, tags,
-                                categorical=enc.categorical, scales=enc.scales)
+        file_tags = tags | {"COPGEN_STATISTIC": enc.statistic,
+                            "COPGEN_GRID": f"{m.gsd:g} m (native)" if self.repeat == 1 else
+                            f"{job.options.grid:g} m (native {m.gsd:g} m pixels repeated)"}
+        self.writer = CogWriter(staging, out.path, job.frame.crs, *file_grid, len(enc.names),
+                                enc.dtype, enc.nodata, enc.names, enc.units, file_tags,
+                                categorical=enc.categorical, scales=enc.scales, offsets=enc.offsets,
+                                colormap=colormap(enc.classes) if enc.classes else None,
+                                band_tags=class_tags(enc.classes) if enc.classes else None)
         self.blender = RowBlender(blend_channels(m, out.kind), width, height, self._emit)
+
     def _emit(self, row: int, sums: np.ndarray, weights: np.ndarray) -> None:
         with np.errstate(invalid="ignore", divide="ignore"):
             mean = sums / weights
@@ -63,6 +73,12 @@ class _Output:
             out = np.where(valid, codes, self.nodata)[None]
         else:
             out = np.where(valid[None], values, np.nan)
+        if self.repeat > 1:
+            r = self.repeat
+            out = out.repeat(r, axis=1).repeat(r, axis=2)[:, :self.file_height - row * r, :self.writer.width]
+            row *= r
+            if not out.shape[1]:  # native rows past the scene's last 10 m row
+                return
         self.writer.write_rows(row, out)
 
 

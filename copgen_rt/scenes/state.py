@@ -45,6 +45,8 @@ def run_key_of(job: SceneJob, pipeline: Pipeline) -> str:
     files = [_file_stamp(href) for s in job.inputs for _, href, _ in s.sources]
     if files:  # several files per input: each one's size and time (a folder's say nothing of them)
         parts["files"] = files
+    if o.grid:
+        parts["grid"] = o.grid
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
