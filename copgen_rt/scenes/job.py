@@ -143,6 +143,10 @@ class SceneJob:
         return self.out_dir / f"{self.inputs[0].path.stem}_tiles.json"
 
     @property
+    def stac_item(self) -> Path:
+        return self.out_dir / f"{self.inputs[0].path.stem}_item.json"
+
+    @property
     def work_dir(self) -> Path:
         return self.out_dir / f".copgen-work-{self.inputs[0].path.stem}"
 

@@ -15,6 +15,7 @@ from copgen_rt.pipeline import Pipeline
 from copgen_rt.scenes.blend import RowBlender
 from copgen_rt.scenes.encoding import blend_channels, class_tags, colormap, encoding, to_file_units
 from copgen_rt.scenes.job import BASE_GSD, OutputSpec, SceneJob, scalar_names
+from copgen_rt.scenes.stac import scene_item, write_item
 from copgen_rt.scenes.state import RECORD_FIELD, RUN_KEY_TAG, checksum, read_record
 from copgen_rt.scenes.tile_inputs import TileInputs, not_finite
 from copgen_rt.scenes.tiling import Tile, blend_weights
@@ -129,10 +130,13 @@ class SceneOutputs:
             pictures = write_quicklooks([(o.modality, s, o.path.with_suffix(".png"))
                                          for o, s in zip(job.outputs, staged) if o.kind == "mean"])
             record |= {p.name: checksum(p) for p in pictures}
+        item = scene_item(job, self.tags, staged, record)
         paths = [self.staging.publish(s.name, o.path) for o, s in zip(job.outputs, staged)]
+        write_item(job.stac_item, item)
+        record[job.stac_item.name] = checksum(job.stac_item)
         sidecar = {"tiles": self.tiles, "plan": job.plan.describe(), **self.tags, RECORD_FIELD: record}
         write_text(job.sidecar, json.dumps(sidecar, indent=1) + "\n")
-        return paths + pictures + [job.sidecar]
+        return paths + pictures + [job.stac_item, job.sidecar]
 
     def _accumulate(self, out: _Output, present: list[TileInputs], x: torch.Tensor) -> None:
         job, m = self.job, out.modality

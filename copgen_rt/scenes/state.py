@@ -127,7 +127,7 @@ def _matches(path: Path, entry: object) -> bool:
 def expected_files(job: SceneJob) -> list[Path]:
     """Every file a finished run of `job` has written, in the order run_scene returns them."""
     pictures = [o.path.with_suffix(".png") for o in job.outputs if job.options.quicklook and o.kind == "mean"]
-    return [o.path for o in job.outputs] + pictures + [job.sidecar]
+    return [o.path for o in job.outputs] + pictures + [job.stac_item, job.sidecar]
 
 
 def recorded_run_key(path: Path) -> str | None:
@@ -142,7 +142,9 @@ def _stored_run_key(path: Path) -> tuple[bool, str | None]:
         return False, None
     try:
         if path.suffix == ".json":
-            return True, json.loads(path.read_text()).get(RUN_KEY_TAG)
+            data = json.loads(path.read_text())  # the sidecar, or the STAC Item (in its provenance)
+            return True, data.get(RUN_KEY_TAG) or data.get("properties", {}).get("copgen:provenance", {}).get(
+                RUN_KEY_TAG)
         if path.suffix == ".png":
             from PIL import Image
 
