@@ -151,3 +151,29 @@ def make_stac_item(tmp: Path, band_folder: Path, product: str = "S2L2A", file_ur
     out = folder / f"{product}{'-file' if file_urls else ''}{'-no-' + drop if drop else ''}.json"
     out.write_text(__import__("json").dumps(item.to_dict(include_self_link=False)))
     return out
+
+
+def make_condition_items(tmp: Path) -> dict[str, tuple[Path, Path]]:
+    """S1 RTC (VV and VH as two assets, by key) and DEM (one "data" asset) STAC Items over the
+    real chips of the bundled scene's cell: {product: (stacked chip, item)}."""
+    import json
+
+    import pystac
+
+    folder = tmp / "conditions"
+    folder.mkdir(exist_ok=True)
+    s1, dem = CHIPS / "S1RTC_433D_629L_3_1.tif", CHIPS / "DEM_433D_629L_3_1.tif"
+    with rasterio.open(s1) as src:
+        vv, vh, t, crs, dtype = src.read(1), src.read(2), src.transform, src.crs, src.dtypes[0]
+    assets = {"vv": _write(folder / "s1_vv.tif", vv, t, crs, "COG", dtype),
+              "vh": _write(folder / "s1_vh.tif", vh, t, crs, "COG", dtype)}
+    items = {}
+    for product, collection, files in (("S1RTC", "sentinel-1-rtc", assets), ("DEM", "cop-dem-glo-30", {"data": dem})):
+        item = pystac.Item(id=product, geometry=None, bbox=None, datetime=dt.datetime(2021, 6, 15), properties={})
+        item.collection_id = collection
+        for key, path in files.items():
+            item.add_asset(key, pystac.Asset(str(path), roles=["data"]))
+        out = folder / f"{product}.json"
+        out.write_text(json.dumps(item.to_dict(include_self_link=False)))
+        items[product] = ({"S1RTC": s1, "DEM": dem}[product], out)
+    return items

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from copgen_rt.cli import main
 from copgen_rt.scenes.reader import open_input
-from product_fixtures import make_band_folder, make_safe, make_stac_item, stacked_chip
+from product_fixtures import make_band_folder, make_condition_items, make_safe, make_stac_item, stacked_chip
 
 RUN = ["--steps", "1", "--dtype", "fp32", "--backend", "torch", "--generate", "S1RTC,LULC", "-q",
        "--date", "2021-06-15"]
@@ -101,3 +101,13 @@ def test_bad_products_are_one_line_exit_3_and_nothing_written(tmp_path):
         lines = r.output.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("copgen-rt: error: ") and message in lines[0], (case, r.output)
         assert not out.exists() or not any(out.iterdir()), case
+
+
+def test_stac_items_as_conditions_match_the_stacked_chips(forms, tmp_path):
+    """--cond S1RTC=item.json (VV and VH assets by key) and --cond DEM=item.json (one data asset)."""
+    items = make_condition_items(tmp_path)
+    chips = [a for p, (chip, _) in items.items() for a in ("--cond", f"{p}={chip}")]
+    stac = [a for p, (_, item) in items.items() for a in ("--cond", f"{p}={item}")]
+    reference = _infer(forms["stacked"], tmp_path / "chips", *chips, "--generate", "LULC")
+    assert np.array_equal(_infer(forms["stacked"], tmp_path / "stac", *stac, "--generate", "LULC")["LULC_LULC.tif"],
+                          reference["LULC_LULC.tif"])

@@ -31,6 +31,7 @@ from copgen_rt.specs import COMMON_NAMES, PRODUCTS
 
 RASTER_SUFFIXES = (".tif", ".tiff", ".jp2", ".vrt")
 MTD_NAMES = ("MTD_MSIL2A.xml", "MTD_MSIL1C.xml")
+SINGLE_BAND = ("DEM", "LULC", "CLOUD")
 HTTP_OPTIONS = {"GDAL_HTTP_TIMEOUT": "15", "GDAL_HTTP_MAX_RETRY": "0", "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR"}
 
 
@@ -61,7 +62,7 @@ def open_product(text: str, product: str | None, bands: tuple[str, ...] | None, 
     if not path.exists():
         raise SceneError(f"{path}: no such file or folder")
     if path.suffix.lower() == ".json":
-        sources, offsets, found_product, when = _stac_item(path)
+        sources, offsets, found_product, when = _stac_item(path, product)
         return _scene(path, "STAC Item", sources, offsets, product or found_product, s1_units, lulc_values,
                       s2_offset, date or when)
     if path.suffix.lower() == ".zip" or _looks_like_safe(path):
@@ -211,7 +212,8 @@ _COLLECTIONS = (("l2a", "S2L2A"), ("l1c", "S2L1C"), ("sentinel-1", "S1RTC"), ("r
                 ("dem", "DEM"), ("lulc", "LULC"), ("land-cover", "LULC"), ("landcover", "LULC"))
 
 
-def _stac_item(path: Path) -> tuple[list[tuple[str, str, int]], DNOffsets, str | None, dt.date | None]:
+def _stac_item(path: Path, product: str | None) -> tuple[list[tuple[str, str, int]], DNOffsets, str | None,
+                                                         dt.date | None]:
     import pystac
 
     try:
@@ -220,7 +222,7 @@ def _stac_item(path: Path) -> tuple[list[tuple[str, str, int]], DNOffsets, str |
         raise SceneError(f"{path}: not a STAC Item ({str(e).splitlines()[0][:120] if str(e) else type(e).__name__})"
                          ) from None
     collection = (item.collection_id or "").lower()
-    product = next((p for key, p in _COLLECTIONS if key in collection), None)
+    product = product or next((p for key, p in _COLLECTIONS if key in collection), None)
     sources: list[tuple[str, str, int]] = []
     adds: set[float] = set()
     quants: set[float] = set()
@@ -233,8 +235,10 @@ def _stac_item(path: Path) -> tuple[list[tuple[str, str, int]], DNOffsets, str |
                 "common_name") or b.get("name", "")).lower()))
         if not bands or not all(names):
             names = [_canonical_band(key) or COMMON_NAMES.get(key.lower())]
-        if not all(names) or (asset.roles and "data" not in asset.roles and not bands):
+        if not all(names) or (asset.roles and "data" not in asset.roles):
             continue  # thumbnails, metadata, visual composites
+        if any(b in {s[0] for s in sources} for b in names):
+            continue  # the same band again (another format of it): the first asset wins
         href = _asset_href(path, asset.href)
         for i, band in enumerate(names, start=1):
             sources.append((band, href, i))
@@ -243,6 +247,10 @@ def _stac_item(path: Path) -> tuple[list[tuple[str, str, int]], DNOffsets, str |
             if scale:
                 quants.add(round(1.0 / float(scale), 6))
                 adds.add(round(float(offset or 0.0) / float(scale), 6))
+    if not sources and product in SINGLE_BAND:  # DEM and land-cover items: one "data" asset
+        key = next((k for k, a in item.assets.items() if "data" in (a.roles or []) or k in ("data", "map")), None)
+        if key is not None:
+            sources = [(PRODUCTS[product][0], _asset_href(path, item.assets[key].href), 1)]
     if not sources:
         raise SceneError(f"{path}: no asset of this STAC Item is a band (by eo:bands / bands, common "
                          "names or asset keys)")
