@@ -67,6 +67,9 @@ class Date:
     units: str = "date (day, month, year)"
 
 
+DATE_SPAN = ("1950-01-01", "2050-12-31")  # the years a Date's third component maps to [-1, 1]
+
+
 @dataclass(frozen=True)
 class RGB8:
     """8-bit RGB thumbnail: x = (u / 255 - 0.5) / 0.5; decoded with clamp and round half up."""

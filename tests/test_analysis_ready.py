@@ -56,6 +56,7 @@ def test_mask_and_scale_gives_reflectance_backscatter_and_metres(runs):
         np.testing.assert_allclose(x.values, (dn + add) / q, rtol=1e-6, atol=1e-7)
         assert set(x.attrs["units"]) == {"top-of-atmosphere reflectance (TOA, L1C)"}
         assert 0.0 < float(np.nanmedian(x.values)) < 1.0
+        assert "inferred" in x.attrs["COPGEN_S2_DN_CONVENTION"] and "MTD_MSIL2A.xml" in x.attrs["COPGEN_S2_DN_CONVENTION"]
     std = rioxarray.open_rasterio(_output(runs["native"], "S2L1C_B02_B03_B04_B08_std"), mask_and_scale=True)
     with rasterio.open(_output(runs["native"], "S2L1C_B02_B03_B04_B08_std")) as src:
         np.testing.assert_allclose(std.values, src.read() / q, rtol=1e-6)  # a spread has no offset

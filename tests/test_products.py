@@ -111,3 +111,13 @@ def test_stac_items_as_conditions_match_the_stacked_chips(forms, tmp_path):
     reference = _infer(forms["stacked"], tmp_path / "chips", *chips, "--generate", "LULC")
     assert np.array_equal(_infer(forms["stacked"], tmp_path / "stac", *stac, "--generate", "LULC")["LULC_LULC.tif"],
                           reference["LULC_LULC.tif"])
+
+
+def test_an_l1c_safe_of_an_old_baseline_gives_the_stacked_l1c_outputs(tmp_path):
+    """L1C: RADIO_ADD_OFFSET absent (baseline 03.01, DNs without +1000) -> shifted by +1000."""
+    stacked = stacked_chip(tmp_path, "S2L1C")
+    safe = make_safe(tmp_path, stacked, "S2L1C", baseline="03.01")
+    assert open_input(safe).dn_offset == 1000
+    reference = _infer(str(stacked), tmp_path / "stacked", "--generate", "LULC")
+    assert np.array_equal(_infer(str(safe), tmp_path / "safe", "--generate", "LULC")["LULC_LULC.tif"],
+                          reference["LULC_LULC.tif"])

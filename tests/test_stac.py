@@ -48,6 +48,9 @@ def test_each_scene_has_an_item_with_every_output_as_an_asset(tmp_path):
     assert [b["eo:common_name"] for b in blue["bands"]] == ["red", "green", "blue", "nir"]
     (source,) = [link for link in item.links if link.rel == "derived_from"]
     assert Path(source.href) == safe.resolve()
+    again = tmp_path / "again"  # no clock in it: a rerun (another worker) writes the same Item
+    assert CliRunner().invoke(main, ["infer", str(safe), "--out", str(again), *RUN]).exit_code == 0
+    assert (again / item_path.name).read_text() == item_path.read_text()
     for extension in ("projection/v2.0.0", "raster/v2.0.0", "eo/v2.0.0", "processing/v1.2.0", "classification"):
         assert any(extension in url for url in item.stac_extensions), extension
 

@@ -192,7 +192,8 @@ class SceneJob:
         solver, steps = o.sampler
         lines.append(f"work: {len(self.plan)} tiles x {o.samples} sample(s) x {steps} steps ({solver}) = "
                      f"{len(self.plan) * o.samples * steps} denoiser evaluations, batch {o.batch_size}")
-        lines.append("outputs: " + ", ".join(p.path.name for p in self.outputs) + f", {self.sidecar.name}")
+        lines.append("outputs: " + ", ".join(p.path.name for p in self.outputs)
+                     + f", {self.stac_item.name}, {self.sidecar.name}")
         limit = memory_limit()
         lines.append(f"memory: about {_gib(self.blend_bytes)} of blending buffers" + (
             f" (allowed: {_gib(limit)}, {MEMORY_FRACTION:g} of the available memory)" if limit else ""))

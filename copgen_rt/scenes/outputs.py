@@ -130,13 +130,14 @@ class SceneOutputs:
             pictures = write_quicklooks([(o.modality, s, o.path.with_suffix(".png"))
                                          for o, s in zip(job.outputs, staged) if o.kind == "mean"])
             record |= {p.name: checksum(p) for p in pictures}
-        item = scene_item(job, self.tags, staged, record)
+        dates = [d for entry in self.tiles.values() for d in entry.get("generated_date", [])]
+        item = scene_item(job, self.tags, staged, record, dates)
         paths = [self.staging.publish(s.name, o.path) for o, s in zip(job.outputs, staged)]
         write_item(job.stac_item, item)
         record[job.stac_item.name] = checksum(job.stac_item)
         sidecar = {"tiles": self.tiles, "plan": job.plan.describe(), **self.tags, RECORD_FIELD: record}
         write_text(job.sidecar, json.dumps(sidecar, indent=1) + "\n")
-        return paths + pictures + [job.stac_item, job.sidecar]
+        return paths + pictures + [job.sidecar, job.stac_item]  # written item first, listed after
 
     def _accumulate(self, out: _Output, present: list[TileInputs], x: torch.Tensor) -> None:
         job, m = self.job, out.modality

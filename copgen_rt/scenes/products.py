@@ -66,9 +66,9 @@ def open_product(text: str, product: str | None, bands: tuple[str, ...] | None, 
         return _scene(path, "STAC Item", sources, offsets, product or found_product, s1_units, lulc_values,
                       s2_offset, date or when)
     if path.suffix.lower() == ".zip" or _looks_like_safe(path):
-        sources, offsets, found_product, when = _safe(path)
+        sources, offsets, found_product, when, nodata = _safe(path)
         return _scene(path, "SAFE zip" if path.suffix.lower() == ".zip" else "SAFE", sources, offsets,
-                      product or found_product, s1_units, lulc_values, s2_offset, date or when)
+                      product or found_product, s1_units, lulc_values, s2_offset, date or when, nodata)
     files = sorted(p for p in path.iterdir() if p.suffix.lower() in RASTER_SUFFIXES and p.is_file())
     if not files:
         raise SceneError(f"{path}: a folder without raster files ({', '.join(RASTER_SUFFIXES)})")
@@ -142,7 +142,7 @@ def _local_name(tag: str) -> str:
     return tag.rsplit("}", 1)[-1]
 
 
-def _safe(path: Path) -> tuple[list[tuple[str, str, int]], DNOffsets, str, dt.date | None]:
+def _safe(path: Path) -> tuple[list[tuple[str, str, int]], DNOffsets, str, dt.date | None, float | None]:
     """Bands (finest resolution of each), offsets, product and date of a SAFE folder or zip."""
     if path.suffix.lower() == ".zip":
         try:
@@ -169,6 +169,7 @@ def _safe(path: Path) -> tuple[list[tuple[str, str, int]], DNOffsets, str, dt.da
     found: dict[str, tuple[int, str]] = {}  # band -> (resolution m, href)
     offsets_by_id: dict[str, float] = {}
     text = {}
+    special, nodata = "", None
     for el in tree.iter():
         name = _local_name(el.tag)
         value = (el.text or "").strip()
@@ -186,7 +187,9 @@ def _safe(path: Path) -> tuple[list[tuple[str, str, int]], DNOffsets, str, dt.da
                       "PRODUCT_START_TIME"):
             text[name] = value
         elif name == "SPECIAL_VALUE_TEXT":
-            text.setdefault("_special", value)
+            special = value
+        elif name == "SPECIAL_VALUE_INDEX" and special == "NODATA":
+            nodata = float(value)
     missing = [b for b in PRODUCTS[product] if b not in found]
     if missing:
         raise SceneError(f"{path}: {mtd} lists no image file for band(s) {' '.join(missing)}")
@@ -202,7 +205,7 @@ def _safe(path: Path) -> tuple[list[tuple[str, str, int]], DNOffsets, str, dt.da
                        baseline=text.get("PROCESSING_BASELINE"), where=mtd)
     when = _date_from_tags({"date": text.get("PRODUCT_START_TIME", "")})
     sources = [(b, found[b][1], 1) for b in PRODUCTS[product]]
-    return sources, offsets, product, when
+    return sources, offsets, product, when, nodata
 
 
 # --- STAC ----------------------------------------------------------------------------------------
@@ -304,7 +307,9 @@ def _baseline_number(text: str) -> float:
 
 
 def _scene(path: Path, form: str, sources: list[tuple[str, str, int]], offsets: DNOffsets, product: str | None,
-           s1_units: str, lulc_values: str, s2_offset: float | None, date: dt.date | None) -> SceneInput:
+           s1_units: str, lulc_values: str, s2_offset: float | None, date: dt.date | None,
+           metadata_nodata: float | None = None) -> SceneInput:
+    """One SceneInput over `sources`; `metadata_nodata` serves files that declare none (SAFE JP2s)."""
     names = [b for b, _, _ in sources]
     if product is None:
         product = product_of_bands(names)
@@ -347,7 +352,7 @@ def _scene(path: Path, form: str, sources: list[tuple[str, str, int]], offsets: 
     dn_offset, convention = model_dn_offset(product, offsets, s2_offset)
     return SceneInput(path=path, product=product, bands=tuple(b for b, _, _ in sources), crs=crs,
                       transform=transform, width=width, height=height,
-                      nodata=nodata if nodata is not None else (0.0 if form.startswith("SAFE") else None),
+                      nodata=nodata if nodata is not None else metadata_nodata,
                       units=units_seen.pop() if units_seen else "", date=date or _date_from_tags(tags),
                       dn_offset=dn_offset, boa_offset=offsets.add, sources=tuple(sources),
                       baseline=offsets.baseline, dn_convention=convention, form=form)

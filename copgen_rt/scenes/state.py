@@ -127,7 +127,7 @@ def _matches(path: Path, entry: object) -> bool:
 def expected_files(job: SceneJob) -> list[Path]:
     """Every file a finished run of `job` has written, in the order run_scene returns them."""
     pictures = [o.path.with_suffix(".png") for o in job.outputs if job.options.quicklook and o.kind == "mean"]
-    return [o.path for o in job.outputs] + pictures + [job.stac_item, job.sidecar]
+    return [o.path for o in job.outputs] + pictures + [job.sidecar, job.stac_item]
 
 
 def recorded_run_key(path: Path) -> str | None:
