@@ -56,8 +56,9 @@ def open_product(text: str, product: str | None, bands: tuple[str, ...] | None, 
         missing = [p for p in files if not p.is_file()]
         if missing:
             raise SceneError(f"{missing[0]}: no such file")
-        sources, where = _per_band(files, text), ("per-band files", Path(os.path.commonpath(files)))
-        return _scene(where[1], where[0], sources, DNOffsets(), product, s1_units, lulc_values, s2_offset, date)
+        folder = Path(os.path.commonpath([f.resolve() for f in files]))  # names the outputs
+        return _scene(folder, "per-band files", _per_band(files, text), DNOffsets(), product, s1_units,
+                      lulc_values, s2_offset, date)
     path = Path(text)
     if not path.exists():
         raise SceneError(f"{path}: no such file or folder")
