@@ -188,7 +188,8 @@ def scene_options(fn):
     """Options shared by `infer` and `info SCENE` (what is read, how it is tiled)."""
     options = [
         click.option("--cond", "conds", multiple=True, metavar="PRODUCT=PATH",
-                     help="another input, e.g. --cond S1RTC=s1.tif --cond DEM=dem.tif"),
+                     help="another input, e.g. --cond S1RTC=s1.tif --cond DEM=dem.tif; PATH as SCENE: a "
+                          "raster, SAFE folder or .zip, per-band folder or A.tif,B.tif list, STAC Item"),
         click.option("--modality", "product", help="product of SCENE: S2L2A, S2L1C, S1RTC, DEM, LULC, CLOUD"),
         click.option("--bands", help="band names of SCENE in file order, comma-separated"),
         click.option("--generate", help="modalities or products to generate (default: all not given)"),
@@ -211,6 +212,9 @@ def scene_options(fn):
                           "(default 0: DNs as distributed, as in training)"),
         click.option("--out", default="copgen-out", show_default=True, type=click.Path(file_okay=False)),
         click.option("--quicklook", is_flag=True, help="also write PNG pictures of the outputs"),
+        click.option("--grid", type=click.Choice(["native", "10"]), default="native", show_default=True,
+                     help="native: each output on its own 10/20/30/60 m grid; 10: every output on the "
+                          "scene's 10 m grid with exactly its bounds (coarser pixels repeated)"),
     ]
     for option in reversed(options):
         fn = option(fn)
@@ -256,7 +260,7 @@ def _scene_job(spec: specs.ModelSpec, scene: str, p: dict, batch_size: int, solv
     options = SceneOptions(generate=generate, steps=p["steps"], solver=solver, preset=p["preset"],
                            others=others, seed=seed, quicklook=p["quicklook"],
                            overlap_m=p["overlap"], batch_size=batch_size, samples=p["samples"], date=date,
-                           overwrite=overwrite)
+                           overwrite=overwrite, grid=None if p["grid"] == "native" else float(p["grid"]))
     return SceneJob(spec, inputs, Path(p["out"]), options)
 
 
@@ -269,7 +273,7 @@ def demo_weights() -> str:
 
 
 @main.command("info")
-@click.argument("scene", required=False, type=click.Path(dir_okay=False))
+@click.argument("scene", required=False)
 @click.option("--model", "--spec", "model", default=None,
               help="model spec (default: copgen-demo, as `infer` without --weights)")
 @spec_json_option
@@ -300,7 +304,7 @@ def describe_plan(spec: specs.ModelSpec, job: SceneJob) -> str:
 
 
 @main.command("infer")
-@click.argument("scenes", nargs=-1, type=click.Path(dir_okay=False))
+@click.argument("scenes", nargs=-1)
 @click.option("--model", "--spec", "model", default=None,
               help="model spec (default: copgen-demo without --weights, copgen-base with)")
 @spec_json_option

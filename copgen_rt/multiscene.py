@@ -14,6 +14,7 @@ from copgen_rt.pipeline import Pipeline
 from copgen_rt.scenelist import SceneEntry
 from copgen_rt.scenes.job import SceneJob
 from copgen_rt.scenes.run import run_scene
+from copgen_rt.scenes.stac import write_collection
 
 
 def run_sequential(batch: Batch, pipeline: Pipeline) -> None:
@@ -54,6 +55,16 @@ def run(entries: Sequence[SceneEntry], make_job: Callable[[SceneEntry], SceneJob
         if batch is not None:
             batch.close()
         manifest.save()
+    write_collection(
+        manifest.path.parent,
+        [
+            Path(p)
+            for r in manifest.scenes.values()
+            if r.get("status") == "done"
+            for p in r.get("outputs", [])
+            if p.endswith("_item.json")
+        ],
+    )
     report.summary(batch.summary)
     return batch.summary
 

@@ -264,7 +264,7 @@ def test_quicklooks_are_added_to_a_complete_run_without_running_it(tmp_path, dem
     assert result.already_complete and [p.name for p in result.added] == ["scene_DEM_DEM.png"]
     assert (tmp_path / "out" / "scene_DEM_DEM.png").is_file()
     record = json.loads((tmp_path / "out" / "scene_tiles.json").read_text())["outputs"]
-    assert set(record) == {"scene_DEM_DEM.tif", "scene_DEM_DEM.png"}
+    assert set(record) == {"scene_DEM_DEM.tif", "scene_DEM_DEM.png", "scene_item.json"}  # the STAC Item too
     assert run_scene(make(True), demo).added == []
 
 

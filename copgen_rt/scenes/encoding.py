@@ -7,7 +7,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from copgen_rt.specs import Classes, LogRange, Modality, Reflectance
+from copgen_rt.specs import (
+    CLASS_CONVENTION,
+    REFLECTANCE_OF,
+    S2_MODEL_ADD,
+    S2_QUANTIFICATION,
+    Classes,
+    LogRange,
+    Modality,
+    Reflectance,
+)
 
 KINDS = ("mean", "std", "confidence")  # what an output file holds of a modality's samples
 
@@ -20,24 +29,76 @@ class Encoding:
     units: list[str]
     categorical: bool = False
     scales: list[float] | None = None
+    offsets: list[float] | None = None  # value = scale x stored + offset (GDAL, rioxarray mask_and_scale)
+    statistic: str = "sample"  # what the file holds: sample, mean, standard deviation, class confidence
+    classes: Classes | None = None  # class rasters: codes, names, colours
 
 
-def encoding(m: Modality, kind: str) -> Encoding:
-    """dtype, nodata, band names and units of one output file."""
+def encoding(m: Modality, kind: str, samples: int = 1) -> Encoding:
+    """dtype, nodata, band names, units, scale and offset of one output file."""
     p = m.processing
+    of = f" of {samples} samples" if samples > 1 else ""
     if isinstance(p, Classes):
         if kind == "confidence":
-            return Encoding("float32", float("nan"), ["confidence"], ["1"])
-        return Encoding("uint8", 255, [m.name], ["class code"], categorical=True)
-    suffix = "" if kind == "mean" else f" {kind}"
+            return Encoding(
+                "float32",
+                float("nan"),
+                [f"class confidence{of}"],
+                ["1"],
+                statistic="class confidence (mean score of the winning class / sum of the scores)",
+            )
+        statistic = (
+            f"most likely class (argmax of the class scores averaged over {samples} samples)"
+            if samples > 1
+            else "sample"
+        )
+        return Encoding(
+            "uint8",
+            255,
+            [f"{m.name} class code"],
+            ["class code"],
+            categorical=True,
+            statistic=statistic,
+            classes=p,
+        )
+    statistic = {"mean": "mean" if samples > 1 else "sample", "std": "standard deviation"}[kind]
+    suffix = "" if kind == "mean" and samples == 1 else f" {statistic}{of}"
     if isinstance(p, LogRange) and p.log == "db":
         units = ["dB"] * len(m.bands)
     elif isinstance(p, Reflectance):
-        units = ["DN"] * len(m.bands)
+        units = [REFLECTANCE_OF.get(m.product, "reflectance")] * len(m.bands)
     else:
         units = [p.units] * len(m.bands)
-    scales = [1.0 / p.scale] * len(m.bands) if isinstance(p, Reflectance) and kind == "mean" else None
-    return Encoding("float32", float("nan"), [b + suffix for b in m.bands], units, scales=scales)
+    scales = offsets = None
+    if isinstance(p, Reflectance):  # stored in the model's DNs (specs.S2_DN_CONVENTION)
+        scales = [1.0 / S2_QUANTIFICATION] * len(m.bands)
+        offsets = [-S2_MODEL_ADD / S2_QUANTIFICATION if kind == "mean" else 0.0] * len(m.bands)
+    return Encoding(
+        "float32",
+        float("nan"),
+        [b + suffix for b in m.bands],
+        units,
+        scales=scales,
+        offsets=offsets,
+        statistic=statistic,
+    )
+
+
+def class_tags(classes: Classes) -> dict[str, str]:
+    """Category names and codes of a class raster, as band metadata (GeoTIFF has no other place
+    that rasterio writes them: the colour table goes in the file itself)."""
+    return {
+        "CLASS_CODES": ",".join(map(str, classes.codes)),
+        "CLASS_NAMES": ",".join(classes.names),
+        "CLASS_CONVENTION": CLASS_CONVENTION,
+    }
+
+
+def colormap(classes: Classes) -> dict[int, tuple[int, int, int, int]]:
+    return {
+        code: (int(c[1:3], 16), int(c[3:5], 16), int(c[5:7], 16), 255)
+        for code, c in zip(classes.codes, classes.colors, strict=True)
+    }
 
 
 def to_file_units(m: Modality, values: np.ndarray) -> np.ndarray:

@@ -37,6 +37,7 @@ class SceneOptions:
     date: dt.date | None = None
     overwrite: bool = False
     quicklook: bool = False  # also write PNG pictures of the outputs
+    grid: float | None = None  # None: each output on its native grid; 10: all on the scene's 10 m grid
 
     @property
     def sampler(self) -> tuple[str, int]:
@@ -87,6 +88,12 @@ class SceneJob:
                                  "conditions that cover part of it")
             matched = [m for m in self.spec.modalities if m.is_image and m.product == scene.product
                        and all(b in scene.bands for b in (m.bands or scene.bands[:1]))]
+            partial = [(m, b) for m in self.spec.modalities if scene.sources and m.product == scene.product
+                       and m not in matched for b in m.bands if b not in scene.bands]
+            if partial:
+                m, band = partial[0]
+                raise SceneError(f"{scene.path.name}: band {band} of {m.name} is missing ({scene.form}: "
+                                 f"found {' '.join(scene.bands)})")
             if not matched:
                 raise SceneError(f"{scene.path.name}: no modality of {self.spec.name} can be read from "
                                  f"{scene.product} bands {' '.join(scene.bands)}")
@@ -96,6 +103,7 @@ class SceneJob:
                     raise SceneError(f"{m.name} is given twice ({self.conditions[m.name].path.name} and "
                                      f"{scene.path.name})")
                 self.conditions[m.name] = scene
+        _check_baselines(self.inputs)
         loc, date_name = scalar_names(self.spec)
         wanted = set(self.options.generate or ())
         for name in wanted:
@@ -133,6 +141,10 @@ class SceneJob:
     @property
     def sidecar(self) -> Path:
         return self.out_dir / f"{self.inputs[0].path.stem}_tiles.json"
+
+    @property
+    def stac_item(self) -> Path:
+        return self.out_dir / f"{self.inputs[0].path.stem}_item.json"
 
     @property
     def work_dir(self) -> Path:
@@ -180,11 +192,29 @@ class SceneJob:
         solver, steps = o.sampler
         lines.append(f"work: {len(self.plan)} tiles x {o.samples} sample(s) x {steps} steps ({solver}) = "
                      f"{len(self.plan) * o.samples * steps} denoiser evaluations, batch {o.batch_size}")
-        lines.append("outputs: " + ", ".join(p.path.name for p in self.outputs) + f", {self.sidecar.name}")
+        lines.append("outputs: " + ", ".join(p.path.name for p in self.outputs)
+                     + f", {self.stac_item.name}, {self.sidecar.name}")
         limit = memory_limit()
         lines.append(f"memory: about {_gib(self.blend_bytes)} of blending buffers" + (
             f" (allowed: {_gib(limit)}, {MEMORY_FRACTION:g} of the available memory)" if limit else ""))
         return "\n".join(lines)
+
+
+def _check_baselines(inputs: list[SceneInput]) -> None:
+    """S2 inputs of one run come from one side of the baseline-04.00 offset change."""
+    known = [(s, s.baseline) for s in inputs if s.product.startswith("S2") and s.baseline]
+    sides = {_with_offset(b) for _, b in known}
+    if len(sides) > 1:
+        parts = ", ".join(f"{s.path.name} baseline {b}" for s, b in known)
+        raise SceneError(f"mixed S2 processing baselines ({parts}): before and after 04.00 (the +1000 DN "
+                         "offset); give products of one baseline side")
+
+
+def _with_offset(baseline: str) -> bool:
+    try:
+        return float(baseline) >= 4.0
+    except ValueError:
+        raise SceneError(f"processing baseline {baseline!r} is not a number like 05.09") from None
 
 
 def _warn_if_coarse(scene: SceneInput, pixel_m: float, modalities: list[Modality]) -> None:

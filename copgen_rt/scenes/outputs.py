@@ -13,8 +13,9 @@ from copgen_rt import processing
 from copgen_rt.files import Staging, write_text
 from copgen_rt.pipeline import Pipeline
 from copgen_rt.scenes.blend import RowBlender
-from copgen_rt.scenes.encoding import blend_channels, encoding, to_file_units
+from copgen_rt.scenes.encoding import blend_channels, class_tags, colormap, encoding, to_file_units
 from copgen_rt.scenes.job import BASE_GSD, OutputSpec, SceneJob, scalar_names
+from copgen_rt.scenes.stac import scene_item, write_item
 from copgen_rt.scenes.state import RECORD_FIELD, RUN_KEY_TAG, checksum, read_record
 from copgen_rt.scenes.tile_inputs import TileInputs, not_finite
 from copgen_rt.scenes.tiling import Tile, blend_weights
@@ -25,14 +26,24 @@ from copgen_rt.specs import Classes
 def provenance_tags(job: SceneJob, pipeline: Pipeline, run_key: str) -> dict[str, str]:
     o = job.options
     return pipeline.provenance.tags() | {
-        "COPGEN_SEED": str(o.seed), "COPGEN_STEPS": str(o.sampler[1]), "COPGEN_SOLVER": o.sampler[0],
+        "COPGEN_SEED": str(o.seed),
+        "COPGEN_STEPS": str(o.sampler[1]),
+        "COPGEN_SOLVER": o.sampler[0],
         "COPGEN_PRESET": o.preset or ("exact" if o.solver is None and o.steps is None else "custom"),
-        "COPGEN_OTHERS": o.others, "COPGEN_SAMPLES": str(o.samples), "COPGEN_OVERLAP_M": f"{o.overlap_m:g}",
+        "COPGEN_OTHERS": o.others,
+        "COPGEN_SAMPLES": str(o.samples),
+        "COPGEN_OVERLAP_M": f"{o.overlap_m:g}",
         "COPGEN_CONDITIONS": "; ".join(f"{n}<-{s.path.name}" for n, s in job.conditions.items())
-                             + "".join(f"; {n}" for n in job.scalar_conditions),
+        + "".join(f"; {n}" for n in job.scalar_conditions),
         "COPGEN_DATE": str(job.date) if job.date else "unknown (generated)",
-        "COPGEN_S2_DN_OFFSET": ", ".join(f"{s.path.name}:{s.dn_offset:+g}" for s in job.inputs
-                                         if s.product.startswith("S2")) or "n/a",
+        "COPGEN_S2_DN_OFFSET": ", ".join(
+            f"{s.path.name}:{s.dn_offset:+g}" for s in job.inputs if s.product.startswith("S2")
+        )
+        or "n/a",
+        "COPGEN_S2_DN_CONVENTION": " | ".join(
+            f"{s.path.name} ({s.form}): {s.dn_convention}" for s in job.inputs if s.product.startswith("S2")
+        )
+        or "n/a",
         RUN_KEY_TAG: run_key,
     }
 
@@ -43,13 +54,38 @@ class _Output:
     def __init__(self, job: SceneJob, out: OutputSpec, tags: dict[str, str], staging: Staging):
         m = out.modality
         self.spec, self.modality = out, m
-        enc = encoding(m, out.kind)
+        enc = encoding(m, out.kind, job.options.samples)
         transform, width, height = job.frame.grid(m.image_gsd)
+        # --grid 10: every output on the scene's 10 m grid, each native pixel repeated (nearest)
+        self.repeat = round(m.image_gsd / job.options.grid) if job.options.grid else 1
+        file_grid = job.frame.grid(job.options.grid) if job.options.grid else (transform, width, height)
+        self.file_height = file_grid[2]
         self.nodata = enc.nodata
-        self.writer = CogWriter(staging, out.path, job.frame.crs, transform, width, height, len(enc.names),
-                                enc.dtype, enc.nodata, enc.names, enc.units, tags,
-                                categorical=enc.categorical, scales=enc.scales)
+        file_tags = tags | {
+            "COPGEN_STATISTIC": enc.statistic,
+            "COPGEN_GRID": f"{m.gsd:g} m (native)"
+            if self.repeat == 1
+            else f"{job.options.grid:g} m (native {m.gsd:g} m pixels repeated)",
+        }
+        self.writer = CogWriter(
+            staging,
+            out.path,
+            job.frame.crs,
+            *file_grid,
+            len(enc.names),
+            enc.dtype,
+            enc.nodata,
+            enc.names,
+            enc.units,
+            file_tags,
+            categorical=enc.categorical,
+            scales=enc.scales,
+            offsets=enc.offsets,
+            colormap=colormap(enc.classes) if enc.classes else None,
+            band_tags=class_tags(enc.classes) if enc.classes else None,
+        )
         self.blender = RowBlender(blend_channels(m, out.kind), width, height, self._emit)
+
     def _emit(self, row: int, sums: np.ndarray, weights: np.ndarray) -> None:
         with np.errstate(invalid="ignore", divide="ignore"):
             mean = sums / weights
@@ -61,6 +97,14 @@ class _Output:
             out = np.where(valid, codes, self.nodata)[None]
         else:
             out = np.where(valid[None], values, np.nan)
+        if self.repeat > 1:
+            r = self.repeat
+            out = out.repeat(r, axis=1).repeat(r, axis=2)[
+                :, : self.file_height - row * r, : self.writer.width
+            ]
+            row *= r
+            if not out.shape[1]:  # native rows past the scene's last 10 m row
+                return
         self.writer.write_rows(row, out)
 
 
@@ -74,8 +118,9 @@ class SceneOutputs:
         self._weights: dict[float, np.ndarray] = {}
         self.peak_rows = 0
 
-    def add(self, present: list[TileInputs], latents: dict[str, torch.Tensor],
-            decoded: dict[str, torch.Tensor]) -> None:
+    def add(
+        self, present: list[TileInputs], latents: dict[str, torch.Tensor], decoded: dict[str, torch.Tensor]
+    ) -> None:
         """Blend a batch of decoded tiles. Where inputs had data a non-finite output is an
         error, never a product."""
         for spec in self.job.outputs:
@@ -108,14 +153,22 @@ class SceneOutputs:
         if job.options.quicklook:
             from copgen_rt.scenes.quicklook import write_quicklooks
 
-            pictures = write_quicklooks([(o.modality, s, o.path.with_suffix(".png"))
-                                         for o, s in zip(job.outputs, staged, strict=True)
-                                         if o.kind == "mean"])
+            pictures = write_quicklooks(
+                [
+                    (o.modality, s, o.path.with_suffix(".png"))
+                    for o, s in zip(job.outputs, staged, strict=True)
+                    if o.kind == "mean"
+                ]
+            )
             record |= {p.name: checksum(p) for p in pictures}
+        dates = [d for entry in self.tiles.values() for d in entry.get("generated_date", [])]
+        item = scene_item(job, self.tags, staged, record, dates)
         paths = [self.staging.publish(s.name, o.path) for o, s in zip(job.outputs, staged, strict=True)]
+        write_item(job.stac_item, item)
+        record[job.stac_item.name] = checksum(job.stac_item)
         sidecar = {"tiles": self.tiles, "plan": job.plan.describe(), **self.tags, RECORD_FIELD: record}
         write_text(job.sidecar, json.dumps(sidecar, indent=1) + "\n")
-        return paths + pictures + [job.sidecar]
+        return paths + pictures + [job.sidecar, job.stac_item]  # written item first, listed after
 
     def _accumulate(self, out: _Output, present: list[TileInputs], x: torch.Tensor) -> None:
         job, m = self.job, out.modality
@@ -167,8 +220,13 @@ def add_quicklooks(job: SceneJob, pictures: list[Path]) -> list[Path]:
         return []
     from copgen_rt.scenes.quicklook import write_quicklooks
 
-    written = write_quicklooks([(o.modality, o.path, o.path.with_suffix(".png")) for o in job.outputs
-                                if o.path.with_suffix(".png") in pictures])
+    written = write_quicklooks(
+        [
+            (o.modality, o.path, o.path.with_suffix(".png"))
+            for o in job.outputs
+            if o.path.with_suffix(".png") in pictures
+        ]
+    )
     record = read_record(job.sidecar) or {}
     record[RECORD_FIELD] = record.get(RECORD_FIELD, {}) | {p.name: checksum(p) for p in written}
     write_text(job.sidecar, json.dumps(record, indent=1) + "\n")

@@ -12,7 +12,7 @@ import datetime as dt
 import math
 import re
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +28,7 @@ from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 
 from copgen_rt.processing import UnknownClassCodeWarning
-from copgen_rt.specs import PRODUCTS, Classes, Modality
+from copgen_rt.specs import PRODUCTS, S2_DN_CONVENTION, S2_MODEL_ADD, S2_QUANTIFICATION, Classes, Modality
 
 SUPPORTED_DTYPES = {"uint8", "uint16", "int16", "uint32", "int32", "float32", "float64"}
 S1_UNITS = ("auto", "db", "linear")
@@ -78,6 +78,19 @@ class SceneInput:
     date: dt.date | None
     dn_offset: float = 0.0  # added to S2 DNs before use
     boa_offset: float | None = None  # BOA_ADD_OFFSET found in the metadata, if any
+    # several files (SAFE, per-band files, STAC): (band, file, band index in that file) per band,
+    # each read on its own grid; empty: every band is in `path`, in file order
+    sources: tuple[tuple[str, str, int], ...] = ()
+    baseline: str | None = None  # S2 processing baseline from the metadata, e.g. "04.00"
+    dn_convention: str = ""  # how the DNs were brought to the model's convention (provenance)
+    form: str = "stacked GeoTIFF"  # SAFE, SAFE zip, per-band files, STAC Item, stacked GeoTIFF
+
+    def band_source(self, band: str) -> tuple[str, int]:
+        """(file, 1-based band index in it) of one band."""
+        for name, href, index in self.sources:
+            if name == band:
+                return href, index
+        return str(self.path), self.bands.index(band) + 1
 
     @property
     def bounds(self) -> tuple[float, float, float, float]:
@@ -93,7 +106,8 @@ class SceneInput:
         if self.product.startswith("S2"):
             extra += f", DN offset {self.dn_offset:+g}" + (
                 f" (metadata BOA_ADD_OFFSET {self.boa_offset:g})" if self.boa_offset is not None else "")
-        return (f"{self.path.name}: {self.product} ({len(self.bands)} bands: {' '.join(self.bands)}), "
+        form = "" if not self.sources else f" [{self.form}, {len({h for _, h, _ in self.sources})} files]"
+        return (f"{self.path.name}{form}: {self.product} ({len(self.bands)} bands: {' '.join(self.bands)}), "
                 f"{self.width}x{self.height} px at {res}, {self.crs.to_string()}{extra}{when}")
 
 
@@ -124,13 +138,21 @@ def _date_from_tags(tags: dict[str, str]) -> dt.date | None:
     return None
 
 
+def product_of_bands(names: list[str]) -> str | None:
+    """The product whose bands these are, if one is."""
+    known = set(names)
+    for product in ("S2L1C" if "B10" in known else "S2L2A", "S1RTC", "DEM", "LULC", "CLOUD"):
+        if known <= set(PRODUCTS[product]):
+            return product
+    return None
+
+
 def _guess_product(src, names: list[str | None]) -> tuple[str, tuple[str, ...]]:
     named = [n for n in names if n]
     if len(named) == len(names):  # every band is named: trust the names
-        known = set(named)
-        for product in ("S2L1C" if "B10" in known else "S2L2A", "S1RTC", "DEM", "LULC"):
-            if known <= set(PRODUCTS[product]):
-                return product, tuple(named)
+        product = product_of_bands(named)
+        if product is not None and product != "CLOUD":
+            return product, tuple(named)
     by_count = {12: "S2L2A", 13: "S2L1C", 2: "S1RTC"}
     if src.count in by_count:
         product = by_count[src.count]
@@ -145,7 +167,15 @@ def _guess_product(src, names: list[str | None]) -> tuple[str, tuple[str, ...]]:
 def open_input(path: str | Path, product: str | None = None, bands: tuple[str, ...] | None = None,
                s1_units: str = "auto", lulc_values: str = "auto", s2_offset: float | None = None,
                date: dt.date | None = None) -> SceneInput:
-    """Open and recognise one input raster; every problem is a one-line SceneError."""
+    """Open and recognise one input: a stacked raster, or (`copgen_rt.scenes.products`) a SAFE
+    folder or .zip, a folder or comma-separated list of per-band files, a STAC Item. Every
+    problem is a one-line SceneError."""
+    from copgen_rt.scenes import products  # the multi-file forms, built on this module
+
+    text = str(path)
+    if products.is_product(text):
+        return products.open_product(text, product=product, bands=bands, s1_units=s1_units,
+                                     lulc_values=lulc_values, s2_offset=s2_offset, date=date)
     path = Path(path)
     if not path.exists():
         raise SceneError(f"{path}: no such file")
@@ -156,25 +186,7 @@ def open_input(path: str | Path, product: str | None = None, bands: tuple[str, .
     except rasterio.errors.RasterioIOError as e:
         raise SceneError(f"{path}: not a readable raster ({str(e).splitlines()[0][:120]})") from None
     with src, _reading(path):
-        if src.crs is None:
-            raise SceneError(f"{path}: no CRS: outputs could not be georeferenced; assign one first "
-                             "(e.g. gdal_edit.py -a_srs EPSG:32633)")
-        if src.transform.b != 0 or src.transform.d != 0:
-            raise SceneError(f"{path}: rotated rasters are not supported; warp to north-up first")
-        _check_georeferencing(path, src)
-        dtype = src.dtypes[0]
-        if dtype not in SUPPORTED_DTYPES:
-            raise SceneError(f"{path}: unsupported data type {dtype}")
-        if src.width < 2 or src.height < 2:
-            raise SceneError(f"{path}: {src.width}x{src.height} px is too small to be a scene")
-        _read_first_and_last_pixels(src)
-        empty = [b for b in range(1, src.count + 1) if not _has_data(src, b)]
-        if len(empty) == src.count:
-            raise SceneError(f"{path}: no valid pixel (everything is nodata)")
-        if empty:
-            raise SceneError(f"{path}: band {empty[0]} ({src.descriptions[empty[0] - 1] or 'unnamed'}) "
-                             "has no valid pixel (all nodata): a pixel is used only where every band "
-                             "has data")
+        check_raster(path, src)
         names = [_canonical_band(d) for d in src.descriptions]
         if product is None:
             product, file_bands = _guess_product(src, names)
@@ -199,13 +211,63 @@ def open_input(path: str | Path, product: str | None = None, bands: tuple[str, .
             units = _class_values(src, product, lulc_values)
         elif product.startswith("S2"):
             _warn_if_not_dns(src)
-        # S2 DNs are used as distributed by default (the model was trained on Major TOM DNs,
-        # baseline >= 04.00 L2A offset included); --s2-offset -1000 removes that offset.
-        offset = float(s2_offset or 0.0) if product.startswith("S2") else 0.0
+        # without offset metadata S2 DNs are used as distributed (as the model's, see specs)
+        boa = _boa_offset(src.tags())
+        offset, convention = model_dn_offset(product, DNOffsets(add=boa, where="file tags"), s2_offset)
         return SceneInput(path=path, product=product, bands=tuple(file_bands), crs=src.crs,
                           transform=src.transform, width=src.width, height=src.height,
                           nodata=src.nodata, units=units, date=date or _date_from_tags(src.tags()),
-                          dn_offset=offset, boa_offset=_boa_offset(src.tags()))
+                          dn_offset=offset, boa_offset=boa, dn_convention=convention)
+
+
+@dataclass
+class DNOffsets:
+    """What a product's metadata says about its S2 DNs: reflectance = (DN + add) / quantification."""
+
+    add: float | None = None
+    quantification: float | None = None
+    baseline: str | None = None
+    where: str = ""  # which metadata said so
+
+
+def model_dn_offset(product: str, offsets: DNOffsets, override: float | None) -> tuple[float, str]:
+    """The shift that brings an input's S2 DNs to the model's (`specs.S2_DN_CONVENTION`), and why."""
+    if not product.startswith("S2"):
+        return 0.0, ""
+    if override is not None:
+        return float(override), f"--s2-offset {override:+g} as given; {S2_DN_CONVENTION}"
+    if offsets.add is None:
+        return 0.0, f"no offset in the metadata: DNs used as distributed; {S2_DN_CONVENTION}"
+    if offsets.quantification not in (None, S2_QUANTIFICATION):
+        raise SceneError(f"quantification value {offsets.quantification:g} ({offsets.where}): only "
+                         f"{S2_QUANTIFICATION:g} is supported")
+    shift = offsets.add + S2_MODEL_ADD
+    return shift, (f"{offsets.where}: reflectance = (DN {offsets.add:+g}) / {S2_QUANTIFICATION:g}"
+                   + (f", baseline {offsets.baseline}" if offsets.baseline else "")
+                   + f"; DNs shifted by {shift:+g} to the model's: {S2_DN_CONVENTION}")
+
+
+def check_raster(path: Path | str, src) -> None:
+    """What every input file must be: georeferenced north-up, a known data type, readable first
+    and last blocks, data in every band."""
+    if src.crs is None:
+        raise SceneError(f"{path}: no CRS: outputs could not be georeferenced; assign one first "
+                         "(e.g. gdal_edit.py -a_srs EPSG:32633)")
+    if src.transform.b != 0 or src.transform.d != 0:
+        raise SceneError(f"{path}: rotated rasters are not supported; warp to north-up first")
+    _check_georeferencing(Path(path), src)
+    dtype = src.dtypes[0]
+    if dtype not in SUPPORTED_DTYPES:
+        raise SceneError(f"{path}: unsupported data type {dtype}")
+    if src.width < 2 or src.height < 2:
+        raise SceneError(f"{path}: {src.width}x{src.height} px is too small to be a scene")
+    _read_first_and_last_pixels(src)
+    empty = [b for b in range(1, src.count + 1) if not _has_data(src, b)]
+    if len(empty) == src.count:
+        raise SceneError(f"{path}: no valid pixel (everything is nodata)")
+    if empty:
+        raise SceneError(f"{path}: band {empty[0]} ({src.descriptions[empty[0] - 1] or 'unnamed'}) has no "
+                         "valid pixel (all nodata): a pixel is used only where every band has data")
 
 
 def _boa_offset(tags: dict[str, str]) -> float | None:
@@ -372,67 +434,105 @@ def _intersect(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
     return all(map(math.isfinite, a)) and a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
 
 
-class GridReader:
-    """Reads windows of some bands of a scene on a grid of the frame (GDAL warping as needed)."""
+class _FileWarp:
+    """Some bands of one file warped onto a grid of the frame."""
 
-    def __init__(self, scene: SceneInput, frame: SceneFrame, gsd: float, band_index: list[int],
-                 resampling: Resampling):
-        self.scene, self.band_index = scene, band_index
-        self.transform, self.width, self.height = frame.grid(gsd)
-        self._src = rasterio.open(scene.path)
+    def __init__(self, href: str, nodata: float | None, frame: SceneFrame, grid: tuple[Affine, int, int],
+                 band_index: list[int], resampling: Resampling | Callable[[object], Resampling]):
+        self.href, self.band_index = href, band_index
+        self._src = rasterio.open(href)
+        nodata = self._src.nodata if self._src.nodata is not None else nodata
+        transform, width, height = grid
         # Flipped sources (south-up, westward) are warped onto this north-up grid like any other.
         # Without a nodata value, masked reads of a warped VRT call everything valid, even where
         # the source does not reach: an alpha band is the reliable record of coverage then.
-        self._alpha = len(scene.bands) + 1 if scene.nodata is None else None
-        self._vrt = WarpedVRT(self._src, crs=frame.crs, transform=self.transform, width=self.width,
-                              height=self.height, resampling=resampling, src_nodata=scene.nodata,
-                              nodata=scene.nodata, dtype="float32", add_alpha=self._alpha is not None)
+        self.alpha = self._src.count + 1 if nodata is None else None
+        chosen = resampling if isinstance(resampling, Resampling) else resampling(self._src)
+        self.vrt = WarpedVRT(self._src, crs=frame.crs, transform=transform, width=width, height=height,
+                             resampling=chosen, src_nodata=nodata, nodata=nodata, dtype="float32",
+                             add_alpha=self.alpha is not None)
 
     def close(self) -> None:
-        self._vrt.close()
+        self.vrt.close()
         self._src.close()
+
+
+class GridReader:
+    """Reads windows of some bands of a scene on a grid of the frame (GDAL warping as needed),
+    each band straight from the file that holds it."""
+
+    def __init__(self, scene: SceneInput, frame: SceneFrame, gsd: float, bands: list[str],
+                 resampling: Resampling | Callable[[object], Resampling]):
+        self.scene, self.bands = scene, bands
+        self.transform, self.width, self.height = frame.grid(gsd)
+        by_file: dict[str, list[int]] = {}
+        self._order: list[tuple[str, int]] = []  # (file, position among that file's bands) per band
+        for band in bands:
+            href, index = scene.band_source(band)
+            self._order.append((href, len(by_file.setdefault(href, []))))
+            by_file[href].append(index)
+        self._files = {}
+        try:
+            for href, indexes in by_file.items():
+                self._files[href] = _FileWarp(
+                    href, scene.nodata, frame, (self.transform, self.width, self.height), indexes, resampling
+                )
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        for f in self._files.values():
+            f.close()
 
     def read(self, col: int, row: int, size: int) -> tuple[np.ndarray, np.ndarray]:
         """(C, size, size) float32 values and (size, size) validity; outside the scene -> invalid."""
-        data = np.zeros((len(self.band_index), size, size), np.float32)
+        data = np.zeros((len(self.bands), size, size), np.float32)
         valid = np.zeros((size, size), bool)
         c0, r0 = max(col, 0), max(row, 0)
         c1, r1 = min(col + size, self.width), min(row + size, self.height)
         if c1 <= c0 or r1 <= r0:
             return data, valid
         window = Window(c0, r0, c1 - c0, r1 - r0)
-        with _reading(self.scene.path):
-            block = self._vrt.read(self.band_index, window=window, masked=True)
-            alpha = self._vrt.read(self._alpha, window=window) > 0 if self._alpha is not None else True
-        values = block.filled(0)
-        mask = ~np.ma.getmaskarray(block).any(axis=0) & np.isfinite(values).all(axis=0) & alpha
-        data[:, r0 - row:r1 - row, c0 - col:c1 - col] = np.nan_to_num(values, nan=0.0, posinf=0.0,
-                                                                      neginf=0.0)
-        valid[r0 - row:r1 - row, c0 - col:c1 - col] = mask
+        mask = np.ones((r1 - r0, c1 - c0), bool)
+        blocks = {}
+        for href, f in self._files.items():
+            with _reading(Path(href)):
+                block = f.vrt.read(f.band_index, window=window, masked=True)
+                alpha = f.vrt.read(f.alpha, window=window) > 0 if f.alpha is not None else True
+            values = block.filled(0)
+            mask &= ~np.ma.getmaskarray(block).any(axis=0) & np.isfinite(values).all(axis=0) & alpha
+            blocks[href] = values
+        values = np.stack([blocks[href][i] for href, i in self._order])
+        data[:, r0 - row : r1 - row, c0 - col : c1 - col] = np.nan_to_num(
+            values, nan=0.0, posinf=0.0, neginf=0.0
+        )
+        valid[r0 - row : r1 - row, c0 - col : c1 - col] = mask
         return data, valid
 
 
 def coverage_reader(scene: SceneInput, frame: SceneFrame, gsd: float) -> GridReader:
     """Where a scene has data, on a fine grid (nearest: a pixel is valid iff its source pixel is)."""
-    return GridReader(scene, frame, gsd, list(range(1, len(scene.bands) + 1)), Resampling.nearest)
+    return GridReader(scene, frame, gsd, list(scene.bands), Resampling.nearest)
 
 
 class ModalityReader(GridReader):
     """Reads one modality on its native grid, in the physical units the processing expects."""
 
     def __init__(self, scene: SceneInput, modality: Modality, frame: SceneFrame):
-        band_index = []
-        for band in modality.bands or scene.bands[:1]:
+        bands = list(modality.bands or scene.bands[:1])
+        for band in bands:
             if band not in scene.bands:
                 raise SceneError(f"{scene.path.name}: band {band} of {modality.name} is missing")
-            band_index.append(scene.bands.index(band) + 1)
-        if isinstance(modality.processing, Classes):
-            resampling = Resampling.nearest
-        elif scene.crs == frame.crs and abs(scene.transform.a) < modality.image_gsd:
-            resampling = Resampling.average
-        else:
-            resampling = Resampling.bilinear
-        super().__init__(scene, frame, modality.image_gsd, band_index, resampling)
+
+        def resampling(src) -> Resampling:  # by the pixel size of the file each band comes from
+            if isinstance(modality.processing, Classes):
+                return Resampling.nearest
+            if src.crs == frame.crs and abs(src.transform.a) < modality.image_gsd:
+                return Resampling.average
+            return Resampling.bilinear
+
+        super().__init__(scene, frame, modality.image_gsd, bands, resampling)
         self.modality = modality
         self._pixels_read = self._not_indices = 0
         self._example: float | None = None
@@ -446,11 +546,14 @@ class ModalityReader(GridReader):
         m, classes = self.modality, self.modality.processing
         if self._not_indices and isinstance(classes, Classes):  # counted for classes only
             share = 100 * self._not_indices / self._pixels_read
-            warnings.warn(f"{self.scene.path.name}: {self._not_indices} of {self._pixels_read} {m.name} "
-                          f"pixels read ({share:.2g}%) are not class indices "
-                          f"0-{len(classes.codes) - 1} (e.g. {self._example:g}); mapped to class "
-                          f"{classes.names[0]!r} as unknown codes are (--lulc-values code if they are codes)",
-                          UnknownClassCodeWarning, stacklevel=2)
+            warnings.warn(
+                f"{self.scene.path.name}: {self._not_indices} of {self._pixels_read} {m.name} "
+                f"pixels read ({share:.2g}%) are not class indices "
+                f"0-{len(classes.codes) - 1} (e.g. {self._example:g}); mapped to class "
+                f"{classes.names[0]!r} as unknown codes are (--lulc-values code if they are codes)",
+                UnknownClassCodeWarning,
+                stacklevel=2,
+            )
 
     def _to_physical(self, values: np.ndarray, valid: np.ndarray) -> np.ndarray:
         scene, proc = self.scene, self.modality.processing

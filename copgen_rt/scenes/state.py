@@ -50,7 +50,19 @@ def run_key_of(job: SceneJob, pipeline: Pipeline) -> str:
              "overlap": o.overlap_m, "generate": job.generate, "date": str(job.date),
              "inputs": [(str(s.path.resolve()), s.path.stat().st_size, s.path.stat().st_mtime_ns,
                          s.product, s.bands, s.units, s.dn_offset) for s in job.inputs]}
+    files = [_file_stamp(href) for s in job.inputs for _, href, _ in s.sources]
+    if files:  # several files per input: each one's size and time (a folder's say nothing of them)
+        parts["files"] = files
+    if o.grid:
+        parts["grid"] = o.grid
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+def _file_stamp(href: str) -> tuple[str, int, int] | str:
+    if href.startswith("/vsi"):  # inside a zip (whose own stamp is in the key) or remote
+        return href
+    stat = os.stat(href)
+    return href, stat.st_size, stat.st_mtime_ns
 
 
 RUN_KEY_TAG = "COPGEN_RUN_KEY"  # in every output: which settings made it (`run_key_of`)
@@ -124,7 +136,7 @@ def _matches(path: Path, entry: object) -> bool:
 def expected_files(job: SceneJob) -> list[Path]:
     """Every file a finished run of `job` has written, in the order run_scene returns them."""
     pictures = [o.path.with_suffix(".png") for o in job.outputs if job.options.quicklook and o.kind == "mean"]
-    return [o.path for o in job.outputs] + pictures + [job.sidecar]
+    return [o.path for o in job.outputs] + pictures + [job.sidecar, job.stac_item]
 
 
 def recorded_run_key(path: Path) -> str | None:
@@ -139,7 +151,9 @@ def _stored_run_key(path: Path) -> tuple[bool, str | None]:
         return False, None
     try:
         if path.suffix == ".json":
-            return True, json.loads(path.read_text()).get(RUN_KEY_TAG)
+            data = json.loads(path.read_text())  # the sidecar, or the STAC Item (in its provenance)
+            return True, data.get(RUN_KEY_TAG) or data.get("properties", {}).get("copgen:provenance", {}).get(
+                RUN_KEY_TAG)
         if path.suffix == ".png":
             from PIL import Image
 

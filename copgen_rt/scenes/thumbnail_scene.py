@@ -46,7 +46,7 @@ class ThumbnailReader:
         if bands is None or any(b not in scene.bands for b in bands):
             raise ValueError(f"{Path(path).name}: no thumbnail recipe for {scene.product} bands "
                              f"{' '.join(scene.bands)}")
-        self.reader = GridReader(scene, self.frame, THUMBNAIL_GSD, [scene.bands.index(b) + 1 for b in bands],
+        self.reader = GridReader(scene, self.frame, THUMBNAIL_GSD, list(bands),
                                  rasterio.enums.Resampling.average)
         # One S1 stretch for the whole raster (Major TOM stretched per 10.68 km cell), so that
         # neighbouring tiles see the same colours for the same backscatter.

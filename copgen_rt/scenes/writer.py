@@ -26,7 +26,9 @@ class CogWriter:
     def __init__(self, staging: Staging, path: Path, crs: CRS, transform: Affine, width: int, height: int,
                  count: int, dtype: str, nodata: float | None, descriptions: list[str], units: list[str],
                  tags: dict[str, str], categorical: bool = False,
-                 scales: list[float] | None = None, alpha: bool = False):
+                 scales: list[float] | None = None, alpha: bool = False, offsets: list[float] | None = None,
+                 colormap: dict[int, tuple[int, int, int, int]] | None = None,
+                 band_tags: dict[str, str] | None = None):
         self.path = Path(path)  # where the caller publishes it
         self.partial = staging.file(f"{self.path.name}.partial.tif")
         self.staged = staging.file(self.path.name)
@@ -43,6 +45,12 @@ class CogWriter:
             self.dst.set_band_unit(i, unit)
         if scales:
             self.dst.scales = scales
+        if offsets:
+            self.dst.offsets = offsets
+        if colormap:
+            self.dst.write_colormap(1, colormap)
+        if band_tags:
+            self.dst.update_tags(1, **band_tags)
         if alpha:  # RGB + alpha: the last band says where there is data
             from rasterio.enums import ColorInterp
 
