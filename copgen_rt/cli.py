@@ -27,6 +27,9 @@ MAX_ENGINE_BATCH = 4096  # the sampler's --batch-size limit: engines are never b
 
 
 def _fail(code: int, message: str):
+    from copgen_rt.entry import exit_if_interrupted
+
+    exit_if_interrupted()
     click.echo(f"copgen-rt: error: {message}", err=True)
     sys.exit(code)
 

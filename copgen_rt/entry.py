@@ -20,10 +20,22 @@ class Interrupted(BaseException):
         self.signum = signum
 
 
+received: list[int] = []  # the signal that ends this run, once one came
+
+
 def _raise(signum: int, frame: FrameType | None) -> None:
     for s in NAMES:  # a second Ctrl-C must not cut the clean-up short
         signal.signal(s, signal.SIG_IGN)
+    received.append(signum)
     raise Interrupted(signum)
+
+
+def exit_if_interrupted() -> None:
+    """After a signal, whatever error followed it (a library may catch the exception half-way
+    through an import and fail later) ends the run as the signal does."""
+    if received:
+        print(f"copgen-rt: error: {NAMES[signal.Signals(received[0])]}", file=sys.stderr, flush=True)
+        sys.exit(128 + received[0])
 
 
 def _silence_native_stderr() -> None:
@@ -53,9 +65,9 @@ def main() -> None:
 
         cli()
     except (Interrupted, KeyboardInterrupt) as e:
-        signum = e.signum if isinstance(e, Interrupted) else signal.SIGINT
-        print(f"copgen-rt: error: {NAMES[signum]}", file=sys.stderr, flush=True)
-        sys.exit(128 + signum)
+        if not received:
+            received.append(e.signum if isinstance(e, Interrupted) else signal.SIGINT)
+        exit_if_interrupted()
 
 
 if __name__ == "__main__":

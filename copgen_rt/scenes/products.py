@@ -80,61 +80,31 @@ def open_product(
         if missing:
             raise SceneError(f"{missing[0]}: no such file")
         folder = Path(os.path.commonpath([f.resolve() for f in files]))  # names the outputs
-        return _scene(
-            folder,
-            "per-band files",
-            _per_band(files, text),
-            DNOffsets(),
-            product,
-            s1_units,
-            lulc_values,
-            s2_offset,
-            date,
-        )
+        return _scene(folder, "per-band files", _per_band(files, text), DNOffsets(), product, s1_units,
+                      lulc_values, s2_offset, date)
     path = Path(text)
     if not path.exists():
         raise SceneError(f"{path}: no such file or folder")
     if path.suffix.lower() == ".json":
         sources, offsets, found_product, when = _stac_item(path, product)
-        return _scene(
-            path,
-            "STAC Item",
-            sources,
-            offsets,
-            product or found_product,
-            s1_units,
-            lulc_values,
-            s2_offset,
-            date or when,
-        )
-    if path.suffix.lower() == ".zip" or _looks_like_safe(path):
+        form, nodata = "STAC Item", None
+    elif path.suffix.lower() == ".zip" or _looks_like_safe(path):
         sources, offsets, found_product, when, nodata = _safe(path)
-        return _scene(
-            path,
-            "SAFE zip" if path.suffix.lower() == ".zip" else "SAFE",
-            sources,
-            offsets,
-            product or found_product,
-            s1_units,
-            lulc_values,
-            s2_offset,
-            date or when,
-            nodata,
-        )
+        form = "SAFE zip" if path.suffix.lower() == ".zip" else "SAFE"
+    else:
+        return _folder_scene(path, product, s1_units, lulc_values, s2_offset, date)
+    return _scene(path, form, sources, offsets, product or found_product, s1_units, lulc_values, s2_offset,
+                  date or when, nodata)
+
+
+def _folder_scene(path: Path, product: str | None, s1_units: str, lulc_values: str, s2_offset: float | None,
+                  date: dt.date | None) -> SceneInput:
+    """A folder of per-band files."""
     files = sorted(p for p in path.iterdir() if p.suffix.lower() in RASTER_SUFFIXES and p.is_file())
     if not files:
         raise SceneError(f"{path}: a folder without raster files ({', '.join(RASTER_SUFFIXES)})")
-    return _scene(
-        path,
-        "per-band files",
-        _per_band(files, str(path)),
-        DNOffsets(),
-        product,
-        s1_units,
-        lulc_values,
-        s2_offset,
-        date,
-    )
+    return _scene(path, "per-band files", _per_band(files, str(path)), DNOffsets(), product, s1_units,
+                  lulc_values, s2_offset, date)
 
 
 # --- per-band files ------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ import rasterio
 from rasterio.warp import transform_bounds
 
 from copgen_rt import __version__
-from copgen_rt.files import write_text
+from copgen_rt.files import is_regular_file, write_text
 from copgen_rt.scenes.encoding import encoding
 from copgen_rt.scenes.job import OutputSpec, SceneJob
 from copgen_rt.specs import COMMON_NAMES, DATE_SPAN, S2_DN_CONVENTION
@@ -152,10 +152,9 @@ def write_collection(out_dir: Path, items: list[Path]) -> Path | None:
             pystac.Link("item", _relative(p, out_dir), media_type="application/geo+json", title=d["id"])
         )
     target = out_dir / COLLECTION_FILE
-    write_text(
-        target,
-        json.dumps(collection.to_dict(include_self_link=False, transform_hrefs=False), indent=1) + "\n",
-    )
+    text = json.dumps(collection.to_dict(include_self_link=False, transform_hrefs=False), indent=1) + "\n"
+    if not (is_regular_file(target) and target.read_text() == text):  # a rerun that changed nothing
+        write_text(target, text)
     return target
 
 
