@@ -9,6 +9,7 @@ import math
 import os
 import sys
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -168,17 +169,25 @@ class _LineProgress:
 def progress_bar(total: int, quiet: bool):
     """A callable taking tiles done (fractions as network calls finish): a tqdm bar on a terminal,
     periodic plain lines in logs, nothing with --quiet."""
+    from copgen_rt.entry import exit_if_interrupted
+
+    def checked(report: Callable[[float], object]) -> Callable[[float], None]:
+        def update(tiles: float) -> None:  # a signal swallowed by a library still stops the run here
+            exit_if_interrupted()
+            report(tiles)
+        return update
+
     if quiet:
-        yield lambda tiles: None
+        yield checked(lambda tiles: None)
     elif sys.stderr.isatty():
         from tqdm import tqdm
 
         with tqdm(total=total, unit="tile", desc="copgen-rt", file=sys.stderr,
                   bar_format="{l_bar}{bar}| {n:.1f}/{total} tiles [{elapsed}<{remaining}]") as bar:
-            yield bar.update
+            yield checked(bar.update)
     else:
         with _LineProgress(total) as lines:
-            yield lines
+            yield checked(lines)
 
 
 def _finite(ctx, param, value):

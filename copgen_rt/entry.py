@@ -63,11 +63,16 @@ def main() -> None:
     try:
         from copgen_rt.cli import main as cli
 
+        exit_if_interrupted()  # a library may have swallowed it while being imported
         cli()
     except (Interrupted, KeyboardInterrupt) as e:
         if not received:
             received.append(e.signum if isinstance(e, Interrupted) else signal.SIGINT)
         exit_if_interrupted()
+    except SystemExit:
+        exit_if_interrupted()
+        raise
+    exit_if_interrupted()
 
 
 if __name__ == "__main__":
