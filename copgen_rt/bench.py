@@ -39,6 +39,7 @@ from copgen_rt import __version__, specs
 from copgen_rt.backends import TorchDenoiser
 from copgen_rt.backends.torch_backend import ReferenceStyleDenoiser
 from copgen_rt.device import choose, cpu_name
+from copgen_rt.files import write_text
 from copgen_rt.models import Denoiser
 from copgen_rt.specs import ModelSpec
 from copgen_rt.weights import Checkpoint, load_denoiser, random_state_dict
@@ -765,7 +766,7 @@ def write_reports(results: dict, out_dir: Path) -> Path:
     env = results["environment"]
     tag = "".join(c if c.isalnum() else "-" for c in env.get("gpu") or env["cpu"]).strip("-").lower()
     stem = out_dir / f"bench-{tag}"
-    stem.with_suffix(".json").write_text(json.dumps(results, indent=1) + "\n")
+    write_text(stem.with_suffix(".json"), json.dumps(results, indent=1) + "\n")
     gemm = results["gemm"]
     lines = [
         f"# copgen-rt bench ({env['cpu']}, {env['device']}, {env['threads']} threads)",
@@ -827,8 +828,8 @@ def write_reports(results: dict, out_dir: Path) -> Path:
             f"{'met' if t['met'] else '**missed**'} |"
         )
     lines += [""] + [f"Note: {note}" for note in results.get("notes", [])]
-    stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    stem.with_suffix(".svg").write_text(_svg_bars(results["denoiser"]))
+    write_text(stem.with_suffix(".md"), "\n".join(lines) + "\n")
+    write_text(stem.with_suffix(".svg"), _svg_bars(results["denoiser"]))
     return stem
 
 

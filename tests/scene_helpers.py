@@ -13,6 +13,19 @@ from copgen_rt.scenes.synthetic import smooth_s2, write_raster  # noqa: F401 (re
 CHIPS = Path(__file__).parent / "data" / "majortom"
 
 
+def interrupt_after_tiles(tiles: float):
+    """A run_scene progress callback (tiles, per network call) that raises KeyboardInterrupt at the
+    first call after `tiles` tiles are done, i.e. once the batches holding them are saved."""
+    done: list[float] = []
+
+    def progress(n: float) -> None:
+        done.append(n)
+        if sum(done) > tiles + 0.5:
+            raise KeyboardInterrupt
+
+    return progress
+
+
 class EchoPipeline:
     """Stands in for a Pipeline: S2L1C outputs echo the S2L2A input with the same bands (so a
     perfect tiler/blender reproduces the input exactly); other outputs are a per-tile constant

@@ -18,7 +18,7 @@ import rasterio
 import torch
 from affine import Affine
 from click.testing import CliRunner
-from scene_helpers import smooth_s2, write_raster
+from scene_helpers import interrupt_after_tiles, smooth_s2, write_raster
 
 from copgen_rt import Pipeline, specs
 from copgen_rt.cli import demo_weights, main
@@ -227,12 +227,7 @@ def test_damaged_cached_latents_are_recomputed(tmp_path, demo, damage):
     make = lambda out: SceneJob(DEMO, [open_input(scene)], out,  # noqa: E731
                                 SceneOptions(steps=2, batch_size=2, generate=("DEM_DEM",)))
     job = make(tmp_path / "out")
-    calls = []
-
-    def stop_after_two_batches(tiles):  # progress comes per network call, in tiles
-        calls.append(tiles)
-        if sum(calls) > 4.5:  # the third batch's first call: the first two batches are saved
-            raise KeyboardInterrupt
+    stop_after_two_batches = interrupt_after_tiles(4)  # batches of 2: the first two are saved
 
     with pytest.raises(KeyboardInterrupt):
         run_scene(job, demo, progress=stop_after_two_batches)

@@ -8,7 +8,7 @@ import pytest
 import rasterio
 from affine import Affine
 from click.testing import CliRunner
-from scene_helpers import CHIPS, EchoPipeline, smooth_s2, write_raster
+from scene_helpers import CHIPS, EchoPipeline, interrupt_after_tiles, smooth_s2, write_raster
 
 from copgen_rt import Pipeline, processing, specs
 from copgen_rt.cli import default_scene, demo_weights, main
@@ -140,12 +140,7 @@ def test_interrupted_run_resumes_without_recomputing(tmp_path, demo):
     make = lambda out: SceneJob(DEMO, [open_input(path)], out,  # noqa: E731
                                 SceneOptions(steps=2, batch_size=2, generate=("DEM_DEM",)))
     job = make(tmp_path / "out")
-    seen = []
-
-    def stop_after_two_batches(tiles):  # progress comes per network call, in tiles
-        seen.append(tiles)
-        if sum(seen) > 4.5:  # the third batch's first call: the first two batches are saved
-            raise KeyboardInterrupt
+    stop_after_two_batches = interrupt_after_tiles(4)  # batches of 2: the first two are saved
 
     with pytest.raises(KeyboardInterrupt):
         run_scene(job, demo, progress=stop_after_two_batches)

@@ -23,7 +23,7 @@ def cache_root() -> Path:
 
 def _cache_key(spec: ModelSpec, component: str, checkpoint: Path) -> str:
     from copgen_rt import specs
-    from copgen_rt.weights import file_sha256
+    from copgen_rt.files import file_sha256
 
     data = json.dumps([specs.to_dict(spec), component, file_sha256(checkpoint)], sort_keys=True)
     return hashlib.sha256(data.encode()).hexdigest()[:24]
