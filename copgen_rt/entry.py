@@ -34,7 +34,9 @@ def exit_if_interrupted() -> None:
     """After a signal, whatever error followed it (a library may catch the exception half-way
     through an import and fail later) ends the run as the signal does."""
     if received:
-        print(f"copgen-rt: error: {NAMES[signal.Signals(received[0])]}", file=sys.stderr, flush=True)
+        if len(received) == 1:  # said once, however many places notice it on the way out
+            received.append(received[0])
+            print(f"copgen-rt: error: {NAMES[signal.Signals(received[0])]}", file=sys.stderr, flush=True)
         sys.exit(128 + received[0])
 
 
