@@ -245,7 +245,7 @@ def _parse_date(text: str | None):
 
 
 def _scene_job(spec: specs.ModelSpec, scene: str, p: dict, batch_size: int, solver: str | None, others: str,
-               seed: int, overwrite: bool):
+               seed: int, overwrite: bool, fill=None):
     from copgen_rt.scenes.job import SceneJob, SceneOptions
     from copgen_rt.scenes.reader import open_input
 
@@ -272,7 +272,8 @@ def _scene_job(spec: specs.ModelSpec, scene: str, p: dict, batch_size: int, solv
     options = SceneOptions(generate=generate, steps=p["steps"], solver=solver, preset=p["preset"],
                            others=others, seed=seed, quicklook=p["quicklook"],
                            overlap_m=p["overlap"], batch_size=batch_size, samples=p["samples"], date=date,
-                           overwrite=overwrite, grid=None if p["grid"] == "native" else float(p["grid"]))
+                           overwrite=overwrite, grid=None if p["grid"] == "native" else float(p["grid"]),
+                           fill=fill)
     return SceneJob(spec, inputs, Path(p["out"]), options)
 
 
@@ -315,30 +316,88 @@ def describe_plan(spec: specs.ModelSpec, job: SceneJob) -> str:
     return f"{model}\n{job.describe()}"
 
 
+def run_options(fn):
+    """Options shared by `infer` and `fill` (which model, engine, sampler and run policy)."""
+    options = [
+        click.option("--model", "--spec", "model", default=None,
+                     help="model spec (default: copgen-demo without --weights, copgen-base with)"),
+        spec_json_option,
+        click.option("--weights",
+                     help="weights directory or hub id (default: the bundled random demo model)"),
+        click.option("--engine", type=click.Path(file_okay=False),
+                     help="an export folder of `copgen-rt export` (onnxruntime or TensorRT) instead of "
+                          "--weights"),
+        click.option("--backend", type=click.Choice(["auto", "torch", "triton", "onnxruntime", "openvino"]),
+                     help="engine of each component when running from --weights (default auto: openvino on "
+                          "CPUs where it is installed, else torch; see `info`)"),
+        scene_options,
+        click.option("--solver", type=click.Choice(["reference", "dpmpp-2m", "dpmpp-3m", "ddim"]),
+                     help="default: the preset's (reference for exact)"),
+        click.option("--others", default="reference", show_default=True,
+                     type=click.Choice(["reference", "marginal"]),
+                     help="modalities neither given nor generated: reference behaviour or pure noise"),
+        click.option("--seed", default=0, show_default=True, type=int),
+        click.option("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)"),
+        click.option("--dtype", type=click.Choice(["fp32", "fp16", "bf16"]),
+                     help="denoiser precision (default: what the device runs natively; see `info`)"),
+        click.option("--overwrite", is_flag=True, help="replace existing outputs"),
+        click.option("--quiet", "-q", is_flag=True, help="no progress bar"),
+        click.option("--verbose", "-v", is_flag=True, help="print the plan before running"),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def _check_run_args(model, spec_json, weights, engine, backend, dtype, device):
+    """The choices of `run_options` that cannot go together fail before anything loads;
+    returns the device choice and the engines (None with --engine)."""
+    from copgen_rt.device import choose as choose_device
+    from copgen_rt.device import choose_engine
+
+    if engine and weights:
+        raise ValueError("give --weights or --engine, not both")
+    if engine and (model or spec_json):
+        raise ValueError("--engine carries the spec it was exported with: drop --model/--spec-json")
+    if model is not None and spec_json is None:
+        specs.get(model)  # an unknown name fails here, before anything else
+    if weights is None and engine is None and model not in (None, "copgen-demo"):
+        raise ValueError(f"--model {model} needs --weights (a directory or a hub id)")
+    if engine and (backend or dtype):
+        raise ValueError("--engine runs the export's own engine and precision: drop --backend/--dtype")
+    choice = choose_device(device, dtype)
+    return choice, None if engine else choose_engine(choice.device, backend, dtype)  # bad pairs fail here
+
+
+def _run_scene_job(job: SceneJob, spec: specs.ModelSpec, weights, engine, choice, engines, quiet: bool,
+                   verbose: bool):
+    """One scene job from the command line: checks before loading, the lock, progress."""
+    from copgen_rt.files import check_writable
+    from copgen_rt.scenes.run import run_scene
+    from copgen_rt.scenes.state import check_outputs, scene_lock
+
+    check_writable(job.out_dir)  # before loading any weights
+    check_outputs(job)
+    job.check_memory()
+    with scene_lock(job):  # a second run of the same scene fails here, before loading anything
+        pipeline = _load_pipeline(spec, weights, engine, choice, engines)
+        if verbose:
+            click.echo(choice.describe(), err=True)
+            if engines:
+                click.echo(engines.describe(), err=True)
+            click.echo(describe_plan(spec, job), err=True)
+        with progress_bar(len(job.plan), quiet) as bar:
+            result = run_scene(job, pipeline, progress=bar, locked=True)
+    if not quiet and result.already_complete:
+        added = f"; added {', '.join(p.name for p in result.added)}" if result.added else ""
+        click.echo("already complete: every output exists from the same settings (--overwrite to "
+                   f"run again){added}; outputs:", err=True)
+    return result
+
+
 @main.command("infer")
 @click.argument("scenes", nargs=-1)
-@click.option("--model", "--spec", "model", default=None,
-              help="model spec (default: copgen-demo without --weights, copgen-base with)")
-@spec_json_option
-@click.option("--weights", help="weights directory or hub id (default: the bundled random demo model)")
-@click.option("--engine", type=click.Path(file_okay=False),
-              help="an export folder of `copgen-rt export` (onnxruntime or TensorRT) instead of --weights")
-@click.option("--backend", type=click.Choice(["auto", "torch", "triton", "onnxruntime", "openvino"]),
-              help="engine of each component when running from --weights (default auto: openvino on "
-                   "CPUs where it is installed, else torch; see `info`)")
-@scene_options
-@click.option("--solver", type=click.Choice(["reference", "dpmpp-2m", "dpmpp-3m", "ddim"]),
-              help="default: the preset's (reference for exact)")
-@click.option("--others", default="reference", show_default=True,
-              type=click.Choice(["reference", "marginal"]),
-              help="modalities neither given nor generated: reference behaviour or pure noise")
-@click.option("--seed", default=0, show_default=True, type=int)
-@click.option("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
-@click.option("--dtype", type=click.Choice(["fp32", "fp16", "bf16"]),
-              help="denoiser precision (default: what the device runs natively; see `info`)")
-@click.option("--overwrite", is_flag=True, help="replace existing outputs")
-@click.option("--quiet", "-q", is_flag=True, help="no progress bar")
-@click.option("--verbose", "-v", is_flag=True, help="print the plan before running")
+@run_options
 @click.option("--manifest", type=click.Path(dir_okay=False),
               help="scenes to run: one path per line, or CSV with the header scene,cond,out")
 @click.option("--ray", "ray_address", is_flag=False, flag_value="local", metavar="[ADDRESS]",
@@ -357,27 +416,11 @@ def infer_cmd(scenes, model, spec_json, weights, engine, backend, solver, others
     Several SCENEs, a glob ('scenes/*.tif') or --manifest run many scenes, on Ray with --ray; a
     rerun skips the scenes already done; exit code 8 if any scene failed.
     """
-    from copgen_rt.device import choose as choose_device
-    from copgen_rt.device import choose_engine
-    from copgen_rt.files import check_writable
     from copgen_rt.scenelist import has_glob
-    from copgen_rt.scenes.run import run_scene
-    from copgen_rt.scenes.state import check_outputs, scene_lock
 
-    if engine and weights:
-        raise ValueError("give --weights or --engine, not both")
-    if engine and (model or spec_json):
-        raise ValueError("--engine carries the spec it was exported with: drop --model/--spec-json")
     if scenes and manifest:
         raise ValueError("give scenes on the command line or --manifest, not both")
-    if model is not None and spec_json is None:
-        specs.get(model)  # an unknown name fails here, before anything else
-    if weights is None and engine is None and model not in (None, "copgen-demo"):
-        raise ValueError(f"--model {model} needs --weights (a directory or a hub id)")
-    if engine and (backend or dtype):
-        raise ValueError("--engine runs the export's own engine and precision: drop --backend/--dtype")
-    choice = choose_device(device, dtype)
-    engines = None if engine else choose_engine(choice.device, backend, dtype)  # bad pairs fail here
+    choice, engines = _check_run_args(model, spec_json, weights, engine, backend, dtype, device)
     if ray_address is not None or manifest or len(scenes) > 1 or has_glob(scenes):
         sys.exit(_infer_many(scenes, manifest, ray_address, cpus_per_worker, split_tiles, model, spec_json,
                              weights, engine, backend, solver, others, seed, device, dtype, overwrite, quiet,
@@ -389,28 +432,72 @@ def infer_cmd(scenes, model, spec_json, weights, engine, backend, solver, others
                                  overwrite, quiet, p)
     batch = p["batch_size"] or _default_batch_size(spec, choice.device)
     job = _scene_job(spec, scene or default_scene(), p, batch, solver, others, seed, overwrite)
-    check_writable(job.out_dir)  # before loading any weights
-    check_outputs(job)
-    job.check_memory()
-    with scene_lock(job):  # a second run of the same scene fails here, before loading anything
-        pipeline = _load_pipeline(spec, weights, engine, choice, engines)
-        if verbose:
-            click.echo(choice.describe(), err=True)
-            if engines:
-                click.echo(engines.describe(), err=True)
-            click.echo(describe_plan(spec, job), err=True)
-        with progress_bar(len(job.plan), quiet) as bar:
-            result = run_scene(job, pipeline, progress=bar, locked=True)
-    if not quiet and result.already_complete:
-        added = f"; added {', '.join(p.name for p in result.added)}" if result.added else ""
-        click.echo("already complete: every output exists from the same settings (--overwrite to "
-                   f"run again){added}; outputs:", err=True)
-    elif not quiet:
+    result = _run_scene_job(job, spec, weights, engine, choice, engines, quiet, verbose)
+    if not quiet and not result.already_complete:
         note = f", {result.skipped} without data" if result.skipped else ""
         note += f", {result.resumed} resumed" if result.resumed else ""
         click.echo(f"{result.tiles} tiles in {result.seconds:.1f} s{note}; wrote:", err=True)
     for path in result.outputs:
         click.echo(str(path))
+
+
+@main.command("fill")
+@click.argument("scene")
+@click.option("--mask", type=click.Path(dir_okay=False),
+              help="gap mask raster: non-zero (and its nodata) = gap, e.g. clouds and shadows = 1")
+@click.option("--scl", type=click.Path(dir_okay=False),
+              help="the SCL band of an L2A product: its --scl-classes are gaps")
+@click.option("--scl-classes", default="0,3,8,9,10", show_default=True,
+              help="SCL classes to fill: 0 no data, 3 cloud shadows, 8/9 cloud medium/high probability, "
+                   "10 thin cirrus (1 saturated, 2 dark area, 11 snow also possible)")
+@click.option("--nodata", "nodata_only", is_flag=True, help="fill only the scene's own nodata pixels")
+@click.option("--feather", default=2, show_default=True, type=click.IntRange(0, 100),
+              help="seam width in pixels (of each output's grid) where the fill meets the input")
+@click.option("--jumps", default=0, show_default=True, type=click.IntRange(0, 100),
+              help="RePaint resampling jumps (with --solver reference or ddim; docs/gapfill.md)")
+@click.option("--jump-length", default=1, show_default=True, type=click.IntRange(1, 1000),
+              help="solver steps per resampling block")
+@run_options
+@friendly_errors
+def fill_cmd(scene, mask, scl, scl_classes, nodata_only, feather, jumps, jump_length, model, spec_json,
+             weights, engine, backend, solver, others, seed, device, dtype, overwrite, quiet, verbose, **p):
+    """Fill the gaps of SCENE (clouds, shadows, nodata) from the other inputs (--cond) and the
+    valid pixels around them; the valid pixels are kept bit for bit.
+
+    Writes SCENE_filled_MODALITY.tif per modality of SCENE, SCENE_filled_MODALITY_generated.tif
+    (1 = generated pixel), with --samples N a per-pixel standard deviation inside the gaps.
+    """
+    from copgen_rt.scenes.fill import FillOptions
+    from copgen_rt.scenes.masks import parse_scl_classes
+
+    if [bool(mask), bool(scl), nodata_only].count(True) != 1:
+        raise ValueError("say what to fill: --mask MASK, --scl SCL or --nodata (one of them)")
+    choice, engines = _check_run_args(model, spec_json, weights, engine, backend, dtype, device)
+    spec = _infer_spec(model, spec_json, weights, engine)
+    if all(isinstance(m.processing, specs.RGB8) for m in spec.modalities):
+        raise ValueError(f"{spec.name} takes thumbnails: fill runs on COP-GEN scenes")
+    fill = FillOptions(mask=Path(mask) if mask else None, scl=Path(scl) if scl else None,
+                       scl_classes=parse_scl_classes(scl_classes), feather=feather, jumps=jumps,
+                       jump_length=jump_length)
+    batch = p["batch_size"] or _default_batch_size(spec, choice.device)
+    job = _scene_job(spec, scene, p, batch, solver, others, seed, overwrite, fill)
+    result = _run_scene_job(job, spec, weights, engine, choice, engines, quiet, verbose)
+    if not quiet and not result.already_complete:
+        generated = ", ".join(f"{n} {100 * k / _pixels(job, n):.2f}%"
+                              for n, k in result.generated_pixels.items())
+        note = f", {result.skipped} without data" if result.skipped else ""
+        note += f", {result.resumed} resumed" if result.resumed else ""
+        click.echo(f"{result.tiles} tiles in {result.seconds:.1f} s ({result.copied} copied, no gap{note}); "
+                   f"generated pixels: {generated}; wrote:", err=True)
+        if not any(result.generated_pixels.values()):
+            click.echo("note: no pixel of the scene is a gap: the outputs are the input", err=True)
+    for path in result.outputs:
+        click.echo(str(path))
+
+
+def _pixels(job: SceneJob, name: str) -> int:
+    _, width, height = job.frame.grid(job.spec.modality(name).image_gsd)
+    return width * height
 
 
 def _infer_spec(model: str | None, spec_json: str | None, weights: str | None, engine: str | None

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 import rasterio
-from PIL import Image, ImageDraw
+from figures import panel_row
+from PIL import Image
 
 from copgen_rt import thumbnails
 from copgen_rt.cli import default_scene
@@ -36,17 +37,8 @@ def main() -> None:
         stem = Path(default_scene()).stem
         for name, label in PANELS:
             tiles.append((f"generated {label}", np.asarray(Image.open(Path(tmp) / f"{stem}_{name}.png"))))
-    size, pad, top = 224, 8, 36
-    canvas = Image.new("RGB", (len(tiles) * (size + pad) + pad, size + top + 30), "white")
-    draw = ImageDraw.Draw(canvas)
-    for i, (label, picture) in enumerate(tiles):
-        x = pad + i * (size + pad)
-        canvas.paste(Image.fromarray(picture).resize((size, size), Image.NEAREST), (x, top))
-        draw.text((x, 12), label, fill="black")
-    draw.text((pad, size + top + 8), "copgen-rt infer on the bundled chip with the bundled demo model: "
-              "RANDOM WEIGHTS, outputs are synthetic, not predictions", fill="#b00000")
-    out.parent.mkdir(exist_ok=True)
-    canvas.save(out)
+    panel_row(tiles, "copgen-rt infer on the bundled chip with the bundled demo model: RANDOM WEIGHTS, "
+              "outputs are synthetic, not predictions", out)
     print(out)
 
 

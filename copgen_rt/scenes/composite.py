@@ -54,10 +54,11 @@ def seam_offset(original: np.ndarray, generated: np.ndarray, gap: np.ndarray, fe
     into the gap one pixel ring at a time (each ring takes the mean of its already-reached
     neighbours), for `feather` rings, and faded linearly: ring k (k = 1 at the edge) gets
     d * (1 - k / (feather + 1)). Deeper pixels, valid pixels and gap pixels with no valid pixel
-    within `feather` pixels get 0: there the generated value stands alone.
+    within `feather` pixels get 0: there the generated value stands alone. A valid pixel without
+    a generated value (NaN: a scene's copied tile) gives no step.
     """
     step = original.astype(np.float64) - generated.astype(np.float64)
-    known = ~gap
+    known = ~gap & np.isfinite(step).all(axis=0)
     offset = np.zeros_like(step)
     for ring in range(1, feather + 1):
         step, reached = _spread(step, known)

@@ -12,8 +12,11 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from copgen_rt.device import available_host_memory
 from copgen_rt.scenes.encoding import blend_channels
+from copgen_rt.scenes.fill import FillOptions, gap_masks
 from copgen_rt.scenes.reader import COARSE_FACTOR, CoarseInputWarning, SceneError, SceneFrame, SceneInput
 from copgen_rt.scenes.tiling import TilingPlan, plan_tiles
 from copgen_rt.solvers import resolve_preset
@@ -38,6 +41,7 @@ class SceneOptions:
     overwrite: bool = False
     quicklook: bool = False  # also write PNG pictures of the outputs
     grid: float | None = None  # None: each output on its native grid; 10: all on the scene's 10 m grid
+    fill: FillOptions | None = None  # gap filling: the modalities of the scene are filled, not generated
 
     @property
     def sampler(self) -> tuple[str, int]:
@@ -48,7 +52,7 @@ class SceneOptions:
 @dataclass(frozen=True)
 class OutputSpec:
     modality: Modality
-    kind: str  # "mean" (values), "std" or "confidence"
+    kind: str  # "mean" (values), "std", "confidence", or "generated" (gap filling: which pixels)
     path: Path
 
 
@@ -70,6 +74,8 @@ class SceneJob:
     scalar_conditions: list[str] = field(init=False)
     generate: list[str] = field(init=False)
     outputs: list[OutputSpec] = field(init=False)
+    filled: list[str] = field(init=False)  # gap filling: the scene's modalities, known where valid
+    gaps: dict[str, np.ndarray | None] = field(init=False)  # their masks on their native grids
 
     def __post_init__(self) -> None:
         if not self.inputs:
@@ -104,8 +110,11 @@ class SceneJob:
                                      f"{scene.path.name})")
                 self.conditions[m.name] = scene
         _check_baselines(self.inputs)
+        self.filled, self.gaps = [], {}
+        if self.options.fill is not None:
+            self._plan_fill(self.options.fill)
         loc, date_name = scalar_names(self.spec)
-        wanted = set(self.options.generate or ())
+        wanted = set(self.options.generate or self.filled)
         for name in wanted:
             self.spec.modality(name)
             if name in self.conditions:
@@ -116,14 +125,14 @@ class SceneJob:
             self.scalar_conditions.append(loc)
         if date_name and self.date is not None and date_name not in wanted:
             self.scalar_conditions.append(date_name)
-        if self.options.generate:
+        if wanted:
             self.generate = self.spec.canonical(wanted)
         else:
             given = set(self.conditions) | set(self.scalar_conditions)
             self.generate = [n for n in self.spec.names if n not in given]
         if not self.generate:
             raise SceneError("nothing to generate: every modality is given")
-        stem = self.inputs[0].path.stem
+        stem = self.stem
         self.outputs = []
         for name in self.generate:
             m = self.spec.modality(name)
@@ -133,32 +142,60 @@ class SceneJob:
             if self.options.samples > 1:
                 kind = "confidence" if isinstance(m.processing, Classes) else "std"
                 self.outputs.append(OutputSpec(m, kind, self.out_dir / f"{stem}_{name}_{kind}.tif"))
+            if self.filled:
+                self.outputs.append(OutputSpec(m, "generated", self.out_dir / f"{stem}_{name}_generated.tif"))
+
+    def _plan_fill(self, fill: FillOptions) -> None:
+        """The scene's modalities become the targets; its other inputs stay conditions."""
+        scene = self.inputs[0]
+        if self.options.generate:
+            raise SceneError("fill fills the modalities of the scene: drop --generate")
+        self.filled = [n for n, s in self.conditions.items() if s is scene]
+        for name in self.filled:
+            del self.conditions[name]
+        max_gsd = max(self.spec.modality(n).image_gsd for n in self.filled)
+        if fill.feather * max_gsd > self.options.overlap_m / 2:
+            raise SceneError(f"--feather {fill.feather}: the seam must lie within half the tile overlap "
+                             f"({self.options.overlap_m:g} m) on the {max_gsd:g} m grid: at most "
+                             f"{int(self.options.overlap_m / 2 // max_gsd)} px, or a larger --overlap")
+        self.gaps = gap_masks(fill, self.frame, [self.spec.modality(n) for n in self.filled])
+        masks = [g for g in self.gaps.values() if g is not None]
+        if masks and all(g.all() for g in masks) and not self.conditions:
+            raise SceneError(f"the mask covers all of {scene.path.name} and no other input is given "
+                             "(--cond): nothing to fill from")
 
     @property
     def date(self) -> dt.date | None:
         return self.options.date or next((s.date for s in self.inputs if s.date), None)
 
     @property
+    def stem(self) -> str:
+        """Start of every file name of this job: the scene's, `_filled` for gap filling (so that a
+        fill and an infer of one scene can share a folder)."""
+        return self.inputs[0].path.stem + ("_filled" if self.options.fill else "")
+
+    @property
     def sidecar(self) -> Path:
-        return self.out_dir / f"{self.inputs[0].path.stem}_tiles.json"
+        return self.out_dir / f"{self.stem}_tiles.json"
 
     @property
     def stac_item(self) -> Path:
-        return self.out_dir / f"{self.inputs[0].path.stem}_item.json"
+        return self.out_dir / f"{self.stem}_item.json"
 
     @property
     def work_dir(self) -> Path:
-        return self.out_dir / f".copgen-work-{self.inputs[0].path.stem}"
+        return self.out_dir / f".copgen-work-{self.stem}"
 
     @property
     def lock_path(self) -> Path:
         """Held by the run writing this scene's outputs (`scene_lock`)."""
-        return self.out_dir / f".copgen-lock-{self.inputs[0].path.stem}"
+        return self.out_dir / f".copgen-lock-{self.stem}"
 
     @property
     def blend_bytes(self) -> int:
         """Peak memory of the output blenders: float64 sums and weights (`RowBlender`) over the rows
-        one batch of tiles can span, for every output at once, plus one output's transient copy."""
+        one batch of tiles can span, for every output at once, plus one output's transient copy
+        (and the gap masks of a fill)."""
         plan = self.plan
         span_m = plan.footprint_m + math.ceil(self.options.batch_size / plan.n_cols) * plan.stride_m
         sizes = []
@@ -166,7 +203,8 @@ class SceneJob:
             _, width, height = self.frame.grid(out.modality.image_gsd)
             rows = min(height, math.ceil(span_m / out.modality.image_gsd))
             sizes.append((blend_channels(out.modality, out.kind) + 1) * rows * width * 8)
-        return sum(sizes) + max(sizes, default=0)
+        masks = sum(g.size for g in self.gaps.values() if g is not None)  # gap masks are held whole
+        return sum(sizes) + max(sizes, default=0) + masks
 
     def check_memory(self) -> None:
         """Refuse a scene too wide for this machine's memory before running anything."""
@@ -186,7 +224,10 @@ class SceneJob:
         lines.append("conditions: " + ", ".join(list(self.conditions) + self.scalar_conditions))
         if self.date is None:
             lines.append("date: unknown (pass --date to condition on it); generated per tile")
-        lines.append("generate: " + ", ".join(self.generate))
+        if self.options.fill:
+            lines.append("fill: " + ", ".join(self.filled) + f" from {self.options.fill.describe()}")
+        else:
+            lines.append("generate: " + ", ".join(self.generate))
         lines.append("tiling: " + self.plan.describe())
         o = self.options
         solver, steps = o.sampler

@@ -13,8 +13,10 @@ from copgen_rt import processing
 from copgen_rt.files import Staging, write_text
 from copgen_rt.pipeline import Pipeline
 from copgen_rt.scenes.blend import RowBlender
-from copgen_rt.scenes.encoding import blend_channels, class_tags, colormap, encoding, to_file_units
+from copgen_rt.scenes.encoding import GENERATED, blend_channels, class_tags, colormap, encoding, to_file_units
+from copgen_rt.scenes.fill import RowCompositor, StripSource
 from copgen_rt.scenes.job import BASE_GSD, OutputSpec, SceneJob, scalar_names
+from copgen_rt.scenes.reader import ModalityReader
 from copgen_rt.scenes.stac import scene_item, write_item
 from copgen_rt.scenes.state import RECORD_FIELD, RUN_KEY_TAG, checksum, read_record
 from copgen_rt.scenes.tile_inputs import TileInputs, not_finite
@@ -45,13 +47,14 @@ def provenance_tags(job: SceneJob, pipeline: Pipeline, run_key: str) -> dict[str
         )
         or "n/a",
         RUN_KEY_TAG: run_key,
-    }
+    } | ({"COPGEN_FILL": f"{', '.join(job.filled)} from {o.fill.describe()}"} if o.fill else {})
 
 
 class _Output:
     """One output file: its blender (values + validity channel) and its writer."""
 
-    def __init__(self, job: SceneJob, out: OutputSpec, tags: dict[str, str], staging: Staging):
+    def __init__(self, job: SceneJob, out: OutputSpec, tags: dict[str, str], staging: Staging,
+                 strips: StripSource | None = None):
         m = out.modality
         self.spec, self.modality = out, m
         enc = encoding(m, out.kind, job.options.samples)
@@ -67,6 +70,9 @@ class _Output:
             if self.repeat == 1
             else f"{job.options.grid:g} m (native {m.gsd:g} m pixels repeated)",
         }
+        if strips is not None and out.kind == "mean":
+            file_tags["COPGEN_STATISTIC"] = (f"gap filled: input pixels kept where valid, a {enc.statistic} "
+                                             f"in the gap ({job.stem}_{m.name}_generated.tif says which)")
         self.writer = CogWriter(
             staging,
             out.path,
@@ -85,6 +91,8 @@ class _Output:
             band_tags=class_tags(enc.classes) if enc.classes else None,
         )
         self.blender = RowBlender(blend_channels(m, out.kind), width, height, self._emit)
+        self.compositor = None if strips is None else RowCompositor(
+            out.kind, m, strips, job.options.fill.feather if job.options.fill else 0, height, self._write)
 
     def _emit(self, row: int, sums: np.ndarray, weights: np.ndarray) -> None:
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -97,6 +105,12 @@ class _Output:
             out = np.where(valid, codes, self.nodata)[None]
         else:
             out = np.where(valid[None], values, np.nan)
+        if self.compositor is not None:
+            self.compositor.push(row, out)
+        else:
+            self._write(row, out)
+
+    def _write(self, row: int, out: np.ndarray) -> None:
         if self.repeat > 1:
             r = self.repeat
             out = out.repeat(r, axis=1).repeat(r, axis=2)[
@@ -113,7 +127,9 @@ class SceneOutputs:
 
     def __init__(self, job: SceneJob, tags: dict[str, str], staging: Staging):
         self.job, self.tags, self.staging = job, tags, staging
-        self.files = [_Output(job, o, tags, staging) for o in job.outputs]
+        self.strips = {name: StripSource(ModalityReader(job.inputs[0], job.spec.modality(name), job.frame),
+                                         job.gaps[name]) for name in job.filled}
+        self.files = [_Output(job, o, tags, staging, self.strips.get(o.modality.name)) for o in job.outputs]
         self.tiles: dict[str, dict] = {}  # the sidecar's per-tile records
         self._weights: dict[float, np.ndarray] = {}
         self.peak_rows = 0
@@ -141,12 +157,31 @@ class SceneOutputs:
     def abort(self) -> None:
         for out in self.files:
             out.writer.abort()
+        self._close_strips()
+
+    def _close_strips(self) -> None:
+        for strips in self.strips.values():
+            strips.close()
+        self.strips = {}
+
+    @property
+    def generated_pixels(self) -> dict[str, int]:
+        """Gap filling: pixels generated per filled modality (0 everywhere: the outputs are the input)."""
+        return {out.modality.name: out.compositor.generated_pixels for out in self.files
+                if out.compositor is not None and out.spec.kind == "generated"}
+
+    def add_copied(self, copied: list[TileInputs]) -> None:
+        """Gap filling: tiles without a gap pixel are the input, written by the compositors."""
+        for t in copied:
+            self.tiles[t.tile.key] = {"centre_lat_lon": [round(t.location[0], 6), round(t.location[1], 6)],
+                                      "fill": "copied"}
 
     def publish(self) -> list[Path]:
         """Finish the COGs, then rename them into place, quicklooks next, the sidecar (the run
         record with every output's checksum) last: a run cut short in between leaves no record,
         and its rerun finishes the set."""
         job = self.job
+        self._close_strips()
         staged = [out.writer.close() for out in self.files]
         record = {o.path.name: checksum(s) for o, s in zip(job.outputs, staged, strict=True)}
         pictures = []
@@ -174,7 +209,9 @@ class SceneOutputs:
         job, m = self.job, out.modality
         n = job.options.samples
         x = x.reshape(len(present), n, *x.shape[1:])
-        if isinstance(m.processing, Classes):
+        if out.spec.kind == "generated":  # which pixels: the compositor knows, from the gap
+            values = np.full((len(present), 1, *x.shape[-2:]), GENERATED, np.float32)
+        elif isinstance(m.processing, Classes):
             scores = ((x + 1.0) / 2.0).mean(dim=1).numpy()
             if out.spec.kind == "confidence":
                 clipped = np.clip(scores, 0, None)
@@ -205,6 +242,8 @@ class SceneOutputs:
             missing = [name for name in job.conditions if name not in t.conditions]
             if missing:
                 entry["conditions_without_data"] = missing
+            if job.filled:
+                entry["fill"] = "filled" if t.known else "generated"  # no valid pixel: other conditions alone
             rows = slice(i * n, (i + 1) * n)
             if loc_name in job.generate:
                 entry["generated_lat_lon"] = processing.vector_to_latlon(latents[loc_name][rows]).tolist()

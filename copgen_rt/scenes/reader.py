@@ -485,12 +485,14 @@ class GridReader:
         for f in self._files.values():
             f.close()
 
-    def read(self, col: int, row: int, size: int) -> tuple[np.ndarray, np.ndarray]:
-        """(C, size, size) float32 values and (size, size) validity; outside the scene -> invalid."""
-        data = np.zeros((len(self.bands), size, size), np.float32)
-        valid = np.zeros((size, size), bool)
+    def read(self, col: int, row: int, size: int, height: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(C, height, size) float32 values and (height, size) validity (a square window by default);
+        outside the scene -> invalid."""
+        height = size if height is None else height
+        data = np.zeros((len(self.bands), height, size), np.float32)
+        valid = np.zeros((height, size), bool)
         c0, r0 = max(col, 0), max(row, 0)
-        c1, r1 = min(col + size, self.width), min(row + size, self.height)
+        c1, r1 = min(col + size, self.width), min(row + height, self.height)
         if c1 <= c0 or r1 <= r0:
             return data, valid
         window = Window(c0, r0, c1 - c0, r1 - r0)
@@ -537,8 +539,8 @@ class ModalityReader(GridReader):
         self._pixels_read = self._not_indices = 0
         self._example: float | None = None
 
-    def read(self, col: int, row: int, size: int) -> tuple[np.ndarray, np.ndarray]:
-        data, valid = super().read(col, row, size)
+    def read(self, col: int, row: int, size: int, height: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        data, valid = super().read(col, row, size, height)
         return self._to_physical(data, valid), valid
 
     def close(self) -> None:

@@ -45,6 +45,8 @@ class SceneResult:
     seconds: float
     network_seconds: float
     peak_buffer_rows: int
+    copied: int = 0  # gap filling: tiles without a gap pixel, not generated
+    generated_pixels: dict[str, int] = field(default_factory=dict)  # gap filling, per filled modality
     already_complete: bool = False  # every output existed from the same settings: nothing was run
     added: list[Path] = field(default_factory=list)  # files added to a complete run (quicklooks)
 
@@ -64,7 +66,8 @@ def precompute_latents(job: SceneJob, pipeline: Pipeline, start: int, stop: int)
     try:
         tiles = job.plan.tiles[start:stop]
         for i in range(0, len(tiles), job.options.batch_size):
-            present = [t for t in map(reader.read, tiles[i:i + job.options.batch_size]) if t is not None]
+            present = [t for t in map(reader.read, tiles[i:i + job.options.batch_size])
+                       if t is not None and not t.copy]
             if present:
                 batch_latents(job, pipeline, present, work)
             done += len(present)
@@ -100,15 +103,18 @@ def _run_locked(job: SceneJob, pipeline: Pipeline, progress: Callable[[float], N
     work = prepare_work_dir(job, pipeline)
     reader = TileReader(job)
     tiles = job.plan.tiles
-    skipped = resumed = 0
+    skipped = resumed = copied = 0
     network = 0.0
     with Staging(job.out_dir) as staging:
         outputs = SceneOutputs(job, provenance_tags(job, pipeline, key), staging)
         try:
             with cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="copgen-read") as pool:
                 for batch, inputs in _prefetched_batches(pool, reader, tiles, job.options.batch_size):
-                    present = [t for t in inputs if t is not None]
-                    skipped += len(batch) - len(present)
+                    present = [t for t in inputs if t is not None and not t.copy]
+                    copies = [t for t in inputs if t is not None and t.copy]
+                    skipped += len(batch) - len(present) - len(copies)
+                    copied += len(copies)
+                    outputs.add_copied(copies)
                     if present:
                         t0 = time.perf_counter()
                         latents, n_resumed = batch_latents(job, pipeline, present, work, progress)
@@ -118,7 +124,7 @@ def _run_locked(job: SceneJob, pipeline: Pipeline, progress: Callable[[float], N
                         outputs.add(present, latents, decoded)
                     outputs.flush(batch[-1])
                     if progress and len(present) < len(batch):
-                        progress(len(batch) - len(present))  # tiles without data
+                        progress(len(batch) - len(present))  # tiles without data, or copied
             if skipped == len(tiles):
                 raise SceneError(f"{job.inputs[0].path.name}: no tile has input data (every pixel lacks at "
                                  "least one band): nothing to generate from")
@@ -130,7 +136,7 @@ def _run_locked(job: SceneJob, pipeline: Pipeline, progress: Callable[[float], N
             reader.close()
     shutil.rmtree(work, ignore_errors=True)
     return SceneResult(paths, len(tiles), skipped, resumed, time.perf_counter() - start, network,
-                       outputs.peak_rows)
+                       outputs.peak_rows, copied, outputs.generated_pixels)
 
 
 def _prefetched_batches(pool: cf.ThreadPoolExecutor, reader: TileReader, tiles: Sequence[Tile],

@@ -33,11 +33,11 @@ def batch_latents(job: SceneJob, pipeline: Pipeline, present: list[TileInputs], 
     loc_name, date_name = scalar_names(job.spec)
     cached = [work / "latents" / f"{t.tile.key}.safetensors" for t in present]
     per_tile: dict[int, dict[str, torch.Tensor]] = {}  # by index in present
-    groups: dict[tuple[str, ...], list[int]] = {}
+    groups: dict[tuple[tuple[str, ...], tuple[str, ...]], list[int]] = {}
     for i, t in enumerate(present):
-        groups.setdefault(tuple(t.conditions), []).append(i)
+        groups.setdefault((tuple(t.conditions), tuple(t.known)), []).append(i)
     resumed = 0
-    for names, group in groups.items():
+    for (names, known_names), group in groups.items():
         loaded = [z for i in group if (z := load_latents(cached[i], job)) is not None]
         if len(loaded) == len(group):
             per_tile.update(zip(group, loaded, strict=True))
@@ -52,7 +52,10 @@ def batch_latents(job: SceneJob, pipeline: Pipeline, present: list[TileInputs], 
             conditions[loc_name] = torch.tensor([present[i].location for i in group])
         if date_name in job.scalar_conditions:
             conditions[date_name] = [job.date] * len(group)
-        latents = _generate_splitting_on_oom(job, pipeline, conditions,
+        known = {name: (torch.from_numpy(np.stack([present[i].known[name][0] for i in group])),
+                        torch.from_numpy(np.stack([present[i].known[name][1] for i in group])))
+                 for name in known_names}
+        latents = _generate_splitting_on_oom(job, pipeline, conditions, known,
                                              [tile_seed(o.seed, present[i].tile) for i in group],
                                              _in_tiles(progress, len(group)))
         for j, i in enumerate(group):
@@ -75,12 +78,14 @@ def _generate_splitting_on_oom(
     job: SceneJob,
     pipeline: Pipeline,
     conditions: dict,
+    known: dict[str, tuple[torch.Tensor, torch.Tensor]],
     seeds: list[int],
     progress: Callable[[float], None] | None = None,
 ) -> dict[str, torch.Tensor]:
     """Sample a batch; if the device runs out of memory, halve it (tiles keep their own seeds)."""
     o = job.options
     solver, steps = o.sampler
+    fill = o.fill
     try:
         return pipeline.generate(
             job.generate,
@@ -93,6 +98,9 @@ def _generate_splitting_on_oom(
             seed=seeds,
             batch_size=len(seeds),
             progress=progress,
+            known=known or None,
+            jumps=fill.jumps if fill and known else 0,
+            jump_length=fill.jump_length if fill else 1,
         )
     except torch.cuda.OutOfMemoryError:
         if len(seeds) == 1:
@@ -102,8 +110,10 @@ def _generate_splitting_on_oom(
     parts = []
     for sl in (slice(0, half), slice(half, None)):
         sub = {k: v[sl] for k, v in conditions.items()}
+        sub_known = {k: (values[sl], valid[sl]) for k, (values, valid) in known.items()}
         share = len(seeds[sl]) / len(seeds)
-        parts.append(_generate_splitting_on_oom(job, pipeline, sub, seeds[sl], _in_tiles(progress, share)))
+        parts.append(_generate_splitting_on_oom(job, pipeline, sub, sub_known, seeds[sl],
+                                                _in_tiles(progress, share)))
     return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
 
 

@@ -58,7 +58,7 @@ def _asset(job: SceneJob, out: OutputSpec, staged: Path, sha256: str) -> dict:
         bands.append(band)
     asset = {"href": out.path.name, "type": "image/tiff; application=geotiff; profile=cloud-optimized",
              "title": f"{m.description or m.name} ({enc.statistic})",
-             "roles": ["data"] if out.kind == "mean" else ["data", "uncertainty"],
+             "roles": {"mean": ["data"], "generated": ["data-mask"]}.get(out.kind, ["data", "uncertainty"]),
              "bands": bands, "file:size": staged.stat().st_size, "file:checksum": "1220" + sha256,
              "copgen:statistic": enc.statistic, **proj}
     if enc.classes:

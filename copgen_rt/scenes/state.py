@@ -55,6 +55,11 @@ def run_key_of(job: SceneJob, pipeline: Pipeline) -> str:
         parts["files"] = files
     if o.grid:
         parts["grid"] = o.grid
+    if o.fill:
+        f = o.fill
+        mask = f.mask or f.scl
+        parts["fill"] = {"mask": mask and _file_stamp(str(mask.resolve())), "scl": f.scl is not None,
+                         "classes": f.scl_classes, "feather": f.feather, "jumps": (f.jumps, f.jump_length)}
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 

@@ -1,9 +1,10 @@
 """A tile's inputs: every condition read on its native grid with gaps filled, where any input
-has data (on the 10 m grid), and the tile's centre location."""
+has data (on the 10 m grid), and the tile's centre location; for gap filling, the targets'
+values and where they are known."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from rasterio.warp import transform as warp_transform
@@ -20,6 +21,9 @@ class TileInputs:
     conditions: dict[str, np.ndarray]  # physical values per image modality with data here (C, h, w)
     valid: np.ndarray  # (192, 192) bool on the 10 m grid: any input had data
     location: tuple[float, float]  # tile centre (lat, lon)
+    # gap filling: {target: (physical values, valid and not masked)} where any pixel is known
+    known: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    copy: bool = False  # gap filling: no target pixel of the tile is a gap (nothing to generate)
 
 
 class TileReader:
@@ -27,12 +31,14 @@ class TileReader:
         self.job = job
         self.readers = {name: ModalityReader(scene, job.spec.modality(name), job.frame)
                         for name, scene in job.conditions.items()}
-        sources = {id(s): s for s in job.conditions.values()}.values()
+        self.targets = {name: ModalityReader(job.inputs[0], job.spec.modality(name), job.frame)
+                        for name in job.filled}
+        sources = {id(s): s for s in [*job.conditions.values(), *job.inputs[:1]]}.values()
         self.coverage = [coverage_reader(s, job.frame, BASE_GSD) for s in sources]
         self.base_px = round(job.plan.footprint_m / BASE_GSD)
 
     def close(self) -> None:
-        for r in [*self.readers.values(), *self.coverage]:
+        for r in [*self.readers.values(), *self.targets.values(), *self.coverage]:
             r.close()
 
     def read(self, tile: Tile) -> TileInputs | None:
@@ -52,11 +58,32 @@ class TileReader:
         col, row = tile.pixel_origin(BASE_GSD)
         for cover in self.coverage:
             valid |= cover.read(col, row, self.base_px)[1]
-        if self.readers and not valid.any():
+        if (self.readers or self.targets) and not valid.any():
             return None
-        if not self.readers:
+        if not self.readers and not self.targets:
             valid[:] = True
-        return TileInputs(tile, conditions, valid, self._centre_latlon(tile))
+        known, gap = self._targets(tile)
+        return TileInputs(tile, conditions, valid, self._centre_latlon(tile), known, copy=bool(self.targets)
+                          and not gap)
+
+    def _targets(self, tile: Tile) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], bool]:
+        """Gap filling: each target's values where known, and whether the tile has a gap pixel
+        inside the scene (the padding past its edge is not a gap: nothing is written there)."""
+        known, any_gap = {}, False
+        for name, reader in self.targets.items():
+            size = round(self.job.plan.footprint_m / reader.modality.image_gsd)
+            col, row = tile.pixel_origin(reader.modality.image_gsd)
+            data, ok = reader.read(col, row, size)
+            keep = ok.copy()
+            mask = self.job.gaps[name]
+            inside = (slice(row, min(row + size, reader.height)), slice(col, min(col + size, reader.width)))
+            if mask is not None:
+                keep[: inside[0].stop - row, : inside[1].stop - col] &= ~mask[inside]
+            any_gap |= bool((~keep[: inside[0].stop - row, : inside[1].stop - col]).any())
+            if keep.any():
+                _check_plausible(reader, data, keep, tile)
+                known[name] = (data, keep)
+        return known, any_gap
 
     def _centre_latlon(self, tile: Tile) -> tuple[float, float]:
         f, half = self.job.frame, self.job.plan.footprint_m / 2

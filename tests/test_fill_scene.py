@@ -1,0 +1,218 @@
+"""Gap filling of whole scenes (`copgen-rt fill`, `SceneOptions(fill=...)`): valid pixels kept bit
+for bit, gaps generated, no seam at tile borders, copied and fully masked tiles, bad input."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import rasterio
+from affine import Affine
+from click.testing import CliRunner
+from scene_helpers import CHIPS, EchoPipeline, smooth_s2, write_raster
+
+from copgen_rt import Pipeline, specs
+from copgen_rt.cli import default_scene, demo_weights, main
+from copgen_rt.scenes.fill import FillOptions
+from copgen_rt.scenes.job import SceneJob, SceneOptions
+from copgen_rt.scenes.reader import ModalityReader, open_input
+from copgen_rt.scenes.run import run_scene
+
+DEMO = specs.get("copgen-demo")
+S1 = CHIPS / "S1RTC_433D_629L_3_1.tif"
+TEN_M = "S2L2A_B02_B03_B04_B08"
+
+
+class RecordingEcho(EchoPipeline):
+    """EchoPipeline that records what each call knew."""
+
+    def __init__(self):
+        super().__init__()
+        self.known: list[dict] = []
+
+    def generate(self, generate, conditions, known=None, **kwargs):
+        self.known.append({k: (v.numpy().copy(), m.numpy().copy()) for k, (v, m) in (known or {}).items()})
+        return super().generate(generate, conditions, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def demo():
+    return Pipeline.from_pretrained(DEMO, demo_weights())
+
+
+def _mask_like(path, scene, gap: np.ndarray, **kw):
+    with rasterio.open(scene) as src:
+        return write_raster(path, gap.astype(np.uint8)[None], crs=src.crs, transform=src.transform, **kw)
+
+
+def _fill_job(tmp_path, scene, fill: FillOptions, conds=(), out="out", **options):
+    inputs = [open_input(scene)] + [open_input(c, product="S1RTC") for c in conds]
+    return SceneJob(DEMO, inputs, tmp_path / out, SceneOptions(**{"steps": 2, "fill": fill, **options}))
+
+
+def _native(scene, name: str) -> np.ndarray:
+    """The scene's values of a modality on its native grid, as the outputs store them."""
+    s = open_input(scene)
+    from copgen_rt.scenes.reader import SceneFrame
+
+    reader = ModalityReader(s, DEMO.modality(name), SceneFrame.of(s))
+    try:
+        return reader.read(0, 0, reader.width, reader.height)[0]
+    finally:
+        reader.close()
+
+
+def _read(result, suffix: str) -> np.ndarray:
+    (path,) = [p for p in result.outputs if p.name.endswith(suffix)]
+    with rasterio.open(path) as src:
+        return src.read()
+
+
+def test_real_chip_valid_pixels_kept_bit_for_bit_and_gap_generated(tmp_path, demo):
+    """The bundled chip with a synthetic cloud, S1 as a condition, the demo model: every target
+    keeps its valid pixels exactly (on its own grid), the gap is generated and finite, and the
+    `generated` raster says which pixels are which; tiles without a gap pixel are copied."""
+    chip = default_scene()
+    y, x = np.mgrid[0:224, 0:224]
+    cloud = (y - 90) ** 2 + (x - 120) ** 2 < 50**2
+    mask = _mask_like(tmp_path / "clouds.tif", chip, cloud)
+    job = _fill_job(tmp_path, chip, FillOptions(mask=mask), conds=[S1], batch_size=4)
+    assert job.filled == sorted(job.filled) and len(job.filled) == 3 and "S1RTC_vh_vv" in job.conditions
+    result = run_scene(job, demo)
+    assert result.copied == 2  # the bottom row of tiles lies below the cloud
+    for name in job.filled:
+        filled = _read(result, f"_filled_{name}.tif")
+        generated = _read(result, f"_filled_{name}_generated.tif")[0]
+        gap = generated == 1
+        assert set(np.unique(generated)) == {0, 1} and gap.any()
+        assert np.array_equal(filled[:, ~gap], _native(chip, name)[:, ~gap])  # bit for bit
+        assert np.isfinite(filled[:, gap]).all()
+        if name == TEN_M:
+            assert np.array_equal(gap, cloud)
+        assert result.generated_pixels[name] == gap.sum()
+    record = json.loads(job.sidecar.read_text())
+    assert sorted(t["fill"] for t in record["tiles"].values()) == ["copied", "copied", "filled", "filled"]
+    assert "clouds.tif" in record["COPGEN_FILL"]
+
+
+def test_no_seam_at_tile_borders_and_a_feathered_edge(tmp_path):
+    """Every tile generates its own constant: across tile borders inside a gap the blend ramps
+    (no step); at the gap's edge the feather carries the input into the fill."""
+    data = smooth_s2(400, 400)
+    scene = write_raster(tmp_path / "scene.tif", data)
+    gap = np.zeros((400, 400), bool)
+    gap[:, 100:300] = True  # a band of cloud across every tile border
+    mask = _mask_like(tmp_path / "mask.tif", scene, gap)
+    job = _fill_job(tmp_path, scene, FillOptions(mask=mask, feather=3), overlap_m=480.0)
+    result = run_scene(job, EchoPipeline())
+    filled = _read(result, f"_filled_{TEN_M}.tif")[0].astype(np.float64)
+    original = data[3].astype(np.float64)  # B04, the first band of the 10 m modality
+    assert np.array_equal(filled[~gap], original[~gap])
+    inside = filled[:, 104:296]  # beyond the seam: the blended tile constants alone
+    spread = inside.max() - inside.min()
+    assert len(np.unique(np.round(inside, 3))) > 4 and spread > 0
+    steps = max(np.abs(np.diff(inside, axis=0)).max(), np.abs(np.diff(inside, axis=1)).max())
+    assert steps < spread * 3.0 / 48  # a step would be ~ the whole spread
+    # the feather: the first gap column is closer to the input than the generated value is
+    edge, deep = np.abs(filled[:, 100] - original[:, 99]), np.abs(filled[:, 104] - original[:, 99])
+    assert (edge < deep).mean() > 0.9
+
+
+def test_fully_masked_tile_is_generated_from_the_other_conditions(tmp_path):
+    data = smooth_s2(400, 190)  # one column of tiles
+    scene = write_raster(tmp_path / "scene.tif", data)
+    s1 = write_raster(tmp_path / "s1.tif", np.full((2, 400, 190), -12.0, np.float32),
+                      descriptions=["VV", "VH"])
+    gap = np.zeros((400, 190), bool)
+    gap[:230] = True  # covers the first row of tiles (192 px) whole, and part of the second
+    mask = _mask_like(tmp_path / "mask.tif", scene, gap)
+    echo = RecordingEcho()
+    job = _fill_job(tmp_path, scene, FillOptions(mask=mask), conds=[s1], batch_size=1)
+    result = run_scene(job, echo)
+    record = json.loads(job.sidecar.read_text())["tiles"]
+    assert record["r0000c0000"]["fill"] == "generated" and record["r0001c0000"]["fill"] == "filled"
+    assert echo.known[0] == {}  # nothing valid in the first tile: the other conditions alone
+    assert TEN_M in echo.known[1] and not echo.known[1][TEN_M][1][0, :38].any()  # rows 156-193: masked
+    filled = _read(result, f"_filled_{TEN_M}.tif")
+    assert np.isfinite(filled).all() and np.array_equal(filled[0, 230:], data[3, 230:].astype(np.float32))
+
+
+def test_empty_mask_gives_the_input_without_generating(tmp_path):
+    data = smooth_s2(300, 300)
+    scene = write_raster(tmp_path / "scene.tif", data)
+    mask = _mask_like(tmp_path / "mask.tif", scene, np.zeros((300, 300), bool))
+    echo = EchoPipeline()
+    result = run_scene(_fill_job(tmp_path, scene, FillOptions(mask=mask)), echo)
+    assert echo.calls == 0 and result.copied == result.tiles == 4
+    assert not any(result.generated_pixels.values())
+    assert np.array_equal(_read(result, f"_filled_{TEN_M}.tif"), data[[3, 2, 1, 7]].astype(np.float32))
+    assert not _read(result, f"_filled_{TEN_M}_generated.tif").any()
+
+
+def test_nodata_is_filled_and_std_only_inside_the_gap(tmp_path):
+    data = smooth_s2(260, 260)
+    data[:, 50:120, 80:200] = -9999
+    scene = write_raster(tmp_path / "scene.tif", data, nodata=-9999)
+    s1 = write_raster(tmp_path / "s1.tif", np.full((2, 260, 260), -12.0, np.float32),
+                      descriptions=["VV", "VH"])
+    result = run_scene(_fill_job(tmp_path, scene, FillOptions(), conds=[s1], samples=2), EchoPipeline())
+    hole = np.zeros((260, 260), bool)
+    hole[50:120, 80:200] = True
+    assert np.array_equal(_read(result, f"_filled_{TEN_M}_generated.tif")[0] == 1, hole)
+    filled, std = _read(result, f"_filled_{TEN_M}.tif"), _read(result, f"_filled_{TEN_M}_std.tif")
+    assert np.isfinite(filled).all() and np.array_equal(filled[:, ~hole], data[[3, 2, 1, 7]][:, ~hole])
+    assert np.isnan(std[:, ~hole]).all() and np.isfinite(std[:, hole]).all()
+
+
+def test_scl_mask_on_another_grid_is_resampled(tmp_path):
+    """A 20 m SCL band: its cloud classes become gaps on every target grid (nearest on the finer
+    grid), other classes do not."""
+    data = smooth_s2(240, 240)
+    scene = write_raster(tmp_path / "scene.tif", data)
+    scl = np.full((120, 120), 4, np.uint8)  # vegetation
+    scl[10:40, 20:60] = 9  # cloud high probability
+    scl[80:100, 80:100] = 11  # snow: not a gap by default
+    scl_path = write_raster(tmp_path / "scl.tif", scl[None], transform=Affine(20, 0, 500000, 0, -20, 5200000))
+    result = run_scene(_fill_job(tmp_path, scene, FillOptions(scl=scl_path)), EchoPipeline())
+    expected = np.zeros((240, 240), bool)
+    expected[20:80, 40:120] = True
+    assert np.array_equal(_read(result, f"_filled_{TEN_M}_generated.tif")[0] == 1, expected)
+
+
+def test_bad_fill_input_is_one_line(tmp_path):
+    chip = default_scene()
+    far = write_raster(tmp_path / "far.tif", np.ones((1, 50, 50), np.uint8))  # EPSG:32633, elsewhere
+    ones = _mask_like(tmp_path / "all.tif", chip, np.ones((224, 224), bool))
+    runner = CliRunner()
+    cases = {
+        "does not overlap": ["fill", chip, "--mask", str(far)],
+        "nothing to fill from": ["fill", chip, "--mask", str(ones)],
+        "say what to fill": ["fill", chip],
+        "drop --generate": ["fill", chip, "--nodata", "--generate", "DEM"],
+        "at most 3 px": ["fill", chip, "--nodata", "--feather", "4"],
+        "SCL classes": ["fill", chip, "--scl", str(ones), "--scl-classes", "3,12"],
+    }
+    for expected, args in cases.items():
+        result = runner.invoke(main, [*args, "--out", str(tmp_path / "out")])
+        assert result.exit_code == 3, (expected, result.output)
+        lines = result.output.strip().splitlines()
+        assert len(lines) == 1 and expected in lines[0], (expected, result.output)
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_cli_fill_rerun_and_infer_side_by_side(tmp_path):
+    """`fill` writes its own files (a `_filled` stem) next to an `infer` of the same scene, and a
+    rerun with the same settings finds its outputs complete."""
+    chip = default_scene()
+    mask = _mask_like(tmp_path / "clouds.tif", chip, np.pad(np.ones((40, 40), bool), ((20, 164), (20, 164))))
+    out = str(tmp_path / "out")
+    args = ["fill", chip, "--mask", str(mask), "--steps", "1", "--out", out, "--quiet"]
+    runner = CliRunner()
+    first = runner.invoke(main, args)
+    assert first.exit_code == 0, first.output
+    assert any(p.endswith("_filled_S2L2A_B02_B03_B04_B08_generated.tif") for p in first.output.split())
+    again = runner.invoke(main, args[:-1])
+    assert again.exit_code == 0 and "already complete" in again.output
+    infer = runner.invoke(main, ["infer", chip, "--steps", "1", "--generate", "DEM", "--out", out, "-q"])
+    assert infer.exit_code == 0, infer.output
