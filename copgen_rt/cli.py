@@ -491,6 +491,9 @@ def fill_cmd(scene, mask, scl, scl_classes, nodata_only, feather, jumps, jump_le
                    f"generated pixels: {generated}; wrote:", err=True)
         if not any(result.generated_pixels.values()):
             click.echo("note: no pixel of the scene is a gap: the outputs are the input", err=True)
+        elif all(k == _pixels(job, n) for n, k in result.generated_pixels.items()):
+            click.echo("note: every pixel of the scene is a gap: generated from the other inputs alone",
+                       err=True)
     for path in result.outputs:
         click.echo(str(path))
 

@@ -216,3 +216,17 @@ def test_cli_fill_rerun_and_infer_side_by_side(tmp_path):
     assert again.exit_code == 0 and "already complete" in again.output
     infer = runner.invoke(main, ["infer", chip, "--steps", "1", "--generate", "DEM", "--out", out, "-q"])
     assert infer.exit_code == 0, infer.output
+
+
+def test_cli_says_when_nothing_or_everything_is_a_gap(tmp_path):
+    chip = default_scene()
+    runner = CliRunner()
+    notes = {}
+    for name, gap in [("none", np.zeros((224, 224), bool)), ("all", np.ones((224, 224), bool))]:
+        mask = _mask_like(tmp_path / f"{name}.tif", chip, gap)
+        result = runner.invoke(main, ["fill", chip, "--mask", str(mask), "--cond", f"S1RTC={S1}",
+                                      "--steps", "1", "--out", str(tmp_path / name)])
+        assert result.exit_code == 0, result.output
+        notes[name] = [line for line in result.output.splitlines() if line.startswith("note:")]
+    assert notes["none"] == ["note: no pixel of the scene is a gap: the outputs are the input"]
+    assert notes["all"] == ["note: every pixel of the scene is a gap: generated from the other inputs alone"]

@@ -7,17 +7,15 @@ import pytest
 from affine import Affine
 from rasterio.crs import CRS
 
-from copgen_rt.scenes.composite import composite, fill_statistics, seam_offset, tile_action
+from copgen_rt.scenes.composite import composite, seam_offset, tile_action
 from copgen_rt.scenes.masks import (
     DEFAULT_SCL_GAP_CLASSES,
     Grid,
     MaskError,
     PartialMaskWarning,
-    mask_from_nodata,
     mask_from_raster,
     mask_from_scl,
     parse_scl_classes,
-    resample_gap,
 )
 from copgen_rt.scenes.synthetic import write_raster
 
@@ -71,17 +69,6 @@ def test_scl_default_classes_and_option(tmp_path):
     assert np.array_equal(mask_from_scl(named), np.isin(codes[0], [0, 3, 8, 9, 10]))
 
 
-def test_nodata_mask_of_the_scene(tmp_path):
-    data = np.full((2, 6, 6), 1000, np.int16)
-    data[0, 1, 1] = -9999
-    data[1, 4, 2] = -9999
-    gap = mask_from_nodata(_write(tmp_path / "s.tif", data, nodata=-9999))
-    assert sorted(zip(*np.nonzero(gap), strict=True)) == [(1, 1), (4, 2)]
-    floats = np.ones((1, 4, 4), np.float32)
-    floats[0, 3, 0] = np.nan
-    assert np.nonzero(mask_from_nodata(_write(tmp_path / "f.tif", floats))) == (np.array([3]), np.array([0]))
-
-
 def test_coarse_scl_onto_the_10m_grid_is_nearest(tmp_path):
     rng = np.random.default_rng(0)
     codes = rng.integers(0, 12, (1, 6, 6)).astype(np.uint8)
@@ -90,11 +77,11 @@ def test_coarse_scl_onto_the_10m_grid_is_nearest(tmp_path):
     assert np.array_equal(gap, expected)
 
 
-def test_fine_mask_onto_a_coarse_grid_marks_partly_masked_pixels():
-    fine = np.zeros((12, 12), bool)
-    fine[0, 0] = True  # one 10 m pixel of the first 60 m pixel
-    fine[7, 11] = True
-    coarse = resample_gap(fine, _grid(10.0, 12), _grid(60.0, 2))
+def test_fine_mask_onto_a_coarse_grid_marks_partly_masked_pixels(tmp_path):
+    fine = np.zeros((1, 12, 12), np.uint8)
+    fine[0, 0, 0] = 1  # one 10 m pixel of the first 60 m pixel
+    fine[0, 7, 11] = 1
+    coarse = mask_from_raster(_write(tmp_path / "fine.tif", fine), _grid(60.0, 2))
     assert np.array_equal(coarse, np.array([[True, False], [False, True]]))
 
 
@@ -115,13 +102,16 @@ def test_shifted_mask_warns_and_foreign_mask_is_refused(tmp_path):
 
 
 def test_mask_in_another_crs_is_warped(tmp_path):
-    # the same 10 m mask, written in EPSG:32633 and in the neighbouring zone's CRS by warping
+    # the same 10 m mask, warped to Web Mercator and back onto the scene's UTM grid
     target = _grid(10.0, 16)
     gap = np.zeros((16, 16), bool)
     gap[4:12, 6:10] = True
     other = Grid(CRS.from_epsg(3857), *_reprojected_transform(target))
-    moved = resample_gap(gap, target, other)
-    back = resample_gap(moved, other, target)
+    path = _write(tmp_path / "utm.tif", gap.astype(np.uint8)[None])
+    moved = mask_from_raster(path, other)
+    mercator = write_raster(tmp_path / "mercator.tif", moved.astype(np.uint8)[None], crs=other.crs,
+                            transform=other.transform)
+    back = mask_from_raster(mercator, target)
     assert back[gap].all()  # warping twice never loses a gap pixel (max resampling)
     assert back.sum() <= gap.sum() + 2 * (8 + 4) * 2  # at most a pixel ring more
 
@@ -203,16 +193,3 @@ def test_class_rasters_and_bad_arguments():
         composite(codes.astype(float), gen.astype(float), gap, feather=-1)
     with pytest.raises(ValueError, match=r"must be \(C, H, W\)"):
         composite(codes[0], gen[0], gap)
-
-
-def test_fill_statistics_only_inside_the_gap():
-    rng = np.random.default_rng(2)
-    samples = rng.normal(0, 2, (64, 2, 8, 8)).astype(np.float32)
-    gap = np.zeros((8, 8), bool)
-    gap[2:5, 2:6] = True
-    mean, std = fill_statistics(samples, gap)
-    assert np.allclose(mean, samples.mean(0), atol=1e-6)
-    assert np.isnan(std[:, ~gap]).all() and np.isfinite(std[:, gap]).all()
-    assert abs(float(std[:, gap].mean()) - 2.0) < 0.3
-    with pytest.raises(ValueError, match="at least 2 samples"):
-        fill_statistics(samples[:1], gap)

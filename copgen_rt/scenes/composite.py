@@ -4,8 +4,7 @@
 "generate" from the other conditions alone; otherwise "fill" (generate with the valid pixels
 known). `composite` joins input and generated values: outside the gap the input is returned
 bit for bit; inside it the generated values, with a feathered seam of `feather` pixels just
-inside the gap that removes the step between them (see `seam_offset`). `fill_statistics` gives
-the mean of several generated samples and their per-pixel standard deviation inside the gap.
+inside the gap that removes the step between them (see `seam_offset`).
 
 Arrays are (C, H, W) values with an (H, W) bool gap mask (True = to be generated). The seam of a
 pixel depends only on the mask and values within `feather` pixels of it, so a tile composited on
@@ -87,16 +86,3 @@ def composite(original: np.ndarray, generated: np.ndarray, gap: np.ndarray, feat
     if feather:
         filled = (generated + seam_offset(original, generated, gap, feather)).astype(dtype)
     return np.where(gap, filled, original.astype(dtype))
-
-
-def fill_statistics(samples: np.ndarray, gap: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean (C, H, W) of N generated samples (N, C, H, W) and their per-pixel standard deviation
-    (ddof = 1), NaN outside the gap (valid pixels are input, not uncertain). Needs N >= 2."""
-    if samples.ndim != 4 or samples.shape[2:] != gap.shape:
-        raise ValueError(f"fill_statistics: samples {samples.shape} and gap {gap.shape} must be (N, C, H, W) "
-                         "and (H, W)")
-    if samples.shape[0] < 2:
-        raise ValueError(f"a per-pixel standard deviation needs at least 2 samples, got {samples.shape[0]}")
-    values = samples.astype(np.float64)
-    std = np.where(gap, values.std(axis=0, ddof=1), np.nan)
-    return values.mean(axis=0).astype(np.float32), std.astype(np.float32)

@@ -1,13 +1,12 @@
 """Gap masks for gap filling: which pixels of a scene are to be generated (True = gap).
 
-Three sources, each returned on a target `Grid` (a modality's native grid of the scene frame):
+Two sources, each returned on a target `Grid` (a modality's native grid of the scene frame); the
+scene's own nodata is a gap too, found where the tiles are read (`scenes.fill`):
 
 * `mask_from_raster`: a mask raster, any non-zero value is a gap (cloud / shadow / nodata = 1).
   The mask file's own nodata pixels are gaps too (nothing says they are clear).
 * `mask_from_scl`: the scene classification (SCL) band of a Sentinel-2 L2A product, with the
   classes that count as gaps chosen by the caller (`parse_scl_classes` reads an option string).
-* `mask_from_nodata`: the scene's own nodata: a pixel is a gap where any band is nodata (the
-  file's nodata value, internal mask or alpha band) or not finite.
 
 Another grid. A mask on another grid or CRS is warped onto the target grid with GDAL's `max`
 resampling of the 0/1 gap raster: a target pixel is a gap if ANY mask pixel it overlaps is a
@@ -15,9 +14,8 @@ gap. Where the target pixel lies inside one mask pixel (same grid, or a finer al
 that is exactly nearest-neighbour resampling; onto a coarser grid (a 10 m mask onto the 20 m or
 60 m bands) it keeps a partly clouded coarse pixel out of the pixels kept as valid. A mask that
 covers no pixel of the target grid is refused (`MaskError`); one that covers only part of it
-warns (`PartialMaskWarning`) and leaves the uncovered pixels as they are (not gaps) for the
-raster and SCL masks, since the mask says nothing about them. For `mask_from_nodata` and
-`resample_gap`, uncovered pixels are gaps (there is no data there).
+warns (`PartialMaskWarning`) and leaves the uncovered pixels as they are (not gaps), since the
+mask says nothing about them.
 """
 
 from __future__ import annotations
@@ -67,11 +65,6 @@ class Grid:
     width: int
     height: int
 
-    @classmethod
-    def of_file(cls, path: str | Path) -> Grid:
-        with _open(Path(path)) as src:
-            return cls(src.crs, src.transform, src.width, src.height)
-
 
 def parse_scl_classes(text: str) -> tuple[int, ...]:
     """"0,3,8,9,10" -> (0, 3, 8, 9, 10); every entry must be an SCL class code (0-11)."""
@@ -97,8 +90,7 @@ def mask_from_raster(path: str | Path, grid: Grid | None = None, band: int = 1) 
         gap = np.ma.filled(values != 0, True)
         if np.issubdtype(values.dtype, np.floating):
             gap |= ~np.isfinite(values.data)
-        return _on_grid(path, gap, Grid(src.crs, src.transform, src.width, src.height), grid,
-                        outside_is_gap=False)
+        return _on_grid(path, gap, Grid(src.crs, src.transform, src.width, src.height), grid)
 
 
 def mask_from_scl(path: str | Path, grid: Grid | None = None,
@@ -126,29 +118,7 @@ def mask_from_scl(path: str | Path, grid: Grid | None = None,
         if values.size and (values.min() < 0 or values.max() > max(SCL_CLASSES)):
             raise MaskError(f"{path}: values {values.min()}..{values.max()} are not SCL class codes (0-11)")
         gap = np.isin(values, classes)
-        return _on_grid(path, gap, Grid(src.crs, src.transform, src.width, src.height), grid,
-                        outside_is_gap=False)
-
-
-def mask_from_nodata(path: str | Path, grid: Grid | None = None) -> np.ndarray:
-    """(H, W) bool on `grid`: pixels where any band of the scene is nodata or not finite are gaps."""
-    path = Path(path)
-    with _open(path) as src:
-        gap = np.zeros((src.height, src.width), bool)
-        for band in range(1, src.count + 1):  # one band at a time: a whole scene may not fit twice
-            gap |= src.read_masks(band) == 0
-            if np.issubdtype(np.dtype(src.dtypes[band - 1]), np.floating):
-                gap |= ~np.isfinite(src.read(band))
-        return _on_grid(path, gap, Grid(src.crs, src.transform, src.width, src.height), grid,
-                        outside_is_gap=True)
-
-
-def resample_gap(gap: np.ndarray, source: Grid, target: Grid) -> np.ndarray:
-    """A gap mask moved to another grid (e.g. from the 10 m bands to the 20 m ones): a target
-    pixel is a gap if any source pixel it overlaps is; pixels the source does not reach are gaps."""
-    if gap.shape != (source.height, source.width):
-        raise MaskError(f"gap mask of shape {gap.shape} for a {source.height}x{source.width} grid")
-    return _on_grid(Path("gap mask"), gap.astype(bool), source, target, outside_is_gap=True)
+        return _on_grid(path, gap, Grid(src.crs, src.transform, src.width, src.height), grid)
 
 
 def _open(path: Path):
@@ -164,8 +134,7 @@ def _open(path: Path):
     return src
 
 
-def _on_grid(path: Path, gap: np.ndarray, source: Grid, target: Grid | None,
-             outside_is_gap: bool) -> np.ndarray:
+def _on_grid(path: Path, gap: np.ndarray, source: Grid, target: Grid | None) -> np.ndarray:
     if target is None or target == source:
         return gap
     out = np.full((target.height, target.width), _OUTSIDE, np.uint8)
@@ -175,7 +144,7 @@ def _on_grid(path: Path, gap: np.ndarray, source: Grid, target: Grid | None,
     outside = out == _OUTSIDE
     if outside.all():
         raise MaskError(f"{path}: the mask does not overlap the scene")
-    if outside.any() and not outside_is_gap:
+    if outside.any():
         warnings.warn(f"{path}: the mask covers {100 * (1 - outside.mean()):.1f}% of the scene; the rest is "
                       "not masked", PartialMaskWarning, stacklevel=3)
-    return np.where(outside, outside_is_gap, out == 1)
+    return ~outside & (out == 1)

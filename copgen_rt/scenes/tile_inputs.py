@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from rasterio.warp import transform as warp_transform
 
+from copgen_rt.scenes.composite import tile_action
 from copgen_rt.scenes.job import BASE_GSD, SceneJob
 from copgen_rt.scenes.reader import ModalityReader, SceneError, coverage_reader
 from copgen_rt.scenes.tiling import Tile
@@ -62,28 +63,28 @@ class TileReader:
             return None
         if not self.readers and not self.targets:
             valid[:] = True
-        known, gap = self._targets(tile)
+        known, copy = self._targets(tile)
         return TileInputs(tile, conditions, valid, self._centre_latlon(tile), known, copy=bool(self.targets)
-                          and not gap)
+                          and copy)
 
     def _targets(self, tile: Tile) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], bool]:
-        """Gap filling: each target's values where known, and whether the tile has a gap pixel
-        inside the scene (the padding past its edge is not a gap: nothing is written there)."""
-        known, any_gap = {}, False
+        """Gap filling: each target's values where any is known, and whether the whole tile is a
+        copy (no target pixel inside the scene is a gap; the padding past its edge is not one)."""
+        known, actions = {}, []
         for name, reader in self.targets.items():
             size = round(self.job.plan.footprint_m / reader.modality.image_gsd)
             col, row = tile.pixel_origin(reader.modality.image_gsd)
             data, ok = reader.read(col, row, size)
-            keep = ok.copy()
+            h, w = min(size, reader.height - row), min(size, reader.width - col)  # inside the scene
+            gap = ~ok
             mask = self.job.gaps[name]
-            inside = (slice(row, min(row + size, reader.height)), slice(col, min(col + size, reader.width)))
             if mask is not None:
-                keep[: inside[0].stop - row, : inside[1].stop - col] &= ~mask[inside]
-            any_gap |= bool((~keep[: inside[0].stop - row, : inside[1].stop - col]).any())
-            if keep.any():
-                _check_plausible(reader, data, keep, tile)
-                known[name] = (data, keep)
-        return known, any_gap
+                gap[:h, :w] |= mask[row:row + h, col:col + w]
+            actions.append(tile_action(gap[:h, :w]))
+            if actions[-1] != "generate":
+                _check_plausible(reader, data, ~gap, tile)
+                known[name] = (data, ~gap)
+        return known, all(a == "copy" for a in actions)
 
     def _centre_latlon(self, tile: Tile) -> tuple[float, float]:
         f, half = self.job.frame, self.job.plan.footprint_m / 2
