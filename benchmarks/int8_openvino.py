@@ -1,13 +1,16 @@
-"""Does post-training int8 (NNCF, W8A8) pay on this CPU? One denoiser call, int8 vs OpenVINO bf16.
+"""Does post-training int8 (`--dtype int8`: NNCF W8A8) pay on this CPU, and which layers hold it?
 
-The decision rule of issue 18: ship `--dtype int8` only if it is at least 1.3x faster than bf16
-per call. Calibration inputs are the denoiser calls that the runtime makes when it samples from
-the bundled Sentinel-2 L2A chip (random weights: encoded by random VAEs, sampled with the bf16
-engine, `draft` preset). Variants are interleaved round by round; errors are against OpenVINO fp32
-on the same inputs (a held-out call). Random-weight drift does not predict the quality of trained
-weights, whose activations have outliers.
+    python benchmarks/int8_openvino.py [--spec copgen-base] [--batch 2]    # speed and drift
+    python benchmarks/int8_openvino.py --sensitivity [--spec copgen-mid]   # per layer group
 
-    python benchmarks/int8_openvino.py [--spec copgen-base] [--batch 2] [--out benchmarks/results]
+Both build the runtime's own int8 denoiser (`openvino_backend.quantize_int8`, calibrated by
+`Pipeline._int8_calibration`: a `draft` run on the bundled chip) from random weights, with random
+VAEs. Errors are relative to OpenVINO fp32 over whole calls, on held-out inputs: the denoiser
+calls of another `draft` run (other seeds). The speed run interleaves fp32, bf16 and int8 round
+by round (minima). The sensitivity run quantizes one layer group at a time, then everything,
+then everything but `INT8_KEEP`. Random-weight drift does not predict the quality of trained
+weights, whose activations have outliers. Issue 18's rule: ship int8 only if it is at least 1.3x
+faster than bf16 per call.
 """
 
 from __future__ import annotations
@@ -15,36 +18,25 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from copgen_rt import Pipeline, specs
+from copgen_rt import Pipeline, demo, specs
 from copgen_rt.backends import TorchVAE
-from copgen_rt.backends.openvino_backend import OpenVinoDenoiser, _config, _core, version
+from copgen_rt.backends import openvino_backend as ov
 from copgen_rt.bench import _call_error, _export_denoiser, denoiser_flops, mid_spec, random_denoiser
-from copgen_rt.pipeline import Provenance
+from copgen_rt.models import Autoencoder
+from copgen_rt.pipeline import _Recording
+from copgen_rt.provenance import Provenance
 from copgen_rt.weights import random_state_dict
 
 
-def calibration_calls(spec, bf16: OpenVinoDenoiser, batch: int) -> list[dict[str, np.ndarray]]:
-    """The denoiser inputs of a `draft` run conditioned on the bundled chip (S2 L2A groups)."""
-    import rasterio
-
-    from copgen_rt.cli import default_scene
-    from copgen_rt.models import Autoencoder
-
-    with rasterio.open(default_scene()) as f:
-        chip = torch.from_numpy(f.read().astype(np.float32))
-    calls = []
-
-    def spy(latents, timesteps):
-        calls.append([*latents, *timesteps])
-        return bf16(latents, timesteps)
-
+def _pipeline(spec, denoiser) -> Pipeline:
     def load_vae(modality: str):
         with torch.device("meta"):
             shapes = Autoencoder(spec, modality)
@@ -52,105 +44,110 @@ def calibration_calls(spec, bf16: OpenVinoDenoiser, batch: int) -> list[dict[str
         model.load_state_dict(random_state_dict(shapes, 7))
         return TorchVAE(model.eval())
 
-    pipe = Pipeline(spec, spy, load_vae, Provenance(spec.name, random=True), "cpu")
-    bands = [m for m in spec.modalities if m.name.startswith("S2L2A")]
-    order = {b: i for i, b in enumerate(("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09",
-                                         "B11", "B12"))}
-    conditions = {}
-    for m in bands:
-        x = chip[[order[b] for b in m.bands]]
-        conditions[m.name] = torch.nn.functional.interpolate(x[None], size=spec.pixel_shape(m.name)[1:],
-                                                             mode="area").repeat(batch, 1, 1, 1)
-    generate = [
-        m.name for m in spec.modalities if not m.name.startswith("S2L2A") and m.name != "3d_cartesian_lat_lon"
-    ]
-    conditions["3d_cartesian_lat_lon"] = torch.tensor([[48.0, 11.0]] * batch)
-    pipe.generate(generate, conditions, preset="draft", seed=list(range(batch)), decode=False)
-    names = [*(f"latent_{m.name}" for m in spec.modalities), *(f"t_{m.name}" for m in spec.modalities)]
-    return [{n: t.float().numpy() for n, t in zip(names, call, strict=True)} for call in calls]
+    return Pipeline(spec, denoiser, load_vae, Provenance(spec.name, random=True), "cpu")
+
+
+def held_out_calls(pipe: Pipeline, batch: int) -> list[list[torch.Tensor]]:
+    """The denoiser inputs of a `draft` run like the calibration's, with other seeds."""
+    given = {m.name: demo.read_chip(m.name).repeat(batch, 1, 1, 1) for m in pipe.spec.modalities
+             if m.product == "S2L2A"}
+    given["3d_cartesian_lat_lon"] = demo.chip_location().repeat(batch, 1)
+    recording = _Recording(pipe.denoiser)
+    inner, pipe.denoiser = pipe.denoiser, recording
+    pipe.generate([n for n in pipe.spec.names if n not in given], given, preset="draft",
+                  seed=list(range(100, 100 + batch)), decode=False)
+    pipe.denoiser = inner
+    return recording.calls
+
+
+def errors(fn, reference, calls, n: int) -> list[float]:
+    return [_call_error(fn(c[:n], c[n:]), reference(c[:n], c[n:])) for c in calls]
+
+
+def quantized_only(bf16: ov.OpenVinoDenoiser, pipe: Pipeline, keep: tuple[str, ...]) -> ov.OpenVinoDenoiser:
+    """`quantize_int8` with another set of layers kept out (a fresh cache entry per set)."""
+    saved = ov.INT8_KEEP
+    ov.INT8_KEEP = keep
+    try:
+        return ov.quantize_int8(bf16, pipe._int8_calibration)
+    finally:
+        ov.INT8_KEEP = saved
+
+
+def sensitivity(spec, bf16, fp32, pipe, calls, out: Path) -> None:
+    n = len(spec.modalities)
+    d = spec.denoiser
+    groups = (["patch_embeds", *(f"in_blocks.{i}" for i in range(d.depth // 2)), "mid_block",
+               *(f"out_blocks.{i}" for i in range(d.depth // 2)), "decoder_preds"])
+    rows = {"bf16": errors(bf16, fp32, calls, n)}
+    for group in groups:  # quantize this group only: leave every node out whose name lacks it
+        only = quantized_only(bf16, pipe, (rf"^(?!.*{group}[/.]).*$",))
+        rows[f"only {group}"] = errors(only, fp32, calls, n)
+        print(f"  only {group:<16} {max(rows[f'only {group}']):.3g}", flush=True)
+    rows["all layers"] = errors(quantized_only(bf16, pipe, ()), fp32, calls, n)
+    shipped = ov.quantize_int8(bf16, pipe._int8_calibration)
+    rows["all but INT8_KEEP (shipped)"] = errors(shipped, fp32, calls, n)
+    for name in ("all layers", "all but INT8_KEEP (shipped)"):
+        print(f"  {name:<22} {max(rows[name]):.3g}")
+    result = {"spec": spec.name, "openvino": ov.version(), "keep": list(ov.INT8_KEEP),
+              "held_out_calls": len(calls), "rel_err_vs_fp32_per_call": rows}
+    (out / f"int8-sensitivity-{spec.name}.json").write_text(json.dumps(result, indent=1) + "\n")
+
+
+def speed(spec, bf16, fp32, pipe, calls, batch: int, rounds: int, out: Path, load: str) -> None:
+    n = len(spec.modalities)
+    t = time.perf_counter()
+    int8 = ov.quantize_int8(bf16, pipe._int8_calibration)
+    quantize_s = time.perf_counter() - t
+    variants = {"openvino-fp32": fp32, "openvino-bf16": bf16, "openvino-int8": int8}
+    call = calls[-1]  # the latest: where bf16 drifts most
+    best: dict[str, float] = {}
+    for round_ in range(rounds + 1):  # the first round warms up
+        for name, fn in variants.items():
+            start = time.perf_counter()
+            fn(call[:n], call[n:])
+            if round_:
+                best[name] = min(best.get(name, math.inf), time.perf_counter() - start)
+    drift = {name: errors(fn, fp32, calls, n) for name, fn in variants.items()}
+    flops = denoiser_flops(spec) * batch
+    result = {
+        "spec": spec.name, "batch": batch, "openvino": ov.version(), "load_before": load,
+        "load_after": subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip(),
+        "kept_unquantized": list(ov.INT8_KEEP),
+        "quantize_s (calibration included, once per model)": quantize_s,
+        "ms": {k: v * 1e3 for k, v in best.items()},
+        "gflops": {k: flops / v / 1e9 for k, v in best.items()},
+        "rel_err_vs_fp32_per_held_out_call": drift,
+        "int8_speedup_vs_bf16": best["openvino-bf16"] / best["openvino-int8"],
+        "ships": best["openvino-bf16"] / best["openvino-int8"] >= 1.3,
+    }
+    print(json.dumps({k: v for k, v in result.items() if k != "rel_err_vs_fp32_per_held_out_call"}, indent=1))
+    (out / f"int8-openvino-{spec.name}.json").write_text(json.dumps(result, indent=1) + "\n")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--spec", default="copgen-base")
+    parser.add_argument("--spec", default=None, help="default: copgen-base, copgen-mid with --sensitivity")
     parser.add_argument("--batch", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--sensitivity", action="store_true")
     parser.add_argument("--out", default="benchmarks/results")
     args = parser.parse_args()
-    import nncf
-
-    spec = mid_spec() if args.spec == "copgen-mid" else specs.get(args.spec)
+    os.environ.setdefault("COPGEN_RT_CACHE", tempfile.mkdtemp(prefix="copgen-int8-bench-"))  # not yours
+    name = args.spec or ("copgen-mid" if args.sensitivity else "copgen-base")
+    spec = mid_spec() if name == "copgen-mid" else specs.get(name)
     load = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
-    model = random_denoiser(spec, "cpu", torch.float32)
-    folder, component = _export_denoiser(spec, model)
-    bf16 = OpenVinoDenoiser(folder, component, "bf16")
-    fp32 = OpenVinoDenoiser(folder, component, "fp32")
-    t = time.perf_counter()
-    calls = calibration_calls(spec, bf16, args.batch)
-    calibration_s = time.perf_counter() - t
-    held_out, calibration = calls[-1], calls[:-1]
-    t = time.perf_counter()
-    quantized = nncf.quantize(
-        _core().read_model(str(folder / component.file)),
-        nncf.Dataset(calibration),
-        model_type=nncf.ModelType.TRANSFORMER,
-        subset_size=len(calibration),
-    )
-    int8 = _core().compile_model(quantized, "CPU", _config("bf16")).create_infer_request()  # the rest in bf16
-    quantize_s = time.perf_counter() - t
-    names = [t.name for t in component.inputs]
-    tensors = [torch.from_numpy(held_out[n]) for n in names]
-    n = len(spec.modalities)
-    latents, times = tensors[:n], tensors[n:]
-
-    output_names = [t.name for t in component.outputs]
-
-    def run_int8():  # outputs by name: quantization may reorder a model's results
-        result = {port.get_any_name(): value for port, value in int8.infer(held_out).items()}
-        return [torch.from_numpy(np.array(result[name])) for name in output_names]
-
-    variants = {
-        "openvino-fp32": lambda: fp32(latents, times),
-        "openvino-bf16": lambda: bf16(latents, times),
-        "openvino-int8": run_int8,
-    }
-    reference = variants["openvino-fp32"]()
-    best, errors = {}, {}
-    for round_ in range(args.rounds + 1):
-        for name, fn in variants.items():
-            t = time.perf_counter()
-            out = fn()
-            seconds = time.perf_counter() - t
-            if round_ == 0:
-                errors[name] = _call_error(out, reference)
-            else:
-                best[name] = min(best.get(name, math.inf), seconds)
-    per_output = {
-        name: float((o - r).norm() / r.norm())
-        for name, o, r in zip(output_names, run_int8(), reference, strict=True)
-    }
-    flops = denoiser_flops(spec) * args.batch
-    result = {
-        "spec": spec.name,
-        "batch": args.batch,
-        "openvino": version(),
-        "nncf": nncf.__version__,
-        "load_before": load,
-        "load_after": subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip(),
-        "calibration_calls": len(calibration),
-        "calibration_s": calibration_s,
-        "quantize_and_compile_s": quantize_s,
-        "ms": {k: v * 1e3 for k, v in best.items()},
-        "gflops": {k: flops / v / 1e9 for k, v in best.items()},
-        "rel_err_vs_fp32": errors,
-        "int8_rel_err_per_output": per_output,
-        "int8_speedup_vs_bf16": best["openvino-bf16"] / best["openvino-int8"],
-        "ships": best["openvino-bf16"] / best["openvino-int8"] >= 1.3,
-    }
-    print(json.dumps(result, indent=1))
+    folder, component = _export_denoiser(spec, random_denoiser(spec, "cpu", torch.float32))
+    bf16 = ov.OpenVinoDenoiser(folder, component, "bf16")
+    fp32 = ov.OpenVinoDenoiser(folder, component, "fp32")
+    pipe = _pipeline(spec, bf16)
+    calls = held_out_calls(pipe, args.batch)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"int8-openvino-{spec.name}.json").write_text(json.dumps(result, indent=1) + "\n")
+    if args.sensitivity:
+        sensitivity(spec, bf16, fp32, pipe, calls, out)
+    else:
+        speed(spec, bf16, fp32, pipe, calls, args.batch, args.rounds, out, load)
 
 
 if __name__ == "__main__":

@@ -338,8 +338,9 @@ def run_options(fn):
                      help="modalities neither given nor generated: reference behaviour or pure noise"),
         click.option("--seed", default=0, show_default=True, type=int),
         click.option("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)"),
-        click.option("--dtype", type=click.Choice(["fp32", "fp16", "bf16"]),
-                     help="denoiser precision (default: what the device runs natively; see `info`)"),
+        click.option("--dtype", type=click.Choice(["fp32", "fp16", "bf16", "int8"]),
+                     help="denoiser precision (default: what the device runs natively; see `info`); int8: "
+                          "opt-in W8A8 on CPUs with VNNI, calibrated once on the bundled chip"),
         click.option("--overwrite", is_flag=True, help="replace existing outputs"),
         click.option("--quiet", "-q", is_flag=True, help="no progress bar"),
         click.option("--verbose", "-v", is_flag=True, help="print the plan before running"),
@@ -550,6 +551,9 @@ def _load_pipeline(spec: specs.ModelSpec, weights: str | None, engine: str | Non
     else:
         if weights is None and spec.name != "copgen-demo":
             raise ValueError(f"{spec.name} needs --weights (a directory or a hub id)")
+        if engines.dtype == "int8":
+            click.echo("copgen-rt: int8: a model's first int8 run calibrates and quantizes its denoiser "
+                       "(minutes at copgen-base size); later runs load it from the cache", err=True)
         pipeline = Pipeline.from_pretrained(spec, weights or demo_weights(), device=choice.device,
                                             dtype=engines.dtype,
                                             backend={"denoiser": engines.denoiser, "vae": engines.vae})

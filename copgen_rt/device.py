@@ -83,7 +83,7 @@ ENGINES = ("torch", "triton", "onnxruntime", "openvino")
 _ENGINE_DEVICES = {"torch": ("cpu", "cuda"), "triton": ("cuda",), "onnxruntime": ("cpu", "cuda"),
                    "openvino": ("cpu",)}
 _ENGINE_DTYPES = {"torch": ("fp32", "fp16", "bf16"), "triton": ("fp32", "fp16", "bf16"),
-                  "onnxruntime": ("fp32",), "openvino": ("fp32", "bf16")}
+                  "onnxruntime": ("fp32",), "openvino": ("fp32", "bf16", "int8")}
 _SERVES_VAES = {"torch": True, "triton": False, "onnxruntime": True, "openvino": True}
 
 
@@ -127,7 +127,7 @@ def choose_engine(device: str, backend: str | Mapping[str, str] | None = None, d
     reasons = []
     den = wanted.get("denoiser") or "auto"
     if den == "auto":
-        if kind == "cpu" and openvino_installed() and dtype in (None, "fp32", "bf16"):
+        if kind == "cpu" and openvino_installed() and dtype in (None, *_ENGINE_DTYPES["openvino"]):
             den, why = "openvino", "auto: OpenVINO is installed, the fastest CPU engine measured"
         elif kind == "cpu":
             den, why = "torch", ("auto: OpenVINO is not installed (pip install openvino)" if not
@@ -150,6 +150,9 @@ def choose_engine(device: str, backend: str | Mapping[str, str] | None = None, d
     if den == "openvino" and dtype == "bf16" and not _native_bf16(cpu_flags()):
         raise ValueError("--backend openvino --dtype bf16 needs native bf16 units (AVX512-BF16/AMX), "
                          "which this CPU lacks: use --dtype fp32")
+    if dtype == "int8" and not _native_int8(cpu_flags()):
+        raise ValueError("--dtype int8 needs integer dot-product units (AVX512-VNNI, AVX-VNNI or AMX), "
+                         "which this CPU lacks: use the default precision")
     _require_installed(den)
     vae = wanted.get("vae") or "auto"
     if vae == "auto":
@@ -181,6 +184,15 @@ def _require_installed(name: str) -> None:
 
 def _native_bf16(flags: set[str]) -> bool:
     return bool({"avx512_bf16", "amx_bf16"} & flags)
+
+
+def _native_int8(flags: set[str]) -> bool:
+    return bool({"avx512_vnni", "avx_vnni", "amx_int8"} & flags)
+
+
+def int8_rest_precision() -> str:
+    """What an int8 denoiser runs its unquantized layers in: bf16 where native, else fp32."""
+    return "bf16" if _native_bf16(cpu_flags()) else "fp32"
 
 
 def available_host_memory() -> int | None:

@@ -15,13 +15,13 @@ from torch import Tensor
 
 from copgen_rt import processing, specs
 from copgen_rt.backends import DenoiserBackend, VAEBackend
-from copgen_rt.device import EngineChoice
+from copgen_rt.device import EngineChoice, int8_rest_precision
 from copgen_rt.models.autoencoder import posterior_sample
 from copgen_rt.provenance import Provenance
 from copgen_rt.sampler import NoiseSource, row_seeds, sample
 from copgen_rt.schedule import NoiseSchedule
 from copgen_rt.solvers import build_program, resolve_preset
-from copgen_rt.specs import ModelSpec
+from copgen_rt.specs import LatLon, ModelSpec
 from copgen_rt.weights import (
     Checkpoint,
     CheckpointError,
@@ -87,6 +87,20 @@ class _Reporting:
         return out
 
 
+class _Recording:
+    """A denoiser that keeps the inputs of every call (int8 calibration)."""
+
+    name = "recording"
+
+    def __init__(self, inner: DenoiserBackend):
+        self.inner = inner
+        self.calls: list[list[Tensor]] = []
+
+    def __call__(self, latents: list[Tensor], timesteps: list[Tensor]) -> list[Tensor]:
+        self.calls.append([*latents, *timesteps])
+        return self.inner(latents, timesteps)
+
+
 def _is_int(value: object) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
@@ -149,13 +163,16 @@ class Pipeline:
 
         spec = specs.get(spec) if isinstance(spec, str) else spec
         device = _device(device)
-        engines = choose_engine(str(device), backend, None if dtype == "auto" else dtype_name(dtype),
-                                dtype_name(vae_dtype))
+        requested = None if dtype == "auto" else "int8" if dtype == "int8" else dtype_name(dtype)
+        engines = choose_engine(str(device), backend, requested, dtype_name(vae_dtype))
         ckpt = read_checkpoint(denoiser)
         exported = engines.denoiser in EXPORTED_ENGINES  # exports are fp32 graphs
-        model = load_denoiser(spec, ckpt, device, torch.float32 if exported else parse_dtype(engines.dtype))
-        provenance = Provenance(spec.name, {"denoiser": str(ckpt.path)}, ckpt.is_random)
-        den_backend = denoiser_backend(engines.denoiser, spec, model, ckpt.path, engines.dtype, cuda_graphs)
+        # int8: the layers it leaves unquantized run in the engine's best float precision
+        den_dtype = int8_rest_precision() if engines.dtype == "int8" else engines.dtype
+        model = load_denoiser(spec, ckpt, device, torch.float32 if exported else parse_dtype(den_dtype))
+        engine = f"{engines.denoiser} {engines.dtype} (VAEs {engines.vae} {dtype_name(vae_dtype)})"
+        provenance = Provenance(spec.name, {"denoiser": str(ckpt.path)}, ckpt.is_random, engine)
+        den_backend = denoiser_backend(engines.denoiser, spec, model, ckpt.path, den_dtype, cuda_graphs)
         vae_files: dict[str, Path] = {}
         for name, path in (vaes or {}).items():
             key = spec.modality(name).vae if name in spec.names else name
@@ -180,6 +197,11 @@ class Pipeline:
 
         pipeline = cls(spec, den_backend, load_vae, provenance, device)
         pipeline.engines = engines
+        if engines.dtype == "int8":
+            from copgen_rt.backends.openvino_backend import OpenVinoDenoiser, quantize_int8
+
+            assert isinstance(den_backend, OpenVinoDenoiser)  # choose_engine: int8 is openvino's
+            pipeline.denoiser = quantize_int8(den_backend, pipeline._int8_calibration)
         return pipeline
 
     @classmethod
@@ -389,6 +411,28 @@ class Pipeline:
             lambda call: noise.draw((total,)),
         )
         return self.decode(result, physical_units) if decode else result
+
+    def _int8_calibration(self) -> list[list[Tensor]]:
+        """The denoiser's inputs over a `draft` run of 2 samples on the bundled real chip (its S2
+        L2A groups and location given, every other modality generated): what int8 calibrates on."""
+        from copgen_rt import demo
+
+        given = [m.name for m in self.spec.modalities if m.product == "S2L2A"]
+        if not given:
+            raise ValueError(f"--dtype int8 calibrates on the bundled S2 L2A chip; {self.spec.name} has no "
+                             "S2 L2A modality")
+        conditions: dict[str, object] = {n: demo.read_chip(n).repeat(2, 1, 1, 1) for n in given}
+        location = next((m.name for m in self.spec.modalities if isinstance(m.processing, LatLon)), None)
+        if location:
+            conditions[location] = demo.chip_location().repeat(2, 1)
+        recording = _Recording(self.denoiser)
+        inner, self.denoiser = self.denoiser, recording
+        try:
+            self.generate([n for n in self.spec.names if n not in conditions], conditions, preset="draft",
+                          seed=[0, 1], decode=False)
+        finally:
+            self.denoiser = inner
+        return recording.calls
 
     def decode(self, latents: Mapping[str, Tensor], physical_units: bool = True) -> dict[str, Tensor]:
         """Final latents -> model-space pixels (physical_units=False) or physical values."""

@@ -8,15 +8,24 @@ Precision: `INFERENCE_PRECISION_HINT` bf16 where the CPU has native bf16 units (
 `copgen_rt.device.choose_engine`), f32 otherwise or when fp32 is asked. LayerNorm statistics and
 Softmax stay fp32 in the CPU plugin either way. Threads: the cores this process may run on.
 Importing this module needs no OpenVINO; constructing a backend without it raises ImportError.
+
+int8 (opt-in, `quantize_int8`): post-training W8A8 of the denoiser with NNCF, calibrated on the
+denoiser inputs the pipeline itself makes (`Pipeline._int8_calibration`), with the layers whose
+error was out of line left in bf16/fp32 (`INT8_KEEP`); the quantized model is cached as an
+OpenVINO IR next to the blobs, so that calibration runs once per model.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import logging
 import os
+import shutil
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -29,11 +38,19 @@ from torch import Tensor
 from copgen_rt.export.manifest import Component
 
 PRECISION_HINTS = {"fp32": "f32", "bf16": "bf16"}
-# denoiser precisions compiled once per batch size (static shapes) instead of once with a dynamic
-# batch axis: at copgen-base shapes, batch 2, static was 10% faster in fp32 and within noise (1%)
-# in bf16 (benchmarks/results/bench-intel-r--xeon-r--processor.md), where one dynamic compile serves
-# every batch size; VAEs keep a dynamic batch (not measured)
-STATIC_BATCH_PRECISIONS = ("fp32",)
+# denoiser precisions compiled once per batch size (static shapes, each compile cached on disk)
+# instead of once with a dynamic batch axis: at copgen-base shapes static was 10% faster in fp32
+# (batch 2, benchmarks/results/bench-intel-r--xeon-r--processor.md) and in bf16 as fast at batch 1
+# and 2 and 6% faster at batch 4 (benchmarks/results/bf16-static-vs-dynamic.json); never slower.
+# VAEs keep a dynamic batch (not measured)
+STATIC_BATCH_PRECISIONS = ("fp32", "bf16")
+# left unquantized by int8: measured per layer group on copgen-mid (benchmarks/int8_openvino.py
+# --sensitivity, benchmarks/results/int8-sensitivity-copgen-mid.json, worst of 10 held-out calls):
+# quantizing only the patch embeddings gave 0.34 relative error per call, only the first block 0.39
+# (its input is the raw token sum: the U-ViT is post-LN), any other block or the output heads at
+# most 0.061 against bf16's 0.058; all layers 0.44, all but these 0.068
+INT8_KEEP = (".*patch_embeds.*", r".*in_blocks\.0/.*")
+INT8_RECIPE = "nncf W8A8, model_type transformer, recipe 1"  # part of the cached IR's key
 
 
 @dataclass
@@ -133,11 +150,13 @@ def compile_onnx(path: Path, onnx_sha256: str, precision: str, batch: int | None
 
 
 class _Engine:
-    """One ONNX component: a compiled model (dynamic batch, or one per batch size) and its request."""
+    """One component (ONNX file or OpenVINO IR): a compiled model (dynamic batch, or one per batch
+    size) and its request."""
 
-    def __init__(self, folder: Path, component: Component, precision: str, static_batch: bool = False):
-        self.path, self.sha256, self.precision = folder / component.file, component.sha256, precision
-        self.input_names = [t.name for t in component.inputs]
+    def __init__(self, path: Path, sha256: str, input_names: list[str], output_names: list[str],
+                 precision: str, static_batch: bool = False):
+        self.path, self.sha256, self.precision = path, sha256, precision
+        self.input_names, self.output_names = input_names, output_names
         self.static_batch = static_batch
         self._requests: dict[int | None, object] = {}
         if not static_batch:
@@ -155,11 +174,16 @@ class _Engine:
         feeds = {n: np.ascontiguousarray(t.detach().float().cpu().numpy())
                  for n, t in zip(self.input_names, inputs, strict=True)}
         request.infer(feeds, share_inputs=True)
-        # copies: the request's output buffers are overwritten by its next call
-        return [
-            torch.from_numpy(np.array(request.get_output_tensor(i).data)).to(device)
-            for i in range(len(request.model_outputs))
-        ]
+        # by name (quantization may reorder a model's results); copies: the request's output
+        # buffers are overwritten by its next call
+        return [torch.from_numpy(np.array(request.get_tensor(name).data)).to(device)
+                for name in self.output_names]
+
+
+def _component_engine(folder: Path, component: Component, precision: str,
+                      static_batch: bool = False) -> _Engine:
+    return _Engine(folder / component.file, component.sha256, [t.name for t in component.inputs],
+                   [t.name for t in component.outputs], precision, static_batch)
 
 
 class OpenVinoDenoiser:
@@ -168,7 +192,7 @@ class OpenVinoDenoiser:
     def __init__(self, folder: Path, component: Component, precision: str, static_batch: bool | None = None):
         self.precision = precision
         static = precision in STATIC_BATCH_PRECISIONS if static_batch is None else static_batch
-        self.engine = _Engine(folder, component, precision, static)
+        self.engine = _component_engine(folder, component, precision, static)
 
     def __call__(self, latents: list[Tensor], timesteps: list[Tensor]) -> list[Tensor]:
         return self.engine.run([*latents, *timesteps])
@@ -178,8 +202,8 @@ class OpenVinoVAE:
     name = "openvino"
 
     def __init__(self, folder: Path, encoder: Component, decoder: Component, precision: str):
-        self.encoder = _Engine(folder, encoder, precision)
-        self.decoder = _Engine(folder, decoder, precision)
+        self.encoder = _component_engine(folder, encoder, precision)
+        self.decoder = _component_engine(folder, decoder, precision)
 
     def encode_moments(self, x: Tensor) -> Tensor:
         return self.encoder.run([x])[0]
@@ -215,3 +239,59 @@ def cached_vae(spec, key: str, vae, checkpoint: Path, precision: str) -> OpenVin
     return OpenVinoVAE(
         folder, manifest.component(f"vae_encoder/{key}"), manifest.component(f"vae_decoder/{key}"), precision
     )
+
+
+def quantize_int8(denoiser: OpenVinoDenoiser,
+                  calibration: Callable[[], list[list[Tensor]]]) -> OpenVinoDenoiser:
+    """The denoiser with int8 weights and activations (W8A8) where it holds, the rest (`INT8_KEEP`)
+    in the denoiser's own precision. `calibration()` gives the denoiser inputs to calibrate on
+    ([*latents, *timesteps] per call); it runs only when the quantized model is not cached."""
+    try:
+        import nncf
+    except ImportError:
+        raise ImportError("--dtype int8 needs NNCF: pip install 'copgen-rt[int8]'") from None
+    engine = denoiser.engine
+    key = hashlib.sha256(json.dumps([engine.sha256, INT8_RECIPE, INT8_KEEP, nncf.__version__]).encode()
+                         ).hexdigest()[:24]
+    xml = cache_dir() / f"int8-{key}.xml"
+    if not (xml.is_file() and xml.with_suffix(".bin").is_file()):
+        calls = [{n: t.detach().float().cpu().numpy() for n, t in zip(engine.input_names, call, strict=True)}
+                 for call in calibration()]
+        start = time.perf_counter()
+        with _quiet_nncf():
+            model = nncf.quantize(_core().read_model(str(engine.path)), nncf.Dataset(calls),
+                                  model_type=nncf.ModelType.TRANSFORMER, subset_size=len(calls),
+                                  ignored_scope=nncf.IgnoredScope(patterns=list(INT8_KEEP), validate=False))
+        STATS.compile_seconds += time.perf_counter() - start
+        _save_ir(model, xml)
+    quantized = OpenVinoDenoiser.__new__(OpenVinoDenoiser)
+    quantized.precision = "int8"
+    quantized.engine = _Engine(xml, key, engine.input_names, engine.output_names, denoiser.precision)
+    return quantized
+
+
+@contextlib.contextmanager
+def _quiet_nncf() -> Iterator[None]:
+    """NNCF logs every node it leaves out and draws progress bars, on stdout, where the CLI lists
+    its outputs: errors only (they raise anyway), and no bars."""
+    logger = logging.getLogger("nncf")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with open(os.devnull, "w") as null, contextlib.redirect_stdout(null):
+            yield
+    finally:
+        logger.setLevel(level)
+
+
+def _save_ir(model, xml: Path) -> None:
+    """An IR (.xml + .bin) published by renames, the .xml last: its presence means complete."""
+    xml.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=xml.parent, prefix=".int8-"))
+    try:
+        require_openvino().save_model(model, str(tmp / xml.name), compress_to_fp16=False)
+        os.replace(tmp / xml.with_suffix(".bin").name, xml.with_suffix(".bin"))
+        os.replace(tmp / xml.name, xml)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+

@@ -45,8 +45,9 @@ class DamagedFileWarning(UserWarning):
 
 def run_key_of(job: SceneJob, pipeline: Pipeline) -> str:
     o = job.options
-    parts = {"spec": job.spec.name, "weights": pipeline.provenance.files, "seed": o.seed,
-             "sampler": o.sampler, "others": o.others, "samples": o.samples,
+    parts = {"spec": job.spec.name, "weights": pipeline.provenance.files,
+             "engine": pipeline.provenance.engine, "seed": o.seed, "sampler": o.sampler, "others": o.others,
+             "samples": o.samples,
              "overlap": o.overlap_m, "generate": job.generate, "date": str(job.date),
              "inputs": [(str(s.path.resolve()), s.path.stat().st_size, s.path.stat().st_mtime_ns,
                          s.product, s.bands, s.units, s.dn_offset) for s in job.inputs]}
