@@ -71,8 +71,8 @@ def main() -> None:
         if not received:
             received.append(e.signum if isinstance(e, Interrupted) else signal.SIGINT)
         exit_if_interrupted()
-    except SystemExit:
-        exit_if_interrupted()
+    except BaseException:  # SystemExit, or what a signal broke on its way (an import cut in half
+        exit_if_interrupted()  # fails again with ImportError): after a signal, one line and its code
         raise
     exit_if_interrupted()
 

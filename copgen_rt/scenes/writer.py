@@ -35,7 +35,7 @@ class CogWriter:
         self.categorical = categorical
         profile = dict(driver="GTiff", width=width, height=height, count=count, dtype=dtype, crs=crs,
                        transform=transform, nodata=nodata, tiled=True, blockxsize=256, blockysize=256,
-                       compress="deflate", BIGTIFF="IF_SAFER")
+                       compress="none", BIGTIFF="IF_SAFER")
         try:
             self.dst = rasterio.open(self.partial, "w", **profile)
         except GDAL_ERRORS as e:
