@@ -144,7 +144,7 @@ def choose_engine(device: str, backend: str | Mapping[str, str] | None = None, d
         reasons.append(f"precision {dtype}" + (" (the device's native precision)" if dtype == native else
                                               f" ({den} does not run {native})"))
     elif dtype not in _ENGINE_DTYPES[den]:
-        raise ValueError(f"--backend {den} runs {' or '.join(_ENGINE_DTYPES[den])}, not --dtype {dtype}")
+        raise ValueError(f"--backend {den} runs {_alternatives(_ENGINE_DTYPES[den])}, not --dtype {dtype}")
     else:
         reasons.append(f"precision {dtype} requested")
     if den == "openvino" and dtype == "bf16" and not _native_bf16(cpu_flags()):
@@ -157,16 +157,24 @@ def choose_engine(device: str, backend: str | Mapping[str, str] | None = None, d
     vae = wanted.get("vae") or "auto"
     if vae == "auto":
         vae = "openvino" if kind == "cpu" and openvino_installed() and \
-            vae_dtype in _ENGINE_DTYPES["openvino"] else "torch"
+            vae_dtype in _vae_dtypes("openvino") else "torch"
     else:
         _check_engine(vae, kind, device)
         if not _SERVES_VAES[vae]:
             raise ValueError(f"the {vae} backend runs the denoiser only; VAEs run on torch, onnxruntime "
                              "or openvino")
-        if vae_dtype not in _ENGINE_DTYPES[vae]:
-            raise ValueError(f"VAE backend {vae} runs {' or '.join(_ENGINE_DTYPES[vae])}, not {vae_dtype}")
+        if vae_dtype not in _vae_dtypes(vae):
+            raise ValueError(f"VAE backend {vae} runs {_alternatives(_vae_dtypes(vae))}, not {vae_dtype}")
         _require_installed(vae)
     return EngineChoice(den, vae, dtype, "; ".join(reasons))
+
+
+def _vae_dtypes(engine: str) -> tuple[str, ...]:
+    return tuple(d for d in _ENGINE_DTYPES[engine] if d != "int8")  # int8 is the denoiser's only
+
+
+def _alternatives(names: tuple[str, ...]) -> str:
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
 
 
 def _check_engine(name: str, kind: str, device: str) -> None:

@@ -66,7 +66,7 @@ def test_cuda_keeps_torch(cpu, fake_gpu):
 
 @pytest.mark.parametrize("device, backend, dtype, message", [
     ("cpu", "triton", None, "--backend triton runs on a CUDA GPU, not on device cpu"),
-    ("cpu", "openvino", "fp16", "--backend openvino runs fp32 or bf16, not --dtype fp16"),
+    ("cpu", "openvino", "fp16", "--backend openvino runs fp32, bf16 or int8, not --dtype fp16"),
     ("cpu", "onnxruntime", "bf16", "--backend onnxruntime runs fp32, not --dtype bf16"),
     ("cuda", "openvino", "fp32", "--backend openvino runs on the CPU, not on device cuda"),
     ("cuda", "onnxruntime", "fp16", "--backend onnxruntime runs fp32, not --dtype fp16"),
@@ -98,7 +98,8 @@ def _run(args):
 
 @pytest.mark.parametrize("args, message", [
     (["--backend", "triton"], "--backend triton runs on a CUDA GPU, not on device cpu"),
-    (["--backend", "openvino", "--dtype", "fp16"], "--backend openvino runs fp32 or bf16, not --dtype fp16"),
+    (["--backend", "openvino", "--dtype", "fp16"],
+     "--backend openvino runs fp32, bf16 or int8, not --dtype fp16"),
     (["--backend", "onnxruntime", "--dtype", "bf16"], "--backend onnxruntime runs fp32, not --dtype bf16"),
     (["--device", "cuda", "--backend", "openvino"], "--backend openvino runs on the CPU, not on device cuda"),
     (["--device", "cuda", "--backend", "onnxruntime", "--dtype", "bf16"], "onnxruntime runs fp32"),

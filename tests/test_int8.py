@@ -63,7 +63,7 @@ def test_int8_quantizes_all_but_the_kept_layers_and_stays_near_fp32(fresh_cache,
 
 
 def test_int8_is_refused_where_it_cannot_run(monkeypatch):
-    with pytest.raises(ValueError, match="runs fp32 or fp16 or bf16, not --dtype int8"):
+    with pytest.raises(ValueError, match="runs fp32, fp16 or bf16, not --dtype int8"):
         choose_engine("cpu", "torch", "int8")
     monkeypatch.setattr(device, "cpu_flags", lambda: {"avx2", "avx512_bf16"})
     with pytest.raises(ValueError, match="needs integer dot-product units"):
