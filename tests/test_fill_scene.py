@@ -33,6 +33,7 @@ class RecordingEcho(EchoPipeline):
 
     def generate(self, generate, conditions, known=None, **kwargs):
         self.known.append({k: (v.numpy().copy(), m.numpy().copy()) for k, (v, m) in (known or {}).items()})
+        self.jumps = (kwargs["jumps"], kwargs["jump_length"], kwargs["solver"])
         return super().generate(generate, conditions, **kwargs)
 
 
@@ -128,11 +129,13 @@ def test_fully_masked_tile_is_generated_from_the_other_conditions(tmp_path):
     gap[:230] = True  # covers the first row of tiles (192 px) whole, and part of the second
     mask = _mask_like(tmp_path / "mask.tif", scene, gap)
     echo = RecordingEcho()
-    job = _fill_job(tmp_path, scene, FillOptions(mask=mask), conds=[s1], batch_size=1)
+    job = _fill_job(tmp_path, scene, FillOptions(mask=mask, jumps=3, jump_length=2), conds=[s1], batch_size=1,
+                    solver="ddim")
     result = run_scene(job, echo)
     record = json.loads(job.sidecar.read_text())["tiles"]
     assert record["r0000c0000"]["fill"] == "generated" and record["r0001c0000"]["fill"] == "filled"
     assert echo.known[0] == {}  # nothing valid in the first tile: the other conditions alone
+    assert echo.jumps == (3, 2, "ddim")  # the last call, with a known region: RePaint resampling
     assert TEN_M in echo.known[1] and not echo.known[1][TEN_M][1][0, :38].any()  # rows 156-193: masked
     filled = _read(result, f"_filled_{TEN_M}.tif")
     assert np.isfinite(filled).all() and np.array_equal(filled[0, 230:], data[3, 230:].astype(np.float32))
@@ -192,6 +195,7 @@ def test_bad_fill_input_is_one_line(tmp_path):
         "drop --generate": ["fill", chip, "--nodata", "--generate", "DEM"],
         "at most 3 px": ["fill", chip, "--nodata", "--feather", "4"],
         "SCL classes": ["fill", chip, "--scl", str(ones), "--scl-classes", "3,12"],
+        "needs a singlestep solver": ["fill", chip, "--nodata", "--jumps", "2", "--preset", "fast"],
     }
     for expected, args in cases.items():
         result = runner.invoke(main, [*args, "--out", str(tmp_path / "out")])

@@ -153,6 +153,9 @@ class SceneJob:
         self.filled = [n for n, s in self.conditions.items() if s is scene]
         for name in self.filled:
             del self.conditions[name]
+        solver = self.options.sampler[0]
+        if fill.jumps and solver not in ("reference", "ddim"):
+            raise SceneError(f"--jumps needs a singlestep solver (--solver reference or ddim), not {solver}")
         max_gsd = max(self.spec.modality(n).image_gsd for n in self.filled)
         if fill.feather * max_gsd > self.options.overlap_m / 2:
             raise SceneError(f"--feather {fill.feather}: the seam must lie within half the tile overlap "
