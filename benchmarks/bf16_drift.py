@@ -1,18 +1,18 @@
 """Per-call drift of the bf16 engines from fp32 along a real sampling trajectory.
 
-    python benchmarks/bf16_drift.py [--preset draft]
+    python benchmarks/bf16_drift.py
 
-The fp32 OpenVINO pipeline samples the bundled real chip (S2 L2A -> every other modality) with the
-demo model; the denoiser's inputs at each network call are recorded, then every engine is
-called on exactly those inputs. Relative error = ||out - out_fp32|| / ||out_fp32|| over the whole
-call's output, per call, and per output modality at the worst call. Writes
+The fp32 OpenVINO pipeline samples the bundled real chip (its S2 L2A groups and location ->
+every other modality, `draft`) with the demo model; the denoiser's inputs at each network call
+are recorded (`Pipeline.chip_calls`), then every engine is called on exactly those inputs.
+Relative error = ||out - out_fp32|| / ||out_fp32|| over the whole call's output, per call, and
+per output modality at the worst call. Writes
 benchmarks/results/bf16_drift.{json,md}. Random weights: the drift of trained weights (whose
 activations have outliers) is not predicted by these numbers.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
@@ -20,17 +20,9 @@ import torch
 
 from copgen_rt import Pipeline, demo
 from copgen_rt.backends.torch_backend import ReferenceStyleDenoiser
+from copgen_rt.files import write_text
 
 OUT = Path(__file__).parent / "results"
-
-
-class Recorder:
-    def __init__(self, inner):
-        self.inner, self.calls = inner, []
-
-    def __call__(self, latents, timesteps):
-        self.calls.append(([x.clone() for x in latents], [t.clone() for t in timesteps]))
-        return self.inner(latents, timesteps)
 
 
 def rel_err(out: list[torch.Tensor], ref: list[torch.Tensor]) -> float:
@@ -39,9 +31,6 @@ def rel_err(out: list[torch.Tensor], ref: list[torch.Tensor]) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--preset", default="draft")
-    args = parser.parse_args()
     weights = demo.weights_path()
     fp32 = Pipeline.from_pretrained("copgen-demo", weights, backend="openvino", dtype="fp32")
     engines = {
@@ -52,16 +41,12 @@ def main() -> None:
     }
     torch_fp32 = Pipeline.from_pretrained("copgen-demo", weights, backend="torch", dtype="fp32")
     engines["reference-autocast"] = ReferenceStyleDenoiser(torch_fp32.denoiser.model, "autocast")
-    recorder = Recorder(fp32.denoiser)
-    fp32.denoiser = recorder
-    dn = demo.read_chip("S2L2A_B02_B03_B04_B08")
-    generate = [m.name for m in fp32.spec.modalities if not m.name.startswith(("S2L2A", "3d_cartesian"))]
-    fp32.generate(generate, {"S2L2A_B02_B03_B04_B08": dn, "3d_cartesian_lat_lon": demo.chip_location()},
-                  preset=args.preset, seed=0, decode=False)
+    n = len(fp32.spec.modalities)
+    calls = [(c[:n], c[n:]) for c in fp32.chip_calls(seeds=(0,))]
     names = fp32.spec.names
     rows = []
-    for call, (latents, times) in enumerate(recorder.calls):
-        reference = recorder.inner(latents, times)
+    for call, (latents, times) in enumerate(calls):
+        reference = fp32.denoiser(latents, times)
         row = {"call": call, "t": [float(t[0]) for t in times][0]}
         for engine, fn in engines.items():
             out = fn(latents, times)
@@ -71,14 +56,14 @@ def main() -> None:
         rows.append(row)
         print(f"call {call:2d}: " + "  ".join(f"{e} {row[e]:.2e}" for e in engines))
     OUT.mkdir(exist_ok=True)
-    (OUT / "bf16_drift.json").write_text(json.dumps({"preset": args.preset, "rows": rows}, indent=1) + "\n")
+    write_text(OUT / "bf16_drift.json", json.dumps({"preset": "draft", "rows": rows}, indent=1) + "\n")
     lines = ["| call | " + " | ".join(engines) + " |", "|---|" + "---|" * len(engines)]
     lines += [f"| {r['call']} | " + " | ".join(f"{r[e]:.2e}" for e in engines) + " |" for r in rows]
     worst = max(rows, key=lambda r: r["openvino-bf16"])
     lines += ["", f"Worst openvino-bf16 call ({worst['call']}), per output modality:", ""]
     lines += [f"- {n}: openvino-bf16 {v:.2e}, torch-bf16 {worst['torch-bf16 per modality'][n]:.2e}"
               for n, v in worst["openvino-bf16 per modality"].items()]
-    (OUT / "bf16_drift.md").write_text("\n".join(lines) + "\n")
+    write_text(OUT / "bf16_drift.md", "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

@@ -3,10 +3,10 @@
     python benchmarks/int8_openvino.py [--spec copgen-base] [--batch 2]    # speed and drift
     python benchmarks/int8_openvino.py --sensitivity [--spec copgen-mid]   # per layer group
 
-Both build the runtime's own int8 denoiser (`openvino_backend.quantize_int8`, calibrated by
-`Pipeline._int8_calibration`: a `draft` run on the bundled chip) from random weights, with random
-VAEs. Errors are relative to OpenVINO fp32 over whole calls, on held-out inputs: the denoiser
-calls of another `draft` run (other seeds). The speed run interleaves fp32, bf16 and int8 round
+Both build the runtime's own int8 denoiser (`openvino_backend.quantize_int8`, calibrated on
+`Pipeline.chip_calls`: a `draft` run on the bundled chip) from random weights, with random VAEs.
+Errors are relative to OpenVINO fp32 over whole calls, on held-out inputs: the denoiser calls of
+another `draft` run (other seeds). The speed run interleaves fp32, bf16 and int8 round
 by round (minima). The sensitivity run quantizes one layer group at a time, then everything,
 then everything but `INT8_KEEP`. Random-weight drift does not predict the quality of trained
 weights, whose activations have outliers. Issue 18's rule: ship int8 only if it is at least 1.3x
@@ -30,8 +30,8 @@ from copgen_rt import Pipeline, demo, specs
 from copgen_rt.backends import TorchVAE
 from copgen_rt.backends import openvino_backend as ov
 from copgen_rt.bench import _call_error, _export_denoiser, denoiser_flops, mid_spec, random_denoiser
+from copgen_rt.files import write_text
 from copgen_rt.models import Autoencoder
-from copgen_rt.pipeline import _Recording
 from copgen_rt.provenance import Provenance
 from copgen_rt.weights import random_state_dict
 
@@ -47,31 +47,8 @@ def _pipeline(spec, denoiser) -> Pipeline:
     return Pipeline(spec, denoiser, load_vae, Provenance(spec.name, random=True), "cpu")
 
 
-def held_out_calls(pipe: Pipeline, batch: int) -> list[list[torch.Tensor]]:
-    """The denoiser inputs of a `draft` run like the calibration's, with other seeds."""
-    given = {m.name: demo.read_chip(m.name).repeat(batch, 1, 1, 1) for m in pipe.spec.modalities
-             if m.product == "S2L2A"}
-    given["3d_cartesian_lat_lon"] = demo.chip_location().repeat(batch, 1)
-    recording = _Recording(pipe.denoiser)
-    inner, pipe.denoiser = pipe.denoiser, recording
-    pipe.generate([n for n in pipe.spec.names if n not in given], given, preset="draft",
-                  seed=list(range(100, 100 + batch)), decode=False)
-    pipe.denoiser = inner
-    return recording.calls
-
-
 def errors(fn, reference, calls, n: int) -> list[float]:
     return [_call_error(fn(c[:n], c[n:]), reference(c[:n], c[n:])) for c in calls]
-
-
-def quantized_only(bf16: ov.OpenVinoDenoiser, pipe: Pipeline, keep: tuple[str, ...]) -> ov.OpenVinoDenoiser:
-    """`quantize_int8` with another set of layers kept out (a fresh cache entry per set)."""
-    saved = ov.INT8_KEEP
-    ov.INT8_KEEP = keep
-    try:
-        return ov.quantize_int8(bf16, pipe._int8_calibration)
-    finally:
-        ov.INT8_KEEP = saved
 
 
 def sensitivity(spec, bf16, fp32, pipe, calls, out: Path) -> None:
@@ -81,23 +58,23 @@ def sensitivity(spec, bf16, fp32, pipe, calls, out: Path) -> None:
                *(f"out_blocks.{i}" for i in range(d.depth // 2)), "decoder_preds"])
     rows = {"bf16": errors(bf16, fp32, calls, n)}
     for group in groups:  # quantize this group only: leave every node out whose name lacks it
-        only = quantized_only(bf16, pipe, (rf"^(?!.*{group}[/.]).*$",))
+        only = ov.quantize_int8(bf16, pipe.chip_calls, keep=(rf"^(?!.*{group}[/.]).*$",))
         rows[f"only {group}"] = errors(only, fp32, calls, n)
         print(f"  only {group:<16} {max(rows[f'only {group}']):.3g}", flush=True)
-    rows["all layers"] = errors(quantized_only(bf16, pipe, ()), fp32, calls, n)
-    shipped = ov.quantize_int8(bf16, pipe._int8_calibration)
+    rows["all layers"] = errors(ov.quantize_int8(bf16, pipe.chip_calls, keep=()), fp32, calls, n)
+    shipped = ov.quantize_int8(bf16, pipe.chip_calls)
     rows["all but INT8_KEEP (shipped)"] = errors(shipped, fp32, calls, n)
     for name in ("all layers", "all but INT8_KEEP (shipped)"):
         print(f"  {name:<22} {max(rows[name]):.3g}")
     result = {"spec": spec.name, "openvino": ov.version(), "keep": list(ov.INT8_KEEP),
               "held_out_calls": len(calls), "rel_err_vs_fp32_per_call": rows}
-    (out / f"int8-sensitivity-{spec.name}.json").write_text(json.dumps(result, indent=1) + "\n")
+    write_text(out / f"int8-sensitivity-{spec.name}.json", json.dumps(result, indent=1) + "\n")
 
 
 def speed(spec, bf16, fp32, pipe, calls, batch: int, rounds: int, out: Path, load: str) -> None:
     n = len(spec.modalities)
     t = time.perf_counter()
-    int8 = ov.quantize_int8(bf16, pipe._int8_calibration)
+    int8 = ov.quantize_int8(bf16, pipe.chip_calls)
     quantize_s = time.perf_counter() - t
     variants = {"openvino-fp32": fp32, "openvino-bf16": bf16, "openvino-int8": int8}
     call = calls[-1]  # the latest: where bf16 drifts most
@@ -124,7 +101,7 @@ def speed(spec, bf16, fp32, pipe, calls, batch: int, rounds: int, out: Path, loa
         "ships": best["openvino-bf16"] / best["openvino-int8"] >= 1.3,
     }
     print(json.dumps({k: v for k, v in result.items() if k != "rel_err_vs_fp32_per_held_out_call"}, indent=1))
-    (out / f"int8-openvino-{spec.name}.json").write_text(json.dumps(result, indent=1) + "\n")
+    write_text(out / f"int8-openvino-{spec.name}.json", json.dumps(result, indent=1) + "\n")
 
 
 def tile_drift(pipe: Pipeline, variants: dict) -> dict[str, float]:
@@ -156,10 +133,10 @@ def main() -> None:
     spec = mid_spec() if name == "copgen-mid" else specs.get(name)
     load = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     folder, component = _export_denoiser(spec, random_denoiser(spec, "cpu", torch.float32))
-    bf16 = ov.OpenVinoDenoiser(folder, component, "bf16")
-    fp32 = ov.OpenVinoDenoiser(folder, component, "fp32")
+    bf16 = ov.OpenVinoDenoiser.of_component(folder, component, "bf16")
+    fp32 = ov.OpenVinoDenoiser.of_component(folder, component, "fp32")
     pipe = _pipeline(spec, bf16)
-    calls = held_out_calls(pipe, args.batch)
+    calls = pipe.chip_calls(seeds=range(100, 100 + args.batch))  # held out: not the calibration's seeds
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if args.sensitivity:

@@ -294,7 +294,8 @@ def _build_variant(variant: str, spec: ModelSpec, models: dict, export: Callable
     except ImportError:
         return None
     folder, component = export()
-    return OpenVinoDenoiser(folder, component, precision, static_batch=engine == "openvino-static"), precision
+    return OpenVinoDenoiser.of_component(folder, component, precision,
+                                         static_batch=engine == "openvino-static"), precision
 
 
 def _call_error(out: list, ref: list) -> float:
@@ -436,7 +437,7 @@ def _auto_denoiser(spec: ModelSpec, model: Denoiser, device: str):
         from copgen_rt.backends.openvino_backend import OpenVinoDenoiser
 
         folder, component = _export_denoiser(spec, model)
-        return OpenVinoDenoiser(folder, component, choice.dtype)
+        return OpenVinoDenoiser.of_component(folder, component, choice.dtype)
     low = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[choice.dtype]
     return TorchDenoiser(random_denoiser(spec, device, low))
 
@@ -619,14 +620,9 @@ def environment(device: str) -> dict:
     }
     if device.startswith("cuda"):
         env["gpu"] = torch.cuda.get_device_name()
-    from importlib.metadata import PackageNotFoundError, version
+    from copgen_rt.export.onnx import runtime_versions
 
-    for package in ("onnxruntime", "openvino"):
-        try:
-            env[package] = version(package)
-        except PackageNotFoundError:
-            pass
-    return env
+    return env | runtime_versions()
 
 
 def auto_variant(device: str) -> str:

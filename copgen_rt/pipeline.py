@@ -88,7 +88,7 @@ class _Reporting:
 
 
 class _Recording:
-    """A denoiser that keeps the inputs of every call (int8 calibration)."""
+    """A denoiser that keeps the inputs of every call (`Pipeline.chip_calls`)."""
 
     name = "recording"
 
@@ -201,7 +201,7 @@ class Pipeline:
             from copgen_rt.backends.openvino_backend import OpenVinoDenoiser, quantize_int8
 
             assert isinstance(den_backend, OpenVinoDenoiser)  # choose_engine: int8 is openvino's
-            pipeline.denoiser = quantize_int8(den_backend, pipeline._int8_calibration)
+            pipeline.denoiser = quantize_int8(den_backend, pipeline.chip_calls)
         return pipeline
 
     @classmethod
@@ -412,24 +412,26 @@ class Pipeline:
         )
         return self.decode(result, physical_units) if decode else result
 
-    def _int8_calibration(self) -> list[list[Tensor]]:
-        """The denoiser's inputs over a `draft` run of 2 samples on the bundled real chip (its S2
-        L2A groups and location given, every other modality generated): what int8 calibrates on."""
+    def chip_calls(self, seeds: Sequence[int] = (0, 1)) -> list[list[Tensor]]:
+        """The denoiser's inputs ([*latents, *timesteps] per network call) over a `draft` run on
+        the bundled real chip, its S2 L2A groups and location given and every other modality
+        generated, one sample per seed: what `--dtype int8` calibrates on (seeds 0 and 1), and
+        what the precision benchmarks evaluate on (other seeds)."""
         from copgen_rt import demo
 
         given = [m.name for m in self.spec.modalities if m.product == "S2L2A"]
         if not given:
-            raise ValueError(f"--dtype int8 calibrates on the bundled S2 L2A chip; {self.spec.name} has no "
-                             "S2 L2A modality")
-        conditions: dict[str, object] = {n: demo.read_chip(n).repeat(2, 1, 1, 1) for n in given}
+            raise ValueError(f"the bundled chip is S2 L2A; {self.spec.name} has no S2 L2A modality")
+        batch = len(seeds)
+        conditions: dict[str, object] = {n: demo.read_chip(n).repeat(batch, 1, 1, 1) for n in given}
         location = next((m.name for m in self.spec.modalities if isinstance(m.processing, LatLon)), None)
         if location:
-            conditions[location] = demo.chip_location().repeat(2, 1)
+            conditions[location] = demo.chip_location().repeat(batch, 1)
         recording = _Recording(self.denoiser)
         inner, self.denoiser = self.denoiser, recording
         try:
             self.generate([n for n in self.spec.names if n not in conditions], conditions, preset="draft",
-                          seed=[0, 1], decode=False)
+                          seed=list(seeds), decode=False)
         finally:
             self.denoiser = inner
         return recording.calls

@@ -276,7 +276,7 @@ def export_models(
             "copgen_rt": __version__,
             "torch": torch.__version__,
             "onnx": onnx.__version__,
-            **_runtime_versions(),
+            **runtime_versions(),
         },
     )
     jobs: list[tuple[str, nn.Module, list, list]] = []
@@ -314,7 +314,7 @@ def export_models(
     return manifest
 
 
-def _runtime_versions() -> dict[str, str]:
+def runtime_versions() -> dict[str, str]:
     """Versions of the installed ONNX runtimes (each is optional)."""
     from importlib.metadata import PackageNotFoundError, version
 

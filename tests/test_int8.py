@@ -37,8 +37,8 @@ def _rel_err(out: list[torch.Tensor], ref: list[torch.Tensor]) -> float:
 
 def test_int8_quantizes_all_but_the_kept_layers_and_stays_near_fp32(fresh_cache, monkeypatch):
     calibrations = []
-    calibrate = Pipeline._int8_calibration
-    monkeypatch.setattr(Pipeline, "_int8_calibration", lambda self: calibrations.append(1) or calibrate(self))
+    calibrate = Pipeline.chip_calls
+    monkeypatch.setattr(Pipeline, "chip_calls", lambda self: calibrations.append(1) or calibrate(self))
     int8 = _demo("int8")
     assert calibrations == [1] and int8.denoiser.precision == "int8"
     assert int8.provenance.engine.startswith("openvino int8") and int8.engines.dtype == "int8"

@@ -10,7 +10,7 @@ Softmax stay fp32 in the CPU plugin either way. Threads: the cores this process 
 Importing this module needs no OpenVINO; constructing a backend without it raises ImportError.
 
 int8 (opt-in, `quantize_int8`): post-training W8A8 of the denoiser with NNCF, calibrated on the
-denoiser inputs the pipeline itself makes (`Pipeline._int8_calibration`), with the layers whose
+denoiser inputs the pipeline itself makes (`Pipeline.chip_calls`), with the layers whose
 error was out of line left in bf16/fp32 (`INT8_KEEP`); the quantized model is cached as an
 OpenVINO IR next to the blobs, so that calibration runs once per model.
 """
@@ -189,10 +189,14 @@ def _component_engine(folder: Path, component: Component, precision: str,
 class OpenVinoDenoiser:
     name = "openvino"
 
-    def __init__(self, folder: Path, component: Component, precision: str, static_batch: bool | None = None):
-        self.precision = precision
+    def __init__(self, engine: _Engine, precision: str):
+        self.engine, self.precision = engine, precision
+
+    @classmethod
+    def of_component(cls, folder: Path, component: Component, precision: str,
+                     static_batch: bool | None = None) -> OpenVinoDenoiser:
         static = precision in STATIC_BATCH_PRECISIONS if static_batch is None else static_batch
-        self.engine = _component_engine(folder, component, precision, static)
+        return cls(_component_engine(folder, component, precision, static), precision)
 
     def __call__(self, latents: list[Tensor], timesteps: list[Tensor]) -> list[Tensor]:
         return self.engine.run([*latents, *timesteps])
@@ -228,7 +232,7 @@ def cached_denoiser(spec, model, checkpoint: Path, precision: str) -> OpenVinoDe
 
     require_openvino()
     folder, manifest = cached_export(spec, "denoiser", model, checkpoint, parity_runtime="openvino")
-    return OpenVinoDenoiser(folder, manifest.component("denoiser"), precision)
+    return OpenVinoDenoiser.of_component(folder, manifest.component("denoiser"), precision)
 
 
 def cached_vae(spec, key: str, vae, checkpoint: Path, precision: str) -> OpenVinoVAE:
@@ -241,17 +245,18 @@ def cached_vae(spec, key: str, vae, checkpoint: Path, precision: str) -> OpenVin
     )
 
 
-def quantize_int8(denoiser: OpenVinoDenoiser,
-                  calibration: Callable[[], list[list[Tensor]]]) -> OpenVinoDenoiser:
-    """The denoiser with int8 weights and activations (W8A8) where it holds, the rest (`INT8_KEEP`)
-    in the denoiser's own precision. `calibration()` gives the denoiser inputs to calibrate on
-    ([*latents, *timesteps] per call); it runs only when the quantized model is not cached."""
+def quantize_int8(denoiser: OpenVinoDenoiser, calibration: Callable[[], list[list[Tensor]]],
+                  keep: tuple[str, ...] = INT8_KEEP) -> OpenVinoDenoiser:
+    """The denoiser with int8 weights and activations (W8A8) where it holds, the nodes matching
+    `keep` (regexes) in the denoiser's own precision. `calibration()` gives the denoiser inputs to
+    calibrate on ([*latents, *timesteps] per call); it runs only when the quantized model is not
+    cached."""
     try:
         import nncf
     except ImportError:
         raise ImportError("--dtype int8 needs NNCF: pip install 'copgen-rt[int8]'") from None
     engine = denoiser.engine
-    key = hashlib.sha256(json.dumps([engine.sha256, INT8_RECIPE, INT8_KEEP, nncf.__version__]).encode()
+    key = hashlib.sha256(json.dumps([engine.sha256, INT8_RECIPE, keep, nncf.__version__]).encode()
                          ).hexdigest()[:24]
     xml = cache_dir() / f"int8-{key}.xml"
     if not (xml.is_file() and xml.with_suffix(".bin").is_file()):
@@ -261,13 +266,11 @@ def quantize_int8(denoiser: OpenVinoDenoiser,
         with _quiet_nncf():
             model = nncf.quantize(_core().read_model(str(engine.path)), nncf.Dataset(calls),
                                   model_type=nncf.ModelType.TRANSFORMER, subset_size=len(calls),
-                                  ignored_scope=nncf.IgnoredScope(patterns=list(INT8_KEEP), validate=False))
+                                  ignored_scope=nncf.IgnoredScope(patterns=list(keep), validate=False))
         STATS.compile_seconds += time.perf_counter() - start
         _save_ir(model, xml)
-    quantized = OpenVinoDenoiser.__new__(OpenVinoDenoiser)
-    quantized.precision = "int8"
-    quantized.engine = _Engine(xml, key, engine.input_names, engine.output_names, denoiser.precision)
-    return quantized
+    return OpenVinoDenoiser(_Engine(xml, key, engine.input_names, engine.output_names, denoiser.precision),
+                            "int8")
 
 
 @contextlib.contextmanager

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from copgen_rt.scenes.composite import composite
-from copgen_rt.scenes.encoding import to_file_units
+from copgen_rt.scenes.encoding import GENERATED, KEPT, encoding, to_file_units
 from copgen_rt.scenes.masks import DEFAULT_SCL_GAP_CLASSES, Grid, mask_from_raster, mask_from_scl
 from copgen_rt.scenes.reader import ModalityReader, SceneError, SceneFrame
 from copgen_rt.specs import Classes, Modality
@@ -99,7 +99,8 @@ def combine(kind: str, original: np.ndarray, generated: np.ndarray, gap: np.ndar
         classes = isinstance(modality.processing, Classes)
         return composite(original, generated, gap, 0 if classes else feather)
     if kind == "generated":
-        return np.where(gap, np.where(np.isfinite(generated[:1]), 1, 255), 0).astype(np.uint8)
+        nodata = encoding(modality, kind).nodata
+        return np.where(gap, np.where(np.isfinite(generated[:1]), GENERATED, nodata), KEPT).astype(np.uint8)
     return np.where(gap[None], generated, np.nan)  # std, confidence: the input is not uncertain
 
 
@@ -132,7 +133,7 @@ class RowCompositor:
         generated = self.buffer[:, lo - self.start:hi - self.start]
         rows = combine(self.kind, original, generated, gap, self.feather, self.modality)
         if self.kind == "generated":
-            self.generated_pixels += int((rows[0, self.done - lo:upto - lo] == 1).sum())
+            self.generated_pixels += int((rows[0, self.done - lo:upto - lo] == GENERATED).sum())
         self.write(self.done, rows[:, self.done - lo:upto - lo])
         keep = max(upto - self.feather, self.start)
         self.buffer, self.start = self.buffer[:, keep - self.start:], keep

@@ -173,8 +173,7 @@ class SceneOutputs:
     def add_copied(self, copied: list[TileInputs]) -> None:
         """Gap filling: tiles without a gap pixel are the input, written by the compositors."""
         for t in copied:
-            self.tiles[t.tile.key] = {"centre_lat_lon": [round(t.location[0], 6), round(t.location[1], 6)],
-                                      "fill": "copied"}
+            self.tiles[t.tile.key] = _tile_entry(t) | {"fill": "copied"}
 
     def publish(self) -> list[Path]:
         """Finish the COGs, then rename them into place, quicklooks next, the sidecar (the run
@@ -238,7 +237,7 @@ class SceneOutputs:
         loc_name, date_name = scalar_names(job.spec)
         n = job.options.samples
         for i, t in enumerate(present):
-            entry: dict[str, object] = {"centre_lat_lon": [round(t.location[0], 6), round(t.location[1], 6)]}
+            entry = _tile_entry(t)
             missing = [name for name in job.conditions if name not in t.conditions]
             if missing:
                 entry["conditions_without_data"] = missing
@@ -251,6 +250,10 @@ class SceneOutputs:
                 days = processing.vector_to_date(latents[date_name][rows]).tolist()
                 entry["generated_date"] = [f"{y:04d}-{m:02d}-{d:02d}" for d, m, y in days]
             self.tiles[t.tile.key] = entry
+
+
+def _tile_entry(t: TileInputs) -> dict[str, object]:
+    return {"centre_lat_lon": [round(t.location[0], 6), round(t.location[1], 6)]}
 
 
 def add_quicklooks(job: SceneJob, pictures: list[Path]) -> list[Path]:

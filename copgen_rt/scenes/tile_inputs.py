@@ -45,7 +45,12 @@ class TileReader:
     def read(self, tile: Tile) -> TileInputs | None:
         """Conditions of one tile with gaps filled, or None if no input has data there. A modality
         without a valid pixel in the tile is left out: it is then neither given nor generated
-        there (the `others` policy), never fed as zeros."""
+        there (the `others` policy), never fed as zeros. Gap filling: a tile without a gap pixel
+        is a copy, and nothing else of it is read."""
+        known, copy = self._targets(tile)
+        if copy:
+            everywhere = np.ones((self.base_px, self.base_px), bool)
+            return TileInputs(tile, {}, everywhere, self._centre_latlon(tile), known, copy=True)
         valid = np.zeros((self.base_px, self.base_px), bool)
         conditions = {}
         for name, reader in self.readers.items():
@@ -63,13 +68,12 @@ class TileReader:
             return None
         if not self.readers and not self.targets:
             valid[:] = True
-        known, copy = self._targets(tile)
-        return TileInputs(tile, conditions, valid, self._centre_latlon(tile), known, copy=bool(self.targets)
-                          and copy)
+        return TileInputs(tile, conditions, valid, self._centre_latlon(tile), known)
 
     def _targets(self, tile: Tile) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], bool]:
         """Gap filling: each target's values where any is known, and whether the whole tile is a
-        copy (no target pixel inside the scene is a gap; the padding past its edge is not one)."""
+        copy (there are targets, and no target pixel inside the scene is a gap; the padding past
+        its edge is not one)."""
         known, actions = {}, []
         for name, reader in self.targets.items():
             size = round(self.job.plan.footprint_m / reader.modality.image_gsd)
@@ -84,7 +88,7 @@ class TileReader:
             if actions[-1] != "generate":
                 _check_plausible(reader, data, ~gap, tile)
                 known[name] = (data, ~gap)
-        return known, all(a == "copy" for a in actions)
+        return known, bool(actions) and all(a == "copy" for a in actions)
 
     def _centre_latlon(self, tile: Tile) -> tuple[float, float]:
         f, half = self.job.frame, self.job.plan.footprint_m / 2
