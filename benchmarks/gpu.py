@@ -56,7 +56,10 @@ def main() -> int:
     from copgen_rt.backends import TorchDenoiser, make_denoiser_backend
     from copgen_rt.backends.cuda_graphs import CudaGraphDenoiser
     from copgen_rt.backends.torch_backend import ReferenceStyleDenoiser
-    from copgen_rt.bench import bench_presets, denoiser_flops, environment, matmul_peak, random_denoiser
+    from copgen_rt.bench.environment import environment
+    from copgen_rt.bench.gemm import matmul_peak
+    from copgen_rt.bench.models import denoiser_flops, random_denoiser
+    from copgen_rt.bench.presets import bench_presets
 
     t_start = time.perf_counter()
     device = "cuda"
@@ -118,7 +121,8 @@ def main() -> int:
 def cell(spec, log) -> list[dict]:
     """A 10.68 km cell (1068 px at 10 m) from an S2 L2A scene: ours vs reference-style eager."""
     from copgen_rt.backends.torch_backend import ReferenceStyleDenoiser
-    from copgen_rt.bench import random_denoiser, scene_pipeline
+    from copgen_rt.bench.models import random_denoiser
+    from copgen_rt.bench.scenes import scene_pipeline
     from copgen_rt.scenes.job import SceneJob, SceneOptions
     from copgen_rt.scenes.reader import open_input
     from copgen_rt.scenes.run import run_scene

@@ -29,7 +29,7 @@ import torch
 from copgen_rt import Pipeline, demo, specs
 from copgen_rt.backends import TorchVAE
 from copgen_rt.backends import openvino_backend as ov
-from copgen_rt.bench import _call_error, _export_denoiser, denoiser_flops, mid_spec, random_denoiser
+from copgen_rt.bench.models import call_error, denoiser_flops, export_denoiser, mid_spec, random_denoiser
 from copgen_rt.files import write_text
 from copgen_rt.models import Autoencoder
 from copgen_rt.provenance import Provenance
@@ -48,7 +48,7 @@ def _pipeline(spec, denoiser) -> Pipeline:
 
 
 def errors(fn, reference, calls, n: int) -> list[float]:
-    return [_call_error(fn(c[:n], c[n:]), reference(c[:n], c[n:])) for c in calls]
+    return [call_error(fn(c[:n], c[n:]), reference(c[:n], c[n:])) for c in calls]
 
 
 def sensitivity(spec, bf16, fp32, pipe, calls, out: Path) -> None:
@@ -132,7 +132,7 @@ def main() -> None:
     name = args.spec or ("copgen-mid" if args.sensitivity else "copgen-base")
     spec = mid_spec() if name == "copgen-mid" else specs.get(name)
     load = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
-    folder, component = _export_denoiser(spec, random_denoiser(spec, "cpu", torch.float32))
+    folder, component = export_denoiser(spec, random_denoiser(spec, "cpu", torch.float32))
     bf16 = ov.OpenVinoDenoiser.of_component(folder, component, "bf16")
     fp32 = ov.OpenVinoDenoiser.of_component(folder, component, "fp32")
     pipe = _pipeline(spec, bf16)

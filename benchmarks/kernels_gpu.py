@@ -11,7 +11,7 @@ and copgen-huge (d 1536, 24 heads of 64), at 834 tokens and batch 1..64, it time
   - the out-block skip_linear + LayerNorm vs torch (cat, Linear, LayerNorm, cast);
   - bias + GELU alone, and with the fc1 GEMM (torch: addmm + gelu);
   - the whole denoiser forward, TorchDenoiser vs TritonDenoiser, with random weights from
-    `copgen_rt.weights.random_state_dict` (via `copgen_rt.bench.random_denoiser`), loaded as the
+    `copgen_rt.weights.random_state_dict` (via `copgen_rt.bench.models.random_denoiser`), loaded as the
     pipeline loads bf16 weights (bf16 matmuls, fp32 norms and residual stream).
 Each kernel is also checked against an fp32 torch reference. The denoiser is checked in bf16 and
 fp32 against the fp32 torch forward at batch 2. Results go to
@@ -265,7 +265,7 @@ def bench_denoiser(report: Report, name: str) -> None:
     from copgen_rt import specs
     from copgen_rt.backends import TorchDenoiser
     from copgen_rt.backends.triton_backend import TritonDenoiser
-    from copgen_rt.bench import denoiser_flops, random_denoiser
+    from copgen_rt.bench.models import denoiser_flops, random_denoiser
 
     spec = specs.get(name)
     model = random_denoiser(spec, DEVICE, torch.float32)  # weights.random_state_dict, seed 0

@@ -1,0 +1,41 @@
+"""What a bench run records about the machine: versions, CPU, the engine choice, the load."""
+
+from __future__ import annotations
+
+import platform
+import subprocess
+
+import numpy
+import torch
+
+from copgen_rt import __version__
+from copgen_rt.device import choose, choose_engine, cpu_flags, cpu_name
+
+
+def environment(device: str) -> dict:
+    """Versions of the runtime and its libraries, the CPU (and GPU) and what `infer` would choose."""
+    from copgen_rt.export.onnx import runtime_versions
+
+    env = {
+        "copgen_rt": __version__,
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        "python": platform.python_version(),
+        "cpu": cpu_name(),
+        "threads": torch.get_num_threads(),
+        "device": device,
+        "precision_choice": choose(device).describe(),
+        "engine_choice": choose_engine(device).describe(),
+        "cpu_isa": sorted(f for f in cpu_flags() if f.startswith(("avx512", "amx", "avx2", "fma"))),
+    }
+    if device.startswith("cuda"):
+        env["gpu"] = torch.cuda.get_device_name()
+    return env | runtime_versions()
+
+
+def machine_load() -> str:
+    """`uptime`'s line: shared machines move timings by up to 20%."""
+    try:
+        return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+    except OSError:
+        return "uptime unavailable"
