@@ -119,8 +119,8 @@ def cell(spec, log) -> list[dict]:
     """A 10.68 km cell (1068 px at 10 m) from an S2 L2A scene: ours vs reference-style eager."""
     from copgen_rt.backends.torch_backend import ReferenceStyleDenoiser
     from copgen_rt.bench import random_denoiser, scene_pipeline
+    from copgen_rt.scenes.inputs.open import open_input
     from copgen_rt.scenes.job import SceneJob, SceneOptions
-    from copgen_rt.scenes.reader import open_input
     from copgen_rt.scenes.run import run_scene
     from copgen_rt.scenes.synthetic import smooth_s2, write_raster
 
