@@ -123,8 +123,8 @@ def cell(spec, log) -> list[dict]:
     from copgen_rt.backends.torch_backend import ReferenceStyleDenoiser
     from copgen_rt.bench.models import random_denoiser
     from copgen_rt.bench.scenes import scene_pipeline
+    from copgen_rt.scenes.inputs.open import open_input
     from copgen_rt.scenes.job import SceneJob, SceneOptions
-    from copgen_rt.scenes.reader import open_input
     from copgen_rt.scenes.run import run_scene
     from copgen_rt.scenes.synthetic import smooth_s2, write_raster
 

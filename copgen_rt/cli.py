@@ -246,8 +246,8 @@ def _parse_date(text: str | None):
 
 def _scene_job(spec: specs.ModelSpec, scene: str, p: dict, batch_size: int, solver: str | None, others: str,
                seed: int, overwrite: bool, fill=None):
+    from copgen_rt.scenes.inputs.open import open_input
     from copgen_rt.scenes.job import SceneJob, SceneOptions
-    from copgen_rt.scenes.reader import open_input
 
     date = _parse_date(p["date"])
     common = dict(s1_units=p["s1_units"], lulc_values=p["lulc_values"], s2_offset=p["s2_offset"], date=date)

@@ -12,7 +12,8 @@ from rasterio.warp import transform as warp_transform
 from torch import Tensor
 
 from copgen_rt import specs
-from copgen_rt.scenes.reader import ModalityReader, SceneFrame, open_input
+from copgen_rt.scenes.inputs.open import open_input
+from copgen_rt.scenes.reader import ModalityReader, SceneFrame
 from copgen_rt.scenes.tiling import FOOTPRINT_M
 from copgen_rt.specs import ModelSpec
 

@@ -35,8 +35,8 @@ from copgen_rt import specs
 from copgen_rt.driver import Batch, PipelineSource, one_line
 from copgen_rt.pipeline import Pipeline
 from copgen_rt.scenelist import SceneEntry
+from copgen_rt.scenes.inputs.scene_input import SceneInput
 from copgen_rt.scenes.job import SceneJob, SceneOptions
-from copgen_rt.scenes.reader import SceneInput
 from copgen_rt.scenes.run import SceneResult, precompute_latents, run_scene
 from copgen_rt.scenes.state import prepare_work_dir
 

@@ -11,7 +11,7 @@ from conftest import TINY
 from rasterio.warp import transform as warp_transform
 
 from copgen_rt import Pipeline, RandomWeightsWarning, demo, specs
-from copgen_rt.scenes.reader import open_input
+from copgen_rt.scenes.inputs.open import open_input
 from copgen_rt.scenes.tiling import FOOTPRINT_M
 from copgen_rt.weights import make_random_weights
 

@@ -20,8 +20,8 @@ from copgen_rt.distributed import WorkerPool, run_on_ray, tile_ranges
 from copgen_rt.driver import RUN_MANIFEST, Batch, PipelineSource, Report, RunManifest
 from copgen_rt.multiscene import run
 from copgen_rt.scenelist import SceneEntry, expand, read_manifest
+from copgen_rt.scenes.inputs.open import open_input
 from copgen_rt.scenes.job import SceneJob, SceneOptions
-from copgen_rt.scenes.reader import open_input
 from copgen_rt.scenes.run import run_scene
 
 DEMO = specs.get("copgen-demo")

@@ -15,8 +15,9 @@ from scene_helpers import CHIPS, EchoPipeline, smooth_s2, write_raster
 from copgen_rt import Pipeline, specs
 from copgen_rt.cli import default_scene, demo_weights, main
 from copgen_rt.scenes.fill import FillOptions
+from copgen_rt.scenes.inputs.open import open_input
 from copgen_rt.scenes.job import SceneJob, SceneOptions
-from copgen_rt.scenes.reader import ModalityReader, open_input
+from copgen_rt.scenes.reader import ModalityReader
 from copgen_rt.scenes.run import run_scene
 
 DEMO = specs.get("copgen-demo")

@@ -25,8 +25,9 @@ from copgen_rt.cli import demo_weights, main
 from copgen_rt.files import OutputBusyError, exclusive
 from copgen_rt.scenes import run as run_module
 from copgen_rt.scenes import sampling, state
+from copgen_rt.scenes.inputs.open import open_input
+from copgen_rt.scenes.inputs.scene_input import SceneError
 from copgen_rt.scenes.job import SceneJob, SceneOptions
-from copgen_rt.scenes.reader import SceneError, open_input
 from copgen_rt.scenes.run import run_scene
 from copgen_rt.scenes.state import DamagedFileWarning
 

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from product_fixtures import make_band_folder, make_condition_items, make_safe, make_stac_item, stacked_chip
 
 from copgen_rt.cli import main
-from copgen_rt.scenes.reader import open_input
+from copgen_rt.scenes.inputs.open import open_input
 
 RUN = ["--steps", "1", "--dtype", "fp32", "--backend", "torch", "--generate", "S1RTC,LULC", "-q",
        "--date", "2021-06-15"]

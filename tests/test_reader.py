@@ -11,7 +11,8 @@ from click.testing import CliRunner
 from scene_helpers import CHIPS, smooth_s2, write_raster
 
 from copgen_rt.cli import default_scene, main
-from copgen_rt.scenes.reader import ImplausibleDNWarning, open_input
+from copgen_rt.scenes.inputs.open import open_input
+from copgen_rt.scenes.inputs.scene_input import ImplausibleDNWarning
 
 
 @pytest.mark.parametrize("kind, data", [

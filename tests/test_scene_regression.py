@@ -21,8 +21,8 @@ import torch
 from copgen_rt import Pipeline, specs
 from copgen_rt.cli import default_scene, demo_weights
 from copgen_rt.device import cpu_name
+from copgen_rt.scenes.inputs.open import open_input
 from copgen_rt.scenes.job import SceneJob, SceneOptions
-from copgen_rt.scenes.reader import open_input
 from copgen_rt.scenes.run import run_scene
 from copgen_rt.scenes.synthetic import smooth_s2, write_raster
 

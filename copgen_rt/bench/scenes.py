@@ -32,7 +32,7 @@ import json, time
 from pathlib import Path
 import numpy as np, torch
 from copgen_rt.bench.scenes import peak_rss_mb, scene_pipeline
-from copgen_rt.scenes.reader import open_input
+from copgen_rt.scenes.inputs.open import open_input
 from copgen_rt.scenes.job import SceneJob, SceneOptions
 from copgen_rt.scenes.run import run_scene
 from copgen_rt.scenes.synthetic import smooth_s2, write_raster

@@ -23,7 +23,8 @@ from copgen_rt import thumbnails
 from copgen_rt.files import Staging
 from copgen_rt.pipeline import Pipeline
 from copgen_rt.scenes.blend import RowBlender
-from copgen_rt.scenes.reader import GridReader, SceneFrame, open_input
+from copgen_rt.scenes.inputs.open import open_input
+from copgen_rt.scenes.reader import GridReader, SceneFrame
 from copgen_rt.scenes.sampling import tile_seed
 from copgen_rt.scenes.state import OutputExistsError
 from copgen_rt.scenes.tiling import blend_weights, plan_tiles

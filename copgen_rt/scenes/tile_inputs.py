@@ -10,8 +10,9 @@ import numpy as np
 from rasterio.warp import transform as warp_transform
 
 from copgen_rt.scenes.composite import tile_action
+from copgen_rt.scenes.inputs.scene_input import SceneError
 from copgen_rt.scenes.job import BASE_GSD, SceneJob
-from copgen_rt.scenes.reader import ModalityReader, SceneError, coverage_reader
+from copgen_rt.scenes.reader import ModalityReader, coverage_reader
 from copgen_rt.scenes.tiling import Tile
 from copgen_rt.specs import Classes, Modality, Reflectance
 

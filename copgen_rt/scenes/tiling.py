@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from copgen_rt.scenes.reader import SceneError, SceneFrame
+from copgen_rt.scenes.inputs.scene_input import SceneError
+from copgen_rt.scenes.reader import SceneFrame
 
 FOOTPRINT_M = 1920.0
 ALIGN_M = 60.0  # least common multiple of the native resolutions (10, 20, 30, 60 m)
