@@ -28,7 +28,7 @@ MAX_ENGINE_BATCH = 4096  # the sampler's --batch-size limit: engines are never b
 
 
 def _fail(code: int, message: str):
-    from copgen_rt.entry import exit_if_interrupted
+    from copgen_rt.signals import exit_if_interrupted
 
     exit_if_interrupted()
     click.echo(f"copgen-rt: error: {message}", err=True)
@@ -169,7 +169,7 @@ class _LineProgress:
 def progress_bar(total: int, quiet: bool):
     """A callable taking tiles done (fractions as network calls finish): a tqdm bar on a terminal,
     periodic plain lines in logs, nothing with --quiet."""
-    from copgen_rt.entry import exit_if_interrupted
+    from copgen_rt.signals import exit_if_interrupted
 
     def checked(report: Callable[[float], object]) -> Callable[[float], None]:
         def update(tiles: float) -> None:  # a signal swallowed by a library still stops the run here
