@@ -16,7 +16,7 @@ import click
 
 from copgen_rt import demo, specs
 from copgen_rt.scenes.job import SceneJob
-from copgen_rt.scenes.state import OutputExistsError
+from copgen_rt.scenes.state import OutputExistsError, refuse_existing
 from copgen_rt.weights import RandomWeightsWarning
 
 # distinct exit codes, documented in the README
@@ -567,7 +567,7 @@ def _infer_thumbnails(spec, scene, weights, engine, choice, engines, solver, oth
                       quiet, p):
     """Thumbnail families (COP-GEN-Beta): --cond MODALITY=FILE (image or raster), PNGs out."""
     from copgen_rt.files import check_writable
-    from copgen_rt.thumbnail_job import run_thumbnails
+    from copgen_rt.scenes.thumbnail_job import run_thumbnails
 
     if scene is not None:
         raise ValueError(f"{spec.name} takes its inputs as --cond MODALITY=FILE, e.g. --cond s1_rtc=s1.png")
@@ -639,7 +639,7 @@ def make_random_weights_cmd(model, spec_json, out, seed, dtype, overwrite):
     from copgen_rt.weights import make_random_weights, parse_dtype
 
     spec = resolve_spec(model, spec_json)
-    _refuse_existing(Path(out) / "weights.json", overwrite)
+    refuse_existing([Path(out) / "weights.json"], overwrite)
     make_random_weights(spec, out, seed=seed, dtype=parse_dtype(dtype))
     click.echo(f"wrote random {spec.name} weights to {out} (marked random: outputs will say so)")
 
@@ -657,7 +657,7 @@ def convert_cmd(model, spec_json, weights, out, dtype, overwrite):
     from copgen_rt.weights import convert, parse_dtype
 
     spec = resolve_spec(model, spec_json)
-    _refuse_existing(Path(out) / "weights.json", overwrite)
+    refuse_existing([Path(out) / "weights.json"], overwrite)
     convert(spec, weights, out, parse_dtype(dtype) if dtype else None)
     click.echo(f"wrote {out}")
 
@@ -697,7 +697,7 @@ def export_cmd(model, spec_json, weights, fmt, precision, batch, modalities, out
     if fmt == "tensorrt":
         _require_tensorrt()  # fail before the (long) export
     spec = resolve_spec(model or ("copgen-demo" if weights is None else "copgen-base"), spec_json)
-    _refuse_existing(Path(out) / "manifest.json", overwrite)
+    refuse_existing([Path(out) / "manifest.json"], overwrite)
     files = resolve_weights(spec, weights or demo_weights())
     names = [m.strip() for m in modalities.split(",")] if modalities else None
     manifest = export_weights(spec, files, Path(out), names, batch_range,
@@ -723,11 +723,6 @@ def build_engines_cmd(folder, precision, batch):
     build_engines(Path(folder), precision, list(_parse_batch(batch)) if batch else None,
                   log=lambda m: click.echo(m, err=True))
     click.echo(f"engines in {folder}")
-
-
-def _refuse_existing(path: Path, overwrite: bool) -> None:
-    if path.exists() and not overwrite:
-        raise OutputExistsError(f"{path} exists; pass --overwrite to replace it")
 
 
 @main.command("bench")

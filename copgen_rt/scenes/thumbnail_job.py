@@ -18,7 +18,7 @@ import torch
 
 from copgen_rt import thumbnails
 from copgen_rt.pipeline import Pipeline
-from copgen_rt.scenes.state import OutputExistsError
+from copgen_rt.scenes.state import refuse_existing
 from copgen_rt.scenes.thumbnail_scene import run_thumbnail_scene, thumbnail_tags
 from copgen_rt.solvers import resolve_preset
 
@@ -47,11 +47,7 @@ def run_thumbnails(pipeline: Pipeline, conditions: Mapping[str, Path], out_dir: 
     wanted = spec.canonical(generate or [n for n in spec.names if n not in conditions])
     if not wanted:
         raise ValueError("nothing to generate: every modality is given")
-    plan = _output_paths(wanted, out_dir, samples)
-    if not overwrite:
-        for path in plan:
-            if path.exists():
-                raise OutputExistsError(f"{path} exists; pass --overwrite to replace it")
+    refuse_existing(_output_paths(wanted, out_dir, samples), overwrite)
     result = pipeline.generate(wanted, {n: torch.from_numpy(u)[None] for n, u in images.items()},
                                n_samples=samples, seed=seed, preset=preset, solver=solver, steps=steps,
                                others=others)
