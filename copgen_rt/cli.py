@@ -124,8 +124,8 @@ def infer_cmd(scenes, solver, others, seed, overwrite, quiet, verbose, manifest,
     scene = scenes[0] if scenes else None
     spec = model.spec()
     if takes_thumbnails(spec):
-        return _infer_thumbnails(spec, scene, model, choice, engines, solver, others, seed, overwrite, quiet,
-                                 p)
+        return _infer_thumbnails(spec, scene, model, choice, engines, solver, others, seed, overwrite,
+                                 quiet, p)
     batch = p["batch_size"] or default_batch_size(spec, choice.device)
     job = plan(spec, scene or demo.default_scene(), p["conds"], Path(p["out"]), batch)
     result = _run_scene_job(job, model, choice, engines, quiet, verbose)
