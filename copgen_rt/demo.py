@@ -30,6 +30,16 @@ def chip_path() -> Path:
     return Path(str(files("copgen_rt") / "assets" / "chips" / "S2L2A_433D_629L_3_1.tif"))
 
 
+def default_scene() -> str:
+    """The chip as `infer` takes it without SCENE."""
+    return str(chip_path())
+
+
+def demo_weights() -> str:
+    """The demo weights directory as the commands take it without --weights."""
+    return str(weights_path())
+
+
 def read_chip(modality: str = "S2L2A_B02_B03_B04_B08", spec: ModelSpec | str = DEMO_MODEL) -> Tensor:
     """One S2 L2A modality of the chip's top-left 1.92 km footprint as a `generate` condition:
     (1, C, H, W) float32 DNs on the modality's native grid (10, 20 or 60 m, GDAL average), in the

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import torch
 
+from copgen_rt.specs import ModelSpec
+
 
 @dataclass(frozen=True)
 class Choice:
@@ -225,3 +227,14 @@ def available_host_memory() -> int | None:
     except (OSError, ValueError):
         pass
     return min(available) if available else None
+
+
+def default_batch_size(spec: ModelSpec, device: str) -> int:
+    """Tiles per sampler call from free memory: ~40 activations of (tokens x width) floats per sample."""
+    per_sample = 4 * spec.num_tokens * spec.denoiser.embed_dim * 40 + 4 * spec.denoiser.num_heads * \
+        spec.num_tokens ** 2 * 2
+    if device.startswith("cuda"):
+        free, _ = torch.cuda.mem_get_info(torch.device(device))
+        return max(1, min(64, int(free * 0.5 // per_sample)))
+    free = available_host_memory() or 0
+    return max(1, min(8, int(free * 0.25 // per_sample)))  # CPUs saturate at small batches

@@ -1,43 +1,14 @@
-"""The `copgen-rt` entry point. Ctrl-C and SIGTERM are handled from its first line, before
-torch is imported, so that either ends the program with one line and the conventional exit
-code (130, 143) after the temporary files are removed, wherever it is."""
+"""The `copgen-rt` entry point. Ctrl-C and SIGTERM are handled from its first line
+(`copgen_rt.signals`), before torch or the command line is imported, so that either ends the
+program with one line and the conventional exit code (130, 143) wherever it is."""
 
 from __future__ import annotations
 
 import os
 import signal
 import sys
-from types import FrameType
 
-NAMES: dict[int, str] = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated (SIGTERM)"}
-
-
-class Interrupted(BaseException):
-    """Raised in the main thread by SIGINT or SIGTERM; unwinding removes the temporaries."""
-
-    def __init__(self, signum: int):
-        super().__init__(signum)
-        self.signum = signum
-
-
-received: list[int] = []  # the signal that ends this run, once one came
-
-
-def _raise(signum: int, frame: FrameType | None) -> None:
-    for s in NAMES:  # a second Ctrl-C must not cut the clean-up short
-        signal.signal(s, signal.SIG_IGN)
-    received.append(signum)
-    raise Interrupted(signum)
-
-
-def exit_if_interrupted() -> None:
-    """After a signal, whatever error followed it (a library may catch the exception half-way
-    through an import and fail later) ends the run as the signal does."""
-    if received:
-        if len(received) == 1:  # said once, however many places notice it on the way out
-            received.append(received[0])
-            print(f"copgen-rt: error: {NAMES[signal.Signals(received[0])]}", file=sys.stderr, flush=True)
-        sys.exit(128 + received[0])
+from copgen_rt.signals import Interrupted, exit_if_interrupted, install, received
 
 
 def _silence_native_stderr() -> None:
@@ -59,8 +30,7 @@ def _silence_native_stderr() -> None:
 
 
 def main() -> None:
-    for s in NAMES:
-        signal.signal(s, _raise)
+    install()
     _silence_native_stderr()
     try:
         from copgen_rt.cli import main as cli

@@ -9,12 +9,18 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from copgen_rt.driver import RUN_MANIFEST, Batch, PipelineSource, Report, RunManifest, Summary, one_line, say
+from copgen_rt import distributed, scenelist
+from copgen_rt.device import choose, default_batch_size
+from copgen_rt.driver import RUN_MANIFEST, Batch, PipelineSource, Report, RunManifest, Summary, one_line
+from copgen_rt.files import check_writable
 from copgen_rt.pipeline import Pipeline
+from copgen_rt.run_setup import ModelOptions, say_if_random
 from copgen_rt.scenelist import SceneEntry
 from copgen_rt.scenes.job import SceneJob
 from copgen_rt.scenes.run import run_scene
 from copgen_rt.scenes.stac import write_collection
+from copgen_rt.scenes.thumbnail_job import takes_thumbnails
+from copgen_rt.specs import ModelSpec
 
 
 def run_sequential(batch: Batch, pipeline: Pipeline) -> None:
@@ -27,14 +33,38 @@ def run_sequential(batch: Batch, pipeline: Pipeline) -> None:
             batch.done(entry, job, result)
 
 
+JobPlanner = Callable[[ModelSpec, str, Sequence[str], Path, int], SceneJob]
+
+
+def run_from_options(scenes: Sequence[str], manifest: str | None, conds: Sequence[str], out: str,
+                     model: ModelOptions, plan_job: JobPlanner, batch_size: int | None,
+                     ray_address: str | None = None, cpus_per_worker: int = 1, split_tiles: int = 64,
+                     quiet: bool = False, verbose: bool = False) -> Summary:
+    """Many scenes as `infer` takes them (SCENE paths, globs, a --manifest): what can be checked
+    before any weights load, then `run`. `plan_job(spec, scene, conds, out, batch_size)` makes
+    each scene's job."""
+    if ray_address is not None:
+        distributed.check_address(ray_address)  # before the scenes: `--ray scene.tif` took one as ADDRESS
+    entries = scenelist.expand(scenes, manifest, conds, out)
+    check_writable(Path(out))  # the run manifest's folder, before loading any weights; a scene
+    # whose own folder cannot be written fails alone
+    spec = model.spec()
+    if takes_thumbnails(spec):
+        raise ValueError(f"{spec.name} takes thumbnails (--cond MODALITY=FILE): run one job at a time")
+    source = model.source(spec)
+    # one batch size for every worker (results depend on it); with --ray, as on this machine's CPU
+    batch = batch_size or default_batch_size(
+        spec, "cpu" if ray_address else choose(model.device, model.dtype).device)
+    return run(entries, lambda e: plan_job(spec, str(e.scene), e.conds, e.out, batch), source, Path(out),
+               ray_address, cpus_per_worker, split_tiles, quiet, verbose)
+
+
 def run(entries: Sequence[SceneEntry], make_job: Callable[[SceneEntry], SceneJob], source: PipelineSource,
         out: Path, ray_address: str | None = None, cpus_per_worker: int = 1, split_tiles: int = 64,
         quiet: bool = False, verbose: bool = False) -> Summary:
     """Run every scene (in this process, or on Ray with `ray_address`: "local" starts a local
     runtime) and print the summary. A failed scene is recorded and the others go on."""
     if ray_address is not None:
-        from copgen_rt import distributed
-
         distributed.check_address(ray_address)
     manifest = RunManifest(Path(out).absolute() / RUN_MANIFEST)
     report = Report(len(entries), quiet)
@@ -43,13 +73,13 @@ def run(entries: Sequence[SceneEntry], make_job: Callable[[SceneEntry], SceneJob
         if ray_address is None:
             pipeline = source.load()
             batch = Batch(entries, make_job, manifest, source.provenance(pipeline), report, verbose)
-            _warn_if_random(batch.provenance)
+            say_if_random(batch.provenance["random_weights"])
             run_sequential(batch, pipeline)
         else:
             with distributed.connect(ray_address, quiet), \
                     distributed.WorkerPool.start(source, cpus_per_worker) as pool:
                 batch = Batch(entries, make_job, manifest, pool.provenance, report, verbose)
-                _warn_if_random(batch.provenance)
+                say_if_random(batch.provenance["random_weights"])
                 distributed.run_on_ray(batch, pool, split_tiles)
     finally:
         if batch is not None:
@@ -69,6 +99,3 @@ def run(entries: Sequence[SceneEntry], make_job: Callable[[SceneEntry], SceneJob
     return batch.summary
 
 
-def _warn_if_random(provenance: dict) -> None:
-    if provenance["random_weights"]:
-        say("RANDOM WEIGHTS: outputs are synthetic, not predictions (pass --weights for a real model)")

@@ -20,7 +20,7 @@ from figures import panel_row
 from PIL import Image
 
 from copgen_rt import thumbnails
-from copgen_rt.cli import default_scene
+from copgen_rt.demo import default_scene
 
 PANELS = [("DEM_DEM", "DEM (hillshade)"), ("S1RTC_vh_vv", "S1 RTC (false colour)"),
           ("LULC_LULC", "land cover"), ("S2L1C_cloud_mask", "cloud mask")]

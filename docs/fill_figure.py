@@ -19,7 +19,7 @@ import rasterio
 from figures import panel_row
 
 from copgen_rt import thumbnails
-from copgen_rt.cli import default_scene
+from copgen_rt.demo import default_scene
 
 S1 = Path(__file__).parents[1] / "tests" / "data" / "majortom" / "S1RTC_433D_629L_3_1.tif"
 

@@ -86,7 +86,7 @@ def test_info_plans_for_the_model_infer_runs(tmp_path):
     """`info SCENE` and `infer` default to the same model (the demo without --weights) and the
     same plan (batch size included), and both name the model; infer says RANDOM WEIGHTS once
     (its own line, not the API's RandomWeightsWarning as well)."""
-    from copgen_rt.cli import default_scene
+    from copgen_rt.demo import default_scene
 
     args = [default_scene(), "--generate", "DEM_DEM", "--steps", "1"]
     info = _run(["info", *args])

@@ -15,7 +15,8 @@ from click.testing import CliRunner
 from scene_helpers import smooth_s2, write_raster
 
 from copgen_rt import Pipeline, specs
-from copgen_rt.cli import demo_weights, main
+from copgen_rt.cli import main
+from copgen_rt.demo import demo_weights
 from copgen_rt.distributed import WorkerPool, run_on_ray, tile_ranges
 from copgen_rt.driver import RUN_MANIFEST, Batch, PipelineSource, Report, RunManifest
 from copgen_rt.multiscene import run

@@ -13,7 +13,8 @@ from click.testing import CliRunner
 from scene_helpers import CHIPS, EchoPipeline, smooth_s2, write_raster
 
 from copgen_rt import Pipeline, specs
-from copgen_rt.cli import default_scene, demo_weights, main
+from copgen_rt.cli import main
+from copgen_rt.demo import default_scene, demo_weights
 from copgen_rt.scenes.fill import FillOptions
 from copgen_rt.scenes.inputs.open import open_input
 from copgen_rt.scenes.job import SceneJob, SceneOptions

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from copgen_rt import Pipeline, device
-from copgen_rt.cli import demo_weights
+from copgen_rt.demo import demo_weights
 from copgen_rt.device import choose_engine, cpu_flags
 
 pytest.importorskip("openvino", reason="OpenVINO is not installed (pip install openvino)")

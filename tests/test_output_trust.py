@@ -21,7 +21,8 @@ from click.testing import CliRunner
 from scene_helpers import interrupt_after_tiles, smooth_s2, write_raster
 
 from copgen_rt import Pipeline, specs
-from copgen_rt.cli import demo_weights, main
+from copgen_rt.cli import main
+from copgen_rt.demo import demo_weights
 from copgen_rt.files import OutputBusyError, exclusive
 from copgen_rt.scenes import run as run_module
 from copgen_rt.scenes import sampling, state

@@ -6,7 +6,8 @@ from __future__ import annotations
 from click.testing import CliRunner
 
 from copgen_rt import Pipeline, specs
-from copgen_rt.cli import default_scene, main
+from copgen_rt.cli import main
+from copgen_rt.demo import default_scene
 from copgen_rt.scenes.inputs.open import open_input
 from copgen_rt.scenes.job import SceneJob, SceneOptions
 from copgen_rt.scenes.run import run_scene

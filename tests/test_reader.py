@@ -10,7 +10,8 @@ import pytest
 from click.testing import CliRunner
 from scene_helpers import CHIPS, smooth_s2, write_raster
 
-from copgen_rt.cli import default_scene, main
+from copgen_rt.cli import main
+from copgen_rt.demo import default_scene
 from copgen_rt.scenes.inputs.open import open_input
 from copgen_rt.scenes.inputs.scene_input import ImplausibleDNWarning
 

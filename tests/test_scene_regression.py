@@ -19,7 +19,7 @@ import rasterio
 import torch
 
 from copgen_rt import Pipeline, specs
-from copgen_rt.cli import default_scene, demo_weights
+from copgen_rt.demo import default_scene, demo_weights
 from copgen_rt.device import cpu_name
 from copgen_rt.scenes.inputs.open import open_input
 from copgen_rt.scenes.job import SceneJob, SceneOptions

@@ -11,7 +11,8 @@ from click.testing import CliRunner
 from scene_helpers import CHIPS, EchoPipeline, interrupt_after_tiles, smooth_s2, write_raster
 
 from copgen_rt import Pipeline, processing, specs
-from copgen_rt.cli import default_scene, demo_weights, main
+from copgen_rt.cli import main
+from copgen_rt.demo import default_scene, demo_weights
 from copgen_rt.scenes import job as scene_job
 from copgen_rt.scenes.inputs.open import open_input
 from copgen_rt.scenes.inputs.scene_input import SceneError

@@ -10,7 +10,7 @@ from scene_helpers import CHIPS
 
 from copgen_rt import Pipeline, thumbnails
 from copgen_rt.scenes.synthetic import smooth_s2, write_raster
-from copgen_rt.thumbnail_job import run_thumbnails
+from copgen_rt.scenes.thumbnail_job import run_thumbnails
 
 
 @pytest.fixture(scope="module")

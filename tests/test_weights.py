@@ -170,7 +170,8 @@ def test_hub_id_offline_is_one_line(monkeypatch, tiny_spec):
 def test_weights_paths_are_never_taken_for_hub_ids(tmp_path, monkeypatch):
     """An existing path wins (trailing slash included); a missing path, or anything that is not a
     well-formed owner/name, is 'no such weights directory', in one line, exit 4 from the CLI."""
-    from copgen_rt.cli import demo_weights, main
+    from copgen_rt.cli import main
+    from copgen_rt.demo import demo_weights
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")

@@ -9,14 +9,17 @@ from __future__ import annotations
 import datetime as dt
 import math
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from copgen_rt.device import available_host_memory
 from copgen_rt.scenes.encoding import blend_channels
 from copgen_rt.scenes.fill import FillOptions, gap_masks
+from copgen_rt.scenes.inputs.open import open_input
 from copgen_rt.scenes.inputs.scene_input import SceneError, SceneInput
 from copgen_rt.scenes.reader import COARSE_FACTOR, CoarseInputWarning, SceneFrame
 from copgen_rt.scenes.tiling import TilingPlan, plan_tiles
@@ -210,6 +213,11 @@ class SceneJob:
         masks = sum(g.size for g in self.gaps.values() if g is not None)  # gap masks are held whole
         return sum(sizes) + max(sizes, default=0) + masks
 
+    def pixel_count(self, name: str) -> int:
+        """Pixels of modality `name` on the scene's grid."""
+        _, width, height = self.frame.grid(self.spec.modality(name).image_gsd)
+        return width * height
+
     def check_memory(self) -> None:
         """Refuse a scene too wide for this machine's memory before running anything."""
         need, limit = self.blend_bytes, memory_limit()
@@ -243,6 +251,58 @@ class SceneJob:
         lines.append(f"memory: about {_gib(self.blend_bytes)} of blending buffers" + (
             f" (allowed: {_gib(limit)}, {MEMORY_FRACTION:g} of the available memory)" if limit else ""))
         return "\n".join(lines)
+
+
+def job_from_options(spec: ModelSpec, scene: str, conds: Sequence[str], out: Path, batch_size: int, *,
+                     product: str | None = None, bands: str | None = None, generate: str | None = None,
+                     date: str | None = None, s1_units: str = "auto", lulc_values: str = "auto",
+                     s2_offset: float | None = None, **options: Any) -> SceneJob:
+    """A scene job as the command line words it: SCENE and --cond PRODUCT=PATH inputs,
+    comma-separated --bands and --generate (modalities or products), --date YYYY-MM-DD;
+    `options` are the other `SceneOptions` fields."""
+    day = parse_date(date)
+    common: dict[str, Any] = dict(s1_units=s1_units, lulc_values=lulc_values, s2_offset=s2_offset, date=day)
+    band_names = tuple(b.strip() for b in bands.split(",")) if bands else None
+    inputs = [open_input(scene, product=product, bands=band_names, **common)]
+    for item in conds:
+        name, path = cond_pair(item, "PRODUCT=PATH, e.g. S1RTC=s1.tif")
+        inputs.append(open_input(path, product=name, **common))
+    wanted = None
+    if generate is not None:
+        wanted = []
+        for token in parse_generate(generate, "modalities or products"):
+            matches = [m.name for m in spec.modalities if token in (m.name, m.product)]
+            if not matches:
+                raise ValueError(f"--generate {token}: not a modality or product of {spec.name}")
+            wanted += matches
+    return SceneJob(spec, inputs, out, SceneOptions(generate=None if wanted is None else tuple(wanted),
+                                                    date=day, batch_size=batch_size, **options))
+
+
+def parse_date(text: str | None) -> dt.date | None:
+    """--date YYYY-MM-DD; None when not given."""
+    if not text:
+        return None
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"--date {text!r}: expected YYYY-MM-DD") from None
+
+
+def cond_pair(item: str, expected: str) -> tuple[str, str]:
+    """NAME and PATH of a --cond NAME=PATH; `expected` says its form in the error."""
+    name, sep, path = item.partition("=")
+    if not sep or not path:
+        raise ValueError(f"--cond {item!r}: expected {expected}")
+    return name, path
+
+
+def parse_generate(text: str, what: str) -> list[str]:
+    """The names of a comma-separated --generate; none at all is an error asking for `what`."""
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    if not names:
+        raise ValueError(f"--generate is empty: name {what}, or leave it out for all")
+    return names
 
 
 def _check_baselines(inputs: list[SceneInput]) -> None:

@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,6 +38,14 @@ from copgen_rt.scenes.job import SceneJob
 
 class OutputExistsError(Exception):
     pass
+
+
+def refuse_existing(paths: Iterable[Path], overwrite: bool) -> None:
+    """Without `overwrite`, the first of `paths` that exists is an OutputExistsError."""
+    if not overwrite:
+        for path in paths:
+            if path.exists():
+                raise OutputExistsError(f"{path} exists; pass --overwrite to replace it")
 
 
 class DamagedFileWarning(UserWarning):

@@ -26,7 +26,7 @@ from copgen_rt.scenes.blend import RowBlender
 from copgen_rt.scenes.inputs.open import open_input
 from copgen_rt.scenes.reader import GridReader, SceneFrame
 from copgen_rt.scenes.sampling import tile_seed
-from copgen_rt.scenes.state import OutputExistsError
+from copgen_rt.scenes.state import refuse_existing
 from copgen_rt.scenes.tiling import blend_weights, plan_tiles
 from copgen_rt.scenes.writer import CogWriter
 from copgen_rt.solvers import resolve_preset
@@ -102,10 +102,7 @@ def run_thumbnail_scene(pipeline: Pipeline, conditions: Mapping[str, Path], out_
     kinds = ["mean"] + (["std"] if samples > 1 else [])
     files = {(n, k): out_dir / f"{stem}_{n}{'' if k == 'mean' else '_std'}.tif"
              for n in wanted for k in kinds}
-    if not overwrite:
-        for path in [*files.values(), *(p.with_suffix(".png") for p in files.values())]:
-            if path.exists():
-                raise OutputExistsError(f"{path} exists; pass --overwrite to replace it")
+    refuse_existing([*files.values(), *(p.with_suffix(".png") for p in files.values())], overwrite)
     out_dir.mkdir(parents=True, exist_ok=True)
     transform, width, height = first.frame.grid(THUMBNAIL_GSD)
     tags = thumbnail_tags(pipeline, conditions, seed, samples, resolve_preset(preset, solver, steps), others)

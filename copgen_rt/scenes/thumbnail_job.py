@@ -18,11 +18,28 @@ import torch
 
 from copgen_rt import thumbnails
 from copgen_rt.pipeline import Pipeline
-from copgen_rt.scenes.state import OutputExistsError
+from copgen_rt.scenes.job import cond_pair
+from copgen_rt.scenes.state import refuse_existing
 from copgen_rt.scenes.thumbnail_scene import run_thumbnail_scene, thumbnail_tags
 from copgen_rt.solvers import resolve_preset
+from copgen_rt.specs import RGB8, ModelSpec
 
 RASTER_SUFFIXES = {".tif", ".tiff", ".vrt", ".jp2"}
+
+
+def takes_thumbnails(spec: ModelSpec) -> bool:
+    """Every modality of `spec` is an 8-bit picture (COP-GEN-Beta)."""
+    return all(isinstance(m.processing, RGB8) for m in spec.modalities)
+
+
+def thumbnail_conditions(spec: ModelSpec, conds: Sequence[str]) -> dict[str, Path]:
+    """--cond MODALITY=FILE (image or raster) as `run_thumbnails` takes them."""
+    conditions = {}
+    for item in conds:
+        name, path = cond_pair(item, "MODALITY=FILE, e.g. s1_rtc=s1.png")
+        spec.modality(name)
+        conditions[name] = Path(path)
+    return conditions
 
 
 def run_thumbnails(pipeline: Pipeline, conditions: Mapping[str, Path], out_dir: Path,
@@ -47,11 +64,7 @@ def run_thumbnails(pipeline: Pipeline, conditions: Mapping[str, Path], out_dir: 
     wanted = spec.canonical(generate or [n for n in spec.names if n not in conditions])
     if not wanted:
         raise ValueError("nothing to generate: every modality is given")
-    plan = _output_paths(wanted, out_dir, samples)
-    if not overwrite:
-        for path in plan:
-            if path.exists():
-                raise OutputExistsError(f"{path} exists; pass --overwrite to replace it")
+    refuse_existing(_output_paths(wanted, out_dir, samples), overwrite)
     result = pipeline.generate(wanted, {n: torch.from_numpy(u)[None] for n, u in images.items()},
                                n_samples=samples, seed=seed, preset=preset, solver=solver, steps=steps,
                                others=others)

@@ -1,0 +1,118 @@
+"""The command line's errors and warnings, one line each: a distinct exit code for every
+expected failure (documented in the README), click's usage errors in the same form, no
+tracebacks unless COPGEN_RT_DEBUG=1 or --debug."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import sys
+import warnings
+from collections.abc import Callable
+from typing import Any, NoReturn, TypeVar, cast
+
+import click
+
+from copgen_rt.signals import exit_if_interrupted
+
+EXIT_INPUT, EXIT_CHECKPOINT, EXIT_OUTPUT_EXISTS, EXIT_MISSING, EXIT_EXPORT, EXIT_INTERNAL = 3, 4, 5, 6, 7, 1
+EXIT_SCENES_FAILED = 8  # many scenes: at least one failed (the others ran)
+EXIT_CANNOT_WRITE = 9  # an output folder is not writable, the disk is full, a planted link was refused
+EXIT_BUSY = 10  # another run is writing the same scene's outputs right now
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def fail(code: int, message: str) -> NoReturn:
+    """Exit with `code` after one error line (or as the signal that came first says)."""
+    exit_if_interrupted()
+    click.echo(f"copgen-rt: error: {message}", err=True)
+    sys.exit(code)
+
+
+def friendly_errors(fn: F) -> F:
+    """One line and a distinct exit code for every expected failure; no tracebacks."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from copgen_rt.export.onnx import ExportError
+        from copgen_rt.files import OutputBusyError, OutputWriteError
+        from copgen_rt.scenes.state import OutputExistsError
+        from copgen_rt.weights import CheckpointError
+
+        try:
+            return fn(*args, **kwargs)
+        except OutputWriteError as e:
+            fail(EXIT_CANNOT_WRITE, str(e))
+        except OutputBusyError as e:
+            fail(EXIT_BUSY, str(e))
+        except CheckpointError as e:
+            fail(EXIT_CHECKPOINT, str(e))
+        except ExportError as e:
+            fail(EXIT_EXPORT, str(e))
+        except (OutputExistsError, FileExistsError) as e:
+            fail(EXIT_OUTPUT_EXISTS, str(e))
+        except (ValueError, KeyError, FileNotFoundError, IsADirectoryError, PermissionError) as e:
+            msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+            fail(EXIT_INPUT, str(msg).splitlines()[0] if str(msg) else type(e).__name__)
+        except ImportError as e:
+            fail(EXIT_MISSING, str(e).splitlines()[0])
+        except MemoryError:
+            fail(EXIT_INTERNAL, "out of memory: lower --batch-size")
+        except KeyboardInterrupt:
+            fail(130, "interrupted")
+        except Exception as e:  # noqa: BLE001 - last resort, still one line
+            if "--debug" in sys.argv or os.environ.get("COPGEN_RT_DEBUG") == "1":
+                raise
+            first = str(e).splitlines()[0] if str(e) else ""
+            fail(EXIT_INTERNAL,
+                 f"internal error: {type(e).__name__}: {first} (set COPGEN_RT_DEBUG=1 for a traceback)")
+
+    return cast(F, wrapper)
+
+
+class OneLineUsageErrors(click.Group):
+    """click's usage errors (unknown option, bad value) as one line, like every other error."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.exceptions.NoArgsIsHelpError as e:
+            click.echo(e.ctx.get_help(), err=True)
+            sys.exit(e.exit_code)
+        except click.UsageError as e:
+            where = e.ctx.command_path if e.ctx else "copgen-rt"
+            fail(e.exit_code, f"{e.format_message()} (see '{where} --help')")
+        except click.ClickException as e:
+            fail(e.exit_code, e.format_message())
+        except click.Abort:
+            fail(130, "interrupted")
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+def one_line_messages() -> None:
+    """Warnings as one line each; no raw log lines of GDAL next to the one-line errors."""
+    from copgen_rt.weights import RandomWeightsWarning
+
+    warnings.simplefilter("default")
+    # GDAL's messages reach us as exceptions, each turned into one line; its log lines would
+    # print raw (e.g. "_tiffSeekProc" on a full disk) next to them
+    logging.getLogger("rasterio").addHandler(logging.NullHandler())
+    logging.getLogger("rasterio").propagate = False
+    os.environ.setdefault("CPL_LOG", os.devnull)  # GDAL's default handler, outside rasterio's calls
+    # a raster without georeferencing is refused with its own one-line error
+    warnings.filterwarnings("ignore", message="Dataset has no geotransform")
+    # the API's RandomWeightsWarning: the commands print their own RANDOM WEIGHTS line
+    warnings.filterwarnings("ignore", category=RandomWeightsWarning)
+    warnings.showwarning = _show_warning
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings as one line each, written through tqdm so that a progress bar does not hide them."""
+    from tqdm import tqdm
+
+    text = str(message).strip().splitlines()[0] if str(message).strip() else ""
+    tqdm.write(f"copgen-rt: warning: {category.__name__}: {text}", file=sys.stderr)

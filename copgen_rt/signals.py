@@ -1,0 +1,45 @@
+"""Ctrl-C and SIGTERM: from `install()` on, either ends the program with one line and the
+conventional exit code (130, 143) after the temporary files are removed, wherever it is. Imports
+nothing but the standard library, so that `copgen_rt.entry` installs it before torch loads."""
+
+from __future__ import annotations
+
+import signal
+import sys
+from types import FrameType
+
+NAMES: dict[int, str] = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated (SIGTERM)"}
+
+
+class Interrupted(BaseException):
+    """Raised in the main thread by SIGINT or SIGTERM; unwinding removes the temporaries."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+received: list[int] = []  # the signal that ends this run, once one came
+
+
+def _raise(signum: int, frame: FrameType | None) -> None:
+    for s in NAMES:  # a second Ctrl-C must not cut the clean-up short
+        signal.signal(s, signal.SIG_IGN)
+    received.append(signum)
+    raise Interrupted(signum)
+
+
+def install() -> None:
+    """SIGINT and SIGTERM raise `Interrupted` from now on."""
+    for s in NAMES:
+        signal.signal(s, _raise)
+
+
+def exit_if_interrupted() -> None:
+    """After a signal, whatever error followed it (a library may catch the exception half-way
+    through an import and fail later) ends the run as the signal does."""
+    if received:
+        if len(received) == 1:  # said once, however many places notice it on the way out
+            received.append(received[0])
+            print(f"copgen-rt: error: {NAMES[signal.Signals(received[0])]}", file=sys.stderr, flush=True)
+        sys.exit(128 + received[0])
