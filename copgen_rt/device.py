@@ -3,10 +3,12 @@ fastest engine present. The one place where these are chosen and where bad pairs
 
 CPUs without bf16 units (no AVX512-BF16 / AMX) emulate bf16, which is several times slower than
 fp32 (measured: the reference's bf16 autocast is ~6x slower on our AVX2 CPUs), so they get fp32;
-GPUs get bf16 from compute capability 8.0 (Ampere) on, fp16 before. On CPUs the engine is
-OpenVINO where it is installed (measured faster than eager torch at both precisions, README),
-torch otherwise; CUDA keeps torch (CUDA graphs). Explicit choices win; impossible ones (an engine
-on a device it cannot run on, a precision it does not run) are a ValueError before any weights load.
+GPUs get bf16 from compute capability 8.0 (Ampere) on, fp16 before. On CPUs "auto" lists the
+engines that can run the precision here (`EngineChoice.candidates`: OpenVINO, torch.compile,
+eager torch, where installed); which of them is fastest on this CPU kind is measured once and
+cached (`copgen_rt.tuning`), OpenVINO standing in until then. CUDA keeps torch (CUDA graphs).
+Explicit choices win; impossible ones (an engine on a device it cannot run on, a precision it
+does not run) are a ValueError before any weights load.
 """
 
 from __future__ import annotations
@@ -55,6 +57,11 @@ def cpu_name() -> str:
     return platform.processor() or "CPU"
 
 
+def cpu_kind() -> str:
+    """What a CPU's speed and fp32 bits depend on: its model name and torch's vector ISA level."""
+    return f"{cpu_name()} | {torch.backends.cpu.get_cpu_capability()}"
+
+
 def choose(device: str | None = None, dtype: str | None = None) -> Choice:
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -80,13 +87,18 @@ def choose(device: str | None = None, dtype: str | None = None) -> Choice:
     return Choice(device, native, hardware, why)
 
 
-ENGINES = ("torch", "triton", "onnxruntime", "openvino")
+ENGINES = ("torch", "torch-compile", "triton", "onnxruntime", "openvino")
 # what each engine runs: devices, denoiser precisions, and whether it serves the VAEs too
-_ENGINE_DEVICES = {"torch": ("cpu", "cuda"), "triton": ("cuda",), "onnxruntime": ("cpu", "cuda"),
-                   "openvino": ("cpu",)}
-_ENGINE_DTYPES = {"torch": ("fp32", "fp16", "bf16"), "triton": ("fp32", "fp16", "bf16"),
-                  "onnxruntime": ("fp32",), "openvino": ("fp32", "bf16", "int8")}
-_SERVES_VAES = {"torch": True, "triton": False, "onnxruntime": True, "openvino": True}
+_ENGINE_DEVICES = {"torch": ("cpu", "cuda"), "torch-compile": ("cpu",), "triton": ("cuda",),
+                   "onnxruntime": ("cpu", "cuda"), "openvino": ("cpu",)}
+_ENGINE_DTYPES = {"torch": ("fp32", "fp16", "bf16"), "torch-compile": ("fp32", "bf16"),
+                  "triton": ("fp32", "fp16", "bf16"), "onnxruntime": ("fp32",),
+                  "openvino": ("fp32", "bf16", "int8")}
+_SERVES_VAES = {"torch": True, "torch-compile": False, "triton": False, "onnxruntime": True,
+                "openvino": True}
+# what "auto" measures on CPUs, in order of preference where the measurement is not yet made or
+# two engines are equally fast
+CPU_CANDIDATES = ("openvino", "torch-compile", "torch")
 
 
 @dataclass(frozen=True)
@@ -95,6 +107,9 @@ class EngineChoice:
     vae: str
     dtype: str  # the denoiser's precision
     reason: str
+    # for "auto" on CPUs: the engines able to run `dtype` here, `denoiser` the first of them;
+    # which is fastest is measured (copgen_rt.tuning). Empty when there is nothing to measure.
+    candidates: tuple[str, ...] = ()
 
     def describe(self) -> str:
         return f"engine {self.denoiser} (VAEs {self.vae}), denoiser precision {self.dtype}: {self.reason}"
@@ -128,14 +143,19 @@ def choose_engine(device: str, backend: str | Mapping[str, str] | None = None, d
     kind = _device_type(device)
     reasons = []
     den = wanted.get("denoiser") or "auto"
+    candidates: tuple[str, ...] = ()
     if den == "auto":
         if kind == "cpu" and openvino_installed() and dtype in (None, *_ENGINE_DTYPES["openvino"]):
-            den, why = "openvino", "auto: OpenVINO is installed, the fastest CPU engine measured"
+            den, why = "openvino", "auto: OpenVINO is installed"
         elif kind == "cpu":
             den, why = "torch", ("auto: OpenVINO is not installed (pip install openvino)" if not
                                  openvino_installed() else f"auto: OpenVINO does not run {dtype}")
         else:
             den, why = "torch", f"auto: torch on {kind}" + (" with CUDA graphs" if kind == "cuda" else "")
+        if kind == "cpu":
+            runs = dtype or choose(device).dtype
+            candidates = tuple(e for e in CPU_CANDIDATES if runs in _ENGINE_DTYPES[e]
+                               and (e != "openvino" or openvino_installed()))
         reasons.append(why)
     else:
         _check_engine(den, kind, device)
@@ -168,7 +188,7 @@ def choose_engine(device: str, backend: str | Mapping[str, str] | None = None, d
         if vae_dtype not in _vae_dtypes(vae):
             raise ValueError(f"VAE backend {vae} runs {_alternatives(_vae_dtypes(vae))}, not {vae_dtype}")
         _require_installed(vae)
-    return EngineChoice(den, vae, dtype, "; ".join(reasons))
+    return EngineChoice(den, vae, dtype, "; ".join(reasons), candidates if len(candidates) > 1 else ())
 
 
 def _vae_dtypes(engine: str) -> tuple[str, ...]:

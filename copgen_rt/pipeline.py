@@ -22,6 +22,7 @@ from copgen_rt.sampler import NoiseSource, row_seeds, sample
 from copgen_rt.schedule import NoiseSchedule
 from copgen_rt.solvers import build_program, resolve_preset
 from copgen_rt.specs import LatLon, ModelSpec
+from copgen_rt.tuning import Tuning, measured_choice
 from copgen_rt.weights import (
     Checkpoint,
     CheckpointError,
@@ -140,6 +141,7 @@ class Pipeline:
         if self.provenance.random:
             warn_random_weights(f"this {spec.name} pipeline")
         self.engines: EngineChoice | None = None  # from_weights: what runs what, and why
+        self.tuning: Tuning | None = None  # from_weights with "auto" on a CPU: what was measured
 
     # --- construction -------------------------------------------------------------------------
 
@@ -165,6 +167,7 @@ class Pipeline:
         device = _device(device)
         requested = None if dtype == "auto" else "int8" if dtype == "int8" else dtype_name(dtype)
         engines = choose_engine(str(device), backend, requested, dtype_name(vae_dtype))
+        engines, tuning = measured_choice(spec, engines)
         ckpt = read_checkpoint(denoiser)
         exported = engines.denoiser in EXPORTED_ENGINES  # exports are fp32 graphs
         # int8: the layers it leaves unquantized run in the engine's best float precision
@@ -196,7 +199,7 @@ class Pipeline:
             return vae_backend(engines.vae, spec, key, vae, vckpt.path, vae_precision)
 
         pipeline = cls(spec, den_backend, load_vae, provenance, device)
-        pipeline.engines = engines
+        pipeline.engines, pipeline.tuning = engines, tuning
         if engines.dtype == "int8":
             from copgen_rt.backends.openvino_backend import OpenVinoDenoiser, quantize_int8
 

@@ -3,7 +3,8 @@
 A denoiser backend is called as `backend(latents, timesteps) -> list of eps` with lists in
 canonical modality order, float32 in and out; a VAE backend has `encode_moments(x)` and
 `decode(z)`. The sampler and pipeline only see these interfaces. Implementations: torch (eager),
-triton (fused kernels), onnxruntime, openvino and tensorrt (exported components). Which engine
+torch-compile (inductor), triton (fused kernels), onnxruntime, openvino and tensorrt (exported
+components). Which engine
 runs what is chosen in `copgen_rt.device.choose_engine`.
 """
 
@@ -16,13 +17,17 @@ from copgen_rt.backends.torch_backend import TorchDenoiser, TorchVAE
 from copgen_rt.models import Autoencoder, Denoiser
 from copgen_rt.specs import ModelSpec
 
-DENOISER_BACKENDS = ("torch", "triton", "onnxruntime")
+DENOISER_BACKENDS = ("torch", "torch-compile", "triton")
 
 
 def make_denoiser_backend(name: str, model: Denoiser) -> DenoiserBackend:
     """A backend running a loaded `copgen_rt.Denoiser` (onnxruntime goes through an export)."""
     if name == "torch":
         return TorchDenoiser(model)
+    if name == "torch-compile":
+        from copgen_rt.backends.torch_compile_backend import CompiledTorchDenoiser
+
+        return CompiledTorchDenoiser(model)
     if name == "triton":
         from copgen_rt.backends.triton_backend import TritonDenoiser
 
@@ -50,6 +55,30 @@ def denoiser_backend(engine: str, spec: ModelSpec, model: Denoiser, checkpoint: 
     return backend
 
 
+def scratch_denoiser(engine: str, spec: ModelSpec, model: Denoiser, dtype: str, folder: Path
+                     ) -> DenoiserBackend:
+    """`engine` running an in-memory fp32 model in `dtype`, with no checkpoint behind it (engine
+    measurements): exported engines export it into `folder`, the others run a copy in `dtype`."""
+    if engine in EXPORTED_ENGINES:
+        from copgen_rt.export.onnx import export_models
+
+        component = export_models(spec, model, {}, folder, weights={}, random_weights=True,
+                                  check="none").component("denoiser")
+        if engine == "openvino":
+            from copgen_rt.backends.openvino_backend import OpenVinoDenoiser
+
+            return OpenVinoDenoiser.of_component(folder, component, dtype)
+        from copgen_rt.backends.onnxruntime_backend import OrtDenoiser
+
+        return OrtDenoiser(folder / component.file, [t.name for t in component.inputs],
+                           [t.name for t in component.outputs])
+    from copgen_rt.weights import Checkpoint, load_denoiser, parse_dtype
+
+    weights = Checkpoint(folder, dict(model.state_dict()))
+    return make_denoiser_backend(engine, load_denoiser(spec, weights, next(model.parameters()).device,
+                                                       parse_dtype(dtype)))
+
+
 def vae_backend(engine: str, spec: ModelSpec, key: str, vae: Autoencoder, checkpoint: Path,
                 dtype: str) -> VAEBackend:
     if engine == "onnxruntime":
@@ -68,4 +97,5 @@ def vae_backend(engine: str, spec: ModelSpec, key: str, vae: Autoencoder, checkp
 EXPORTED_ENGINES = ("onnxruntime", "openvino")  # run an fp32 ONNX export, whatever their precision
 
 __all__ = ["DenoiserBackend", "VAEBackend", "TorchDenoiser", "TorchVAE", "make_denoiser_backend",
-           "denoiser_backend", "vae_backend", "EXPORTED_ENGINES"]
+           "denoiser_backend", "scratch_denoiser", "vae_backend",
+           "EXPORTED_ENGINES"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor
 
@@ -13,6 +15,7 @@ class TorchDenoiser:
 
     def __init__(self, model: Denoiser):
         self.model = model
+        self.forward: Callable[[list[Tensor], list[Tensor]], list[Tensor]] = model
         weight = model.mid_block.attn.qkv.weight  # every block has the model's device and dtype
         self.device, self.dtype = weight.device, weight.dtype
 
@@ -22,7 +25,7 @@ class TorchDenoiser:
         # no autocast weight cache: weights are stored in low precision already, and the cache
         # must be off for CUDA graph capture
         with torch.autocast(self.device.type, dtype=self.dtype, enabled=low, cache_enabled=False):
-            out = self.model([x.to(self.device, torch.float32) for x in latents],
+            out = self.forward([x.to(self.device, torch.float32) for x in latents],
                              [t.to(self.device, torch.float32) for t in timesteps])
         return [o.float() for o in out]
 

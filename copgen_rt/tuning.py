@@ -1,0 +1,190 @@
+"""Which CPU engine runs a model's denoiser fastest on this machine kind, and at which batch.
+
+Measured once per (CPU kind, threads, model shape, precision, engine versions) and cached under
+`<cache>/tuning/`, as compiled engines are. The measurement runs a short copy of the model (one
+in-block, the mid-block and one out-block at the model's width, heads and sequence length, with
+random weights) on each candidate engine of `EngineChoice.candidates`, interleaved, medians of
+several calls: every block of the U-ViT costs the same, so the engines' ratio is the full model's
+at a fraction of the build time. The fastest engine then runs the short model at 1, 2, 4 and 8
+tiles per call; the scene runner's default batch is the fastest per tile within its memory check.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from copgen_rt.backends import DenoiserBackend, scratch_denoiser
+from copgen_rt.backends.export_cache import cache_root
+from copgen_rt.device import EngineChoice, cpu_kind
+from copgen_rt.files import write_text
+from copgen_rt.models import Denoiser
+from copgen_rt.specs import ModelSpec
+from copgen_rt.weights import first_line
+
+log = logging.getLogger(__name__)
+
+ENGINE_BATCH = 2  # the engines are compared at this many tiles per call
+BATCHES = (1, 2, 4, 8)
+REPEATS = 5  # timed calls per engine and batch, after one warm-up call (which compiles)
+# an engine earlier in the order of preference is kept unless another is this much faster, so that
+# run-to-run noise does not flip the choice between engines that are equally fast; the same for a
+# smaller batch against a larger one (less memory, less padding on a scene's last batch)
+MARGIN = 0.05
+
+
+@dataclass(frozen=True)
+class Tuning:
+    """What this machine kind measured for one model shape and precision."""
+
+    engine: str
+    seconds: dict[str, float]  # per engine: median seconds per call of the short model, ENGINE_BATCH tiles
+    per_tile: dict[int, float]  # the chosen engine's median seconds per tile, by tiles per call
+    failed: dict[str, str]  # engines that could not run here, and why
+
+    def batch(self, limit: int) -> int:
+        """The fastest measured tiles per call up to `limit` (the memory check's)."""
+        allowed = {b: s for b, s in self.per_tile.items() if b <= limit}
+        if not allowed:
+            return max(1, limit)
+        best = min(allowed.values())
+        return min(b for b, s in allowed.items() if s <= best * (1 + MARGIN))
+
+    def describe(self) -> str:
+        ranked = sorted(self.seconds.items(), key=lambda item: item[1])
+        timed = ", ".join(f"{e} {s * 1000:.0f} ms" for e, s in ranked)
+        failed = "".join(f"; {e} could not run: {why}" for e, why in self.failed.items())
+        return f"auto: the fastest measured on this CPU kind ({timed} per short-model call){failed}"
+
+    def to_json(self) -> dict:
+        return {"engine": self.engine, "seconds": self.seconds,
+                "per_tile": {str(b): s for b, s in self.per_tile.items()}, "failed": self.failed}
+
+    @classmethod
+    def from_json(cls, data: dict) -> Tuning:
+        return cls(data["engine"], data["seconds"], {int(b): s for b, s in data["per_tile"].items()},
+                   data["failed"])
+
+
+def short_spec(spec: ModelSpec) -> ModelSpec:
+    """The model with one in-block, the mid-block and one out-block: same width, heads, tokens."""
+    return spec.replace(denoiser=dataclasses.replace(spec.denoiser, depth=2))
+
+
+def tuning_key(spec: ModelSpec, dtype: str, candidates: tuple[str, ...]) -> str:
+    from copgen_rt.backends.openvino_backend import threads
+
+    versions = [str(torch.__version__)]
+    if "openvino" in candidates:
+        from copgen_rt.backends.openvino_backend import version
+
+        versions.append(version())
+    shape = [dataclasses.asdict(spec.denoiser), [(m.latent_shape, m.patch_size) for m in spec.modalities]]
+    data = json.dumps([cpu_kind(), threads(), versions, shape, dtype, candidates], sort_keys=True)
+    return hashlib.sha256(data.encode()).hexdigest()[:24]
+
+
+def _cache_file(spec: ModelSpec, dtype: str, candidates: tuple[str, ...]) -> Path:
+    return cache_root() / "tuning" / f"{tuning_key(spec, dtype, candidates)}.json"
+
+
+def cached(spec: ModelSpec, dtype: str, candidates: tuple[str, ...]) -> Tuning | None:
+    path = _cache_file(spec, dtype, candidates)
+    try:
+        return Tuning.from_json(json.loads(path.read_text()))
+    except (OSError, ValueError, KeyError, TypeError):  # not measured yet, or a foreign file
+        return None
+
+
+def random_inputs(spec: ModelSpec, batch: int, seed: int = 1) -> tuple[list[Tensor], list[Tensor]]:
+    """Latents and timesteps of `batch` tiles for every modality (what engine timings feed)."""
+    g = torch.Generator().manual_seed(seed)
+    latents = [torch.randn(batch, *m.latent_shape, generator=g) for m in spec.modalities]
+    times = [torch.rand(batch, generator=g) * 1000 for _ in spec.modalities]
+    return latents, times
+
+
+def _seconds(backend: DenoiserBackend, inputs: tuple[list[Tensor], list[Tensor]]) -> float:
+    start = time.perf_counter()
+    backend(*inputs)
+    return time.perf_counter() - start
+
+
+def measure(spec: ModelSpec, dtype: str, candidates: tuple[str, ...]) -> Tuning:
+    """Time every candidate engine on the short model, then the fastest at each batch."""
+    short = short_spec(spec)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = Denoiser(short).eval()
+    inputs = random_inputs(short, ENGINE_BATCH)
+    engines: dict[str, DenoiserBackend] = {}
+    failed: dict[str, str] = {}
+    times: dict[str, list[float]] = {}
+    with tempfile.TemporaryDirectory(prefix="copgen-tuning-") as scratch:
+        for engine in candidates:
+            try:
+                folder = Path(scratch) / engine
+                folder.mkdir()
+                engines[engine] = scratch_denoiser(engine, short, model, dtype, folder)
+                _seconds(engines[engine], inputs)  # the warm-up call compiles
+                times[engine] = []
+            except Exception as e:  # e.g. inductor without a C++ compiler: measured as unable to run
+                failed[engine] = first_line(e)
+                engines.pop(engine, None)
+        if not engines:
+            raise RuntimeError(f"no CPU engine runs {spec.name} here: "
+                               + "; ".join(f"{e}: {why}" for e, why in failed.items()))
+        for _ in range(REPEATS):  # interleaved: a noisy neighbour slows every engine alike
+            for engine, backend in engines.items():
+                times[engine].append(_seconds(backend, inputs))
+        seconds = {e: statistics.median(t) for e, t in times.items()}
+        best = min(seconds.values())
+        chosen = next(e for e in candidates if e in seconds and seconds[e] <= best * (1 + MARGIN))
+        per_tile = _per_tile(engines[chosen], short, list(BATCHES))
+    return Tuning(chosen, seconds, per_tile, failed)
+
+
+def _per_tile(backend: DenoiserBackend, spec: ModelSpec, batches: list[int]) -> dict[int, float]:
+    feeds = {b: random_inputs(spec, b) for b in batches}
+    for b in batches:
+        _seconds(backend, feeds[b])  # engines compiled per batch size compile here
+    times: dict[int, list[float]] = {b: [] for b in batches}
+    for _ in range(REPEATS):
+        for b in batches:
+            times[b].append(_seconds(backend, feeds[b]))
+    return {b: statistics.median(t) / b for b, t in times.items()}
+
+
+def tuned(spec: ModelSpec, choice: EngineChoice) -> Tuning:
+    """The measurement for this machine kind, model shape and precision: cached, else made now."""
+    found = cached(spec, choice.dtype, choice.candidates)
+    if found is not None:
+        return found
+    log.info("measuring the CPU engines %s for %s %s on this CPU kind (once)",
+             ", ".join(choice.candidates), spec.name, choice.dtype)
+    tuning = measure(spec, choice.dtype, choice.candidates)
+    path = _cache_file(spec, choice.dtype, choice.candidates)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_text(path, json.dumps(tuning.to_json(), indent=1))
+    return tuning
+
+
+def measured_choice(spec: ModelSpec, choice: EngineChoice) -> tuple[EngineChoice, Tuning | None]:
+    """`choice` with "auto"'s denoiser engine replaced by the measured fastest, and the measurement
+    (None where there was nothing to measure)."""
+    if not choice.candidates:
+        return choice, None
+    tuning = tuned(spec, choice)
+    rest = choice.reason.split("; ", 1)[1:]  # the precision's reason stays
+    return dataclasses.replace(choice, denoiser=tuning.engine,
+                               reason="; ".join([tuning.describe(), *rest])), tuning

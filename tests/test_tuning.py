@@ -1,0 +1,141 @@
+"""The measured engine choice (`copgen_rt.tuning`): the fastest engine and batch from timings,
+a margin against noise, failures reported, one measurement per CPU kind and model shape; and the
+torch.compile engine it can choose, on the golden fixture."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import TINY, rel_err
+
+from copgen_rt import Pipeline, specs, tuning
+from copgen_rt.backends import make_denoiser_backend
+from copgen_rt.device import EngineChoice
+from copgen_rt.weights import load_denoiser, read_checkpoint
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class FakeEngine:
+    """Advances the clock by its per-call cost: a fixed one plus one per tile."""
+
+    def __init__(self, clock: FakeClock, fixed: float, per_tile: float) -> None:
+        self.clock, self.fixed, self.per_tile = clock, fixed, per_tile
+
+    def __call__(self, latents, timesteps):
+        self.clock.now += self.fixed + self.per_tile * latents[0].shape[0]
+        return latents
+
+
+@pytest.fixture
+def engines(monkeypatch, tmp_path):
+    """Candidate engines with given costs on a fake clock; an engine given as a string fails so.
+    Their measurements go to a cache of their own."""
+    monkeypatch.setenv("COPGEN_RT_CACHE", str(tmp_path))
+    clock = FakeClock()
+    monkeypatch.setattr(tuning.time, "perf_counter", clock)
+
+    def make(costs: dict[str, tuple[float, float] | str]) -> None:
+        def build(engine, spec, model, dtype, folder):
+            cost = costs[engine]
+            if isinstance(cost, str):
+                raise RuntimeError(cost)
+            return FakeEngine(clock, *cost)
+        monkeypatch.setattr(tuning, "scratch_denoiser", build)
+    return make
+
+
+def _choice(*candidates: str) -> EngineChoice:
+    return EngineChoice(candidates[0], "openvino", "fp32", "auto: OpenVINO is installed; precision fp32",
+                        candidates)
+
+
+def test_the_fastest_engine_and_the_fastest_batch_per_tile_are_chosen(engines):
+    engines({"openvino": (0.5, 0.2), "torch-compile": (0.1, 0.2), "torch": (1.0, 0.5)})
+    spec = specs.get("copgen-demo")
+    choice, measured = tuning.measured_choice(spec, _choice("openvino", "torch-compile", "torch"))
+    assert choice.denoiser == "torch-compile" and measured is not None
+    assert measured.seconds == pytest.approx({"openvino": 0.9, "torch-compile": 0.5, "torch": 2.0})
+    assert "torch-compile 500 ms, openvino 900 ms, torch 2000 ms" in choice.reason
+    assert choice.reason.endswith("precision fp32")
+    # per tile at 1, 2, 4, 8 tiles a call: 0.3, 0.25, 0.225, 0.2125 s: the largest batch the memory allows
+    assert measured.per_tile == pytest.approx({1: 0.3, 2: 0.25, 4: 0.225, 8: 0.2125})
+    assert (measured.batch(8), measured.batch(5), measured.batch(1)) == (8, 4, 1)
+
+
+def test_noise_does_not_replace_the_preferred_engine_or_grow_the_batch(engines):
+    # 3% faster is within the margin: the first candidate stays; batches whose per-tile cost is
+    # within the margin of the best give the smallest of them
+    engines({"openvino": (0.0, 1.0), "torch-compile": (0.0, 0.97)})
+    choice, measured = tuning.measured_choice(specs.get("copgen-demo"), _choice("openvino", "torch-compile"))
+    assert choice.denoiser == "openvino" and measured is not None
+    assert measured.batch(8) == 1
+
+
+def test_an_engine_that_cannot_run_is_reported_not_chosen(engines):
+    engines({"openvino": (0.5, 0.2), "torch-compile": "no C++ compiler found", "torch": (1.0, 0.5)})
+    choice, measured = tuning.measured_choice(specs.get("copgen-demo"), _choice("openvino", "torch-compile",
+                                                                                 "torch"))
+    assert choice.denoiser == "openvino" and measured is not None
+    assert measured.failed == {"torch-compile": "no C++ compiler found"}
+    assert "torch-compile could not run: no C++ compiler found" in choice.reason
+    engines({"openvino": "broken", "torch": "also broken"})
+    with pytest.raises(RuntimeError, match="no CPU engine runs copgen-mid here: openvino: broken"):
+        tuning.measure(specs.get("copgen-base").replace(name="copgen-mid"), "fp32", ("openvino", "torch"))
+
+
+def test_measured_once_per_cpu_kind_and_model_shape(engines, monkeypatch):
+    engines({"openvino": (0.5, 0.2), "torch": (0.1, 0.1)})
+    demo, candidates = specs.get("copgen-demo"), _choice("openvino", "torch")
+    measured = []
+    real_measure = tuning.measure
+    monkeypatch.setattr(tuning, "measure", lambda *a: measured.append(a) or real_measure(*a))
+    assert tuning.measured_choice(demo, candidates)[0].denoiser == "torch"
+    assert tuning.measured_choice(demo, candidates)[0].denoiser == "torch"
+    assert len(measured) == 1  # the second came from the cache
+    tuning.measured_choice(demo.replace(name="renamed"), candidates)
+    assert len(measured) == 1  # the same shapes under another name
+    monkeypatch.setattr(tuning, "cpu_kind", lambda: "Another CPU | AVX512")
+    tuning.measured_choice(demo, candidates)
+    assert len(measured) == 2
+
+
+def test_nothing_to_measure_for_a_single_engine():
+    choice = EngineChoice("openvino", "openvino", "int8", "requested")
+    assert tuning.measured_choice(specs.get("copgen-demo"), choice) == (choice, None)
+
+
+def test_the_short_model_keeps_width_heads_and_tokens():
+    base = specs.get("copgen-base")
+    short = tuning.short_spec(base)
+    assert (short.denoiser.embed_dim, short.denoiser.num_heads, short.num_tokens) == \
+        (base.denoiser.embed_dim, base.denoiser.num_heads, base.num_tokens)
+    with torch.device("meta"):
+        from copgen_rt import Denoiser
+
+        model = Denoiser(short)
+    assert (len(model.in_blocks), len(model.out_blocks)) == (1, 1)
+
+
+def test_auto_measures_the_real_engines_on_this_machine():
+    pipe = Pipeline.demo()
+    assert pipe.engines is not None and pipe.tuning is not None
+    assert pipe.engines.denoiser == pipe.tuning.engine
+    assert set(pipe.tuning.seconds) | set(pipe.tuning.failed) == set(pipe.engines.candidates)
+    assert "measured on this CPU kind" in pipe.engines.reason
+    assert sorted(pipe.tuning.per_tile) == list(tuning.BATCHES)
+
+
+def test_torch_compile_matches_the_golden_network_output_in_fp32(tiny_spec, golden):
+    model = load_denoiser(tiny_spec, read_checkpoint(TINY / "denoiser.safetensors"))
+    backend = make_denoiser_backend("torch-compile", model)
+    out = backend([golden[f"denoiser/in/{n}"] for n in tiny_spec.names],
+                  [golden[f"denoiser/t/{n}"] for n in tiny_spec.names])
+    for name, o in zip(tiny_spec.names, out, strict=True):
+        assert rel_err(o, golden[f"denoiser/out/{name}"]) < 1e-4, name
