@@ -27,7 +27,7 @@ import torch
 from copgen_rt import specs, tuning
 from copgen_rt.backends import DenoiserBackend, scratch_denoiser
 from copgen_rt.backends.torch_backend import ReferenceStyleDenoiser
-from copgen_rt.device import choose, choose_engine, cpu_kind
+from copgen_rt.device import choose, choose_engine, cpu_kind, memory_batch_limit
 from copgen_rt.files import write_text
 from copgen_rt.models import Denoiser
 
@@ -89,8 +89,6 @@ def main() -> None:
         report["batches"][b] = {name: {"seconds_per_call": s, "calls_per_s": 1 / s, "tiles_per_s": b / s}
                                 for name, s in seconds.items()}
         print(b, json.dumps(report["batches"][b]), flush=True)
-    from copgen_rt.scenes.job import memory_batch_limit
-
     report["memory_batch_limit"] = memory_batch_limit(spec, "cpu")
     write(report)
 
@@ -103,7 +101,8 @@ def write(report: dict) -> None:
            for p in ("bf16", "fp32") if f"reference {'bf16 autocast' if p == 'bf16' else 'fp32'}"
            in report["engines"]}
     lines = [f"# Engines and batch sizes: {report['spec']}, {report['cpu_kind']}", "",
-             f"One denoiser call at batch {report['engines_batch']}, random weights, interleaved, medians.", "",
+             f"One denoiser call at batch {report['engines_batch']}, random weights, interleaved, "
+             "medians.", "",
              "| variant | s per call | vs the reference at its precision |", "|---|---|---|"]
     for name, s in sorted(report["engines"].items(), key=lambda item: item[1]):
         precision = "bf16" if "bf16" in name else "fp32"

@@ -43,16 +43,18 @@ def main():
 def info_cmd(scene, model, spec_json, **p):
     """Print a spec's modality table, or what `infer SCENE` would read, tile and write."""
     from copgen_rt.describe import describe_plan, describe_spec
-    from copgen_rt.device import choose, choose_engine, default_batch_size
+    from copgen_rt.device import choose, choose_engine
+    from copgen_rt.tuning import default_batch_size, measured_choice
 
     spec = ModelOptions(model, spec_json).spec()
     choice = choose()
+    engines, measured = measured_choice(spec, choose_engine(choice.device), measure=False)
     if scene is None:
         click.echo(describe_spec(spec))
         click.echo(choice.describe())
-        click.echo(choose_engine(choice.device).describe())
+        click.echo(engines.describe())
         return
-    batch = p["batch_size"] or default_batch_size(spec, choice.device)
+    batch = p["batch_size"] or default_batch_size(spec, choice.device, measured)
     job = job_planner(p, None, "reference", 0, True)(spec, scene, p["conds"], Path(p["out"]), batch)
     click.echo(describe_plan(job))
 
@@ -107,9 +109,9 @@ def infer_cmd(scenes, solver, others, seed, overwrite, quiet, verbose, manifest,
     """
     from copgen_rt import demo, multiscene
     from copgen_rt.describe import describe_result
-    from copgen_rt.device import default_batch_size
     from copgen_rt.scenelist import has_glob
     from copgen_rt.scenes.thumbnail_job import takes_thumbnails
+    from copgen_rt.tuning import default_batch_size
 
     model = pop_model_options(p)
     if scenes and manifest:
@@ -123,10 +125,11 @@ def infer_cmd(scenes, solver, others, seed, overwrite, quiet, verbose, manifest,
         sys.exit(EXIT_SCENES_FAILED if summary.failed else 0)
     scene = scenes[0] if scenes else None
     spec = model.spec()
+    engines, measured = model.measured(spec, engines)
     if takes_thumbnails(spec):
         return _infer_thumbnails(spec, scene, model, choice, engines, solver, others, seed, overwrite,
                                  quiet, p)
-    batch = p["batch_size"] or default_batch_size(spec, choice.device)
+    batch = p["batch_size"] or default_batch_size(spec, choice.device, measured)
     job = plan(spec, scene or demo.default_scene(), p["conds"], Path(p["out"]), batch)
     result = _run_scene_job(job, model, choice, engines, quiet, verbose)
     if not quiet and not result.already_complete:
@@ -185,10 +188,10 @@ def fill_cmd(scene, mask, scl, scl_classes, nodata_only, feather, jumps, jump_le
     (1 = generated pixel), with --samples N a per-pixel standard deviation inside the gaps.
     """
     from copgen_rt.describe import describe_fill_result
-    from copgen_rt.device import default_batch_size
     from copgen_rt.scenes.fill import FillOptions
     from copgen_rt.scenes.masks import parse_scl_classes
     from copgen_rt.scenes.thumbnail_job import takes_thumbnails
+    from copgen_rt.tuning import default_batch_size
 
     model = pop_model_options(p)
     if [bool(mask), bool(scl), nodata_only].count(True) != 1:
@@ -197,10 +200,11 @@ def fill_cmd(scene, mask, scl, scl_classes, nodata_only, feather, jumps, jump_le
     spec = model.spec()
     if takes_thumbnails(spec):
         raise ValueError(f"{spec.name} takes thumbnails: fill runs on COP-GEN scenes")
+    engines, measured = model.measured(spec, engines)
     fill = FillOptions(mask=Path(mask) if mask else None, scl=Path(scl) if scl else None,
                        scl_classes=parse_scl_classes(scl_classes), feather=feather, jumps=jumps,
                        jump_length=jump_length)
-    batch = p["batch_size"] or default_batch_size(spec, choice.device)
+    batch = p["batch_size"] or default_batch_size(spec, choice.device, measured)
     plan = job_planner(p, solver, others, seed, overwrite, fill)
     job = plan(spec, scene, p["conds"], Path(p["out"]), batch)
     result = _run_scene_job(job, model, choice, engines, quiet, verbose)

@@ -249,12 +249,13 @@ def available_host_memory() -> int | None:
     return min(available) if available else None
 
 
-def default_batch_size(spec: ModelSpec, device: str) -> int:
-    """Tiles per sampler call from free memory: ~40 activations of (tokens x width) floats per sample."""
+def memory_batch_limit(spec: ModelSpec, device: str) -> int:
+    """The most tiles per sampler call that free memory allows: ~40 activations of (tokens x
+    width) floats per sample; at most 64 on GPUs, 8 on CPUs (which saturate at small batches)."""
     per_sample = 4 * spec.num_tokens * spec.denoiser.embed_dim * 40 + 4 * spec.denoiser.num_heads * \
         spec.num_tokens ** 2 * 2
     if device.startswith("cuda"):
         free, _ = torch.cuda.mem_get_info(torch.device(device))
         return max(1, min(64, int(free * 0.5 // per_sample)))
     free = available_host_memory() or 0
-    return max(1, min(8, int(free * 0.25 // per_sample)))  # CPUs saturate at small batches
+    return max(1, min(8, int(free * 0.25 // per_sample)))

@@ -10,7 +10,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from copgen_rt import distributed, scenelist
-from copgen_rt.device import choose, default_batch_size
 from copgen_rt.driver import RUN_MANIFEST, Batch, PipelineSource, Report, RunManifest, Summary, one_line
 from copgen_rt.files import check_writable
 from copgen_rt.pipeline import Pipeline
@@ -21,6 +20,7 @@ from copgen_rt.scenes.run import run_scene
 from copgen_rt.scenes.stac import write_collection
 from copgen_rt.scenes.thumbnail_job import takes_thumbnails
 from copgen_rt.specs import ModelSpec
+from copgen_rt.tuning import default_batch_size
 
 
 def run_sequential(batch: Batch, pipeline: Pipeline) -> None:
@@ -53,8 +53,9 @@ def run_from_options(scenes: Sequence[str], manifest: str | None, conds: Sequenc
         raise ValueError(f"{spec.name} takes thumbnails (--cond MODALITY=FILE): run one job at a time")
     source = model.source(spec)
     # one batch size for every worker (results depend on it); with --ray, as on this machine's CPU
-    batch = batch_size or default_batch_size(
-        spec, "cpu" if ray_address else choose(model.device, model.dtype).device)
+    choice, engines = model.check()
+    _, measured = model.measured(spec, engines)
+    batch = batch_size or default_batch_size(spec, "cpu" if ray_address else choice.device, measured)
     return run(entries, lambda e: plan_job(spec, str(e.scene), e.conds, e.out, batch), source, Path(out),
                ray_address, cpus_per_worker, split_tiles, quiet, verbose)
 

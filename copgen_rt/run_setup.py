@@ -11,6 +11,7 @@ from copgen_rt import demo, specs
 from copgen_rt.device import Choice, EngineChoice, choose, choose_engine
 from copgen_rt.driver import PipelineSource, say
 from copgen_rt.pipeline import Pipeline
+from copgen_rt.tuning import Tuning, cached, measured_choice
 
 
 def resolve_spec(model: str, spec_json: str | None) -> specs.ModelSpec:
@@ -53,6 +54,17 @@ class ModelOptions:
             raise ValueError("--engine runs the export's own engine and precision: drop --backend/--dtype")
         choice = choose(self.device, self.dtype)
         return choice, None if self.engine else choose_engine(choice.device, self.backend, self.dtype)
+
+    def measured(self, spec: specs.ModelSpec, engines: EngineChoice | None
+                 ) -> tuple[EngineChoice | None, Tuning | None]:
+        """The engines with "auto"'s denoiser the fastest measured on this CPU kind (measured
+        now, before the weights load, where it was not yet), and the measurement."""
+        if engines is None:
+            return None, None
+        if engines.candidates and cached(spec, engines.dtype, engines.candidates) is None:
+            say(f"measuring which CPU engine runs {spec.name} fastest here "
+                f"({', '.join(engines.candidates)}), once for this CPU kind")
+        return measured_choice(spec, engines)
 
     def spec(self) -> specs.ModelSpec:
         """The spec an export was made with, else --model/--spec-json (demo without weights)."""

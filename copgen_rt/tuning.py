@@ -26,7 +26,7 @@ from torch import Tensor
 
 from copgen_rt.backends import DenoiserBackend, scratch_denoiser
 from copgen_rt.backends.export_cache import cache_root
-from copgen_rt.device import EngineChoice, cpu_kind
+from copgen_rt.device import EngineChoice, cpu_kind, memory_batch_limit
 from copgen_rt.files import write_text
 from copgen_rt.models import Denoiser
 from copgen_rt.specs import ModelSpec
@@ -179,12 +179,23 @@ def tuned(spec: ModelSpec, choice: EngineChoice) -> Tuning:
     return tuning
 
 
-def measured_choice(spec: ModelSpec, choice: EngineChoice) -> tuple[EngineChoice, Tuning | None]:
+def measured_choice(spec: ModelSpec, choice: EngineChoice, measure: bool = True
+                    ) -> tuple[EngineChoice, Tuning | None]:
     """`choice` with "auto"'s denoiser engine replaced by the measured fastest, and the measurement
-    (None where there was nothing to measure)."""
+    (None where there was nothing to measure). `measure=False` only looks in the cache."""
     if not choice.candidates:
         return choice, None
-    tuning = tuned(spec, choice)
+    tuning = tuned(spec, choice) if measure else cached(spec, choice.dtype, choice.candidates)
+    if tuning is None:
+        return dataclasses.replace(choice, reason=f"{choice.reason}; not measured on this CPU kind yet: "
+                                   f"the first run measures {', '.join(choice.candidates)}"), None
     rest = choice.reason.split("; ", 1)[1:]  # the precision's reason stays
     return dataclasses.replace(choice, denoiser=tuning.engine,
                                reason="; ".join([tuning.describe(), *rest])), tuning
+
+
+def default_batch_size(spec: ModelSpec, device: str, tuning: Tuning | None = None) -> int:
+    """Tiles per sampler call: the fastest per tile this CPU kind measured, within the memory
+    limit; the memory limit where nothing was measured (GPUs, engines named explicitly)."""
+    limit = memory_batch_limit(spec, device)
+    return tuning.batch(limit) if tuning is not None else limit
