@@ -21,6 +21,7 @@ from copgen_rt.cli_options import (
 )
 from copgen_rt.cli_progress import progress_bar
 from copgen_rt.device import Choice, EngineChoice
+from copgen_rt.multiscene import JobPlanner
 from copgen_rt.run_setup import ModelOptions, resolve_spec
 from copgen_rt.scenes.job import SceneJob
 from copgen_rt.scenes.state import refuse_existing
@@ -57,6 +58,21 @@ def info_cmd(scene, model, spec_json, **p):
     batch = p["batch_size"] or default_batch_size(spec, choice.device, measured)
     job = job_planner(p, None, "reference", 0, True)(spec, scene, p["conds"], Path(p["out"]), batch)
     click.echo(describe_plan(job))
+
+
+def _planned_and_measured(plan: JobPlanner, spec: specs.ModelSpec, scene: str, p: dict, model: ModelOptions,
+                          choice: Choice, engines: EngineChoice | None
+                          ) -> tuple[SceneJob, EngineChoice | None]:
+    """The scene's job and engines. Planned once before anything is measured, so that bad options
+    fail at once; planned again when the default batch is the one measured on this CPU kind."""
+    from copgen_rt.device import memory_batch_limit
+    from copgen_rt.tuning import default_batch_size
+
+    planned = p["batch_size"] or memory_batch_limit(spec, choice.device)
+    job = plan(spec, scene, p["conds"], Path(p["out"]), planned)
+    engines, measured = model.measured(spec, engines)
+    batch = p["batch_size"] or default_batch_size(spec, choice.device, measured)
+    return (job if batch == planned else plan(spec, scene, p["conds"], Path(p["out"]), batch)), engines
 
 
 def _run_scene_job(job: SceneJob, model: ModelOptions, choice: Choice, engines: EngineChoice | None,
@@ -111,7 +127,6 @@ def infer_cmd(scenes, solver, others, seed, overwrite, quiet, verbose, manifest,
     from copgen_rt.describe import describe_result
     from copgen_rt.scenelist import has_glob
     from copgen_rt.scenes.thumbnail_job import takes_thumbnails
-    from copgen_rt.tuning import default_batch_size
 
     model = pop_model_options(p)
     if scenes and manifest:
@@ -125,12 +140,10 @@ def infer_cmd(scenes, solver, others, seed, overwrite, quiet, verbose, manifest,
         sys.exit(EXIT_SCENES_FAILED if summary.failed else 0)
     scene = scenes[0] if scenes else None
     spec = model.spec()
-    engines, measured = model.measured(spec, engines)
     if takes_thumbnails(spec):
         return _infer_thumbnails(spec, scene, model, choice, engines, solver, others, seed, overwrite,
                                  quiet, p)
-    batch = p["batch_size"] or default_batch_size(spec, choice.device, measured)
-    job = plan(spec, scene or demo.default_scene(), p["conds"], Path(p["out"]), batch)
+    job, engines = _planned_and_measured(plan, spec, scene or demo.default_scene(), p, model, choice, engines)
     result = _run_scene_job(job, model, choice, engines, quiet, verbose)
     if not quiet and not result.already_complete:
         click.echo(describe_result(result), err=True)
@@ -151,6 +164,7 @@ def _infer_thumbnails(spec: specs.ModelSpec, scene: str | None, model: ModelOpti
     conditions = thumbnail_conditions(spec, p["conds"])
     generate = None if p["generate"] is None else parse_generate(p["generate"], "modalities")
     check_writable(Path(p["out"]))  # before loading any weights
+    engines, _ = model.measured(spec, engines)
     pipeline = model.load(spec, choice, engines)
     written = run_thumbnails(pipeline, conditions, Path(p["out"]), generate, samples=p["samples"], seed=seed,
                              preset=p["preset"], solver=solver, steps=p["steps"], others=others,
@@ -191,7 +205,6 @@ def fill_cmd(scene, mask, scl, scl_classes, nodata_only, feather, jumps, jump_le
     from copgen_rt.scenes.fill import FillOptions
     from copgen_rt.scenes.masks import parse_scl_classes
     from copgen_rt.scenes.thumbnail_job import takes_thumbnails
-    from copgen_rt.tuning import default_batch_size
 
     model = pop_model_options(p)
     if [bool(mask), bool(scl), nodata_only].count(True) != 1:
@@ -200,13 +213,11 @@ def fill_cmd(scene, mask, scl, scl_classes, nodata_only, feather, jumps, jump_le
     spec = model.spec()
     if takes_thumbnails(spec):
         raise ValueError(f"{spec.name} takes thumbnails: fill runs on COP-GEN scenes")
-    engines, measured = model.measured(spec, engines)
     fill = FillOptions(mask=Path(mask) if mask else None, scl=Path(scl) if scl else None,
                        scl_classes=parse_scl_classes(scl_classes), feather=feather, jumps=jumps,
                        jump_length=jump_length)
-    batch = p["batch_size"] or default_batch_size(spec, choice.device, measured)
     plan = job_planner(p, solver, others, seed, overwrite, fill)
-    job = plan(spec, scene, p["conds"], Path(p["out"]), batch)
+    job, engines = _planned_and_measured(plan, spec, scene, p, model, choice, engines)
     result = _run_scene_job(job, model, choice, engines, quiet, verbose)
     if not quiet and not result.already_complete:
         for line in describe_fill_result(job, result):

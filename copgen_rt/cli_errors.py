@@ -107,6 +107,8 @@ def one_line_messages() -> None:
     warnings.filterwarnings("ignore", message="Dataset has no geotransform")
     # the API's RandomWeightsWarning: the commands print their own RANDOM WEIGHTS line
     warnings.filterwarnings("ignore", category=RandomWeightsWarning)
+    # what torch says of its own APIs to developers (torch.compile's imports), not to users
+    warnings.filterwarnings("ignore", category=DeprecationWarning, module="torch")
     warnings.showwarning = _show_warning
 
 

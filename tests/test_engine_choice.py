@@ -118,11 +118,13 @@ def test_bad_pairs_through_the_cli_exit_3_in_one_line(request, cpu, tmp_path, ar
     assert not (tmp_path / "out").exists()
 
 
-def test_info_says_which_engine_and_why(cpu):
+def test_info_says_which_engine_and_why(cpu, tmp_path, monkeypatch):
+    monkeypatch.setenv("COPGEN_RT_CACHE", str(tmp_path))  # nothing measured on this CPU kind yet
     cpu(BF16_CPU, True)
     r = _run(["info"])
     assert r.exit_code == 0, r.output
     assert "engine openvino (VAEs openvino), denoiser precision bf16: auto: OpenVINO is installed" in r.output
+    assert "not measured on this CPU kind yet: the first run measures openvino, torch-compile, torch" in r.output
     cpu(AVX2_CPU, False)
     r = _run(["info"])
     assert "engine torch (VAEs torch), denoiser precision fp32: auto: OpenVINO is not installed" in r.output
