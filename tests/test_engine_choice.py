@@ -124,7 +124,8 @@ def test_info_says_which_engine_and_why(cpu, tmp_path, monkeypatch):
     r = _run(["info"])
     assert r.exit_code == 0, r.output
     assert "engine openvino (VAEs openvino), denoiser precision bf16: auto: OpenVINO is installed" in r.output
-    assert "not measured on this CPU kind yet: the first run measures openvino, torch-compile, torch" in r.output
+    assert "not measured on this CPU kind yet: the first run measures openvino, torch-compile, torch" \
+        in r.output
     cpu(AVX2_CPU, False)
     r = _run(["info"])
     assert "engine torch (VAEs torch), denoiser precision fp32: auto: OpenVINO is not installed" in r.output

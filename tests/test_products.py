@@ -135,3 +135,19 @@ def test_an_l1c_safe_of_an_old_baseline_gives_the_stacked_l1c_outputs(tmp_path):
         _infer(str(safe), tmp_path / "safe", "--generate", "LULC")["LULC_LULC.tif"],
         reference["LULC_LULC.tif"],
     )
+
+
+def test_a_low_dem_as_per_band_files_is_not_taken_for_s2_values(tmp_path):
+    """Only S2 values are checked against digital numbers: a 0-100 m DEM is no picture."""
+    import warnings
+
+    from copgen_rt.scenes.inputs.scene_input import ImplausibleDNWarning
+    from copgen_rt.scenes.synthetic import write_raster
+
+    folder = tmp_path / "dem"
+    folder.mkdir()
+    write_raster(folder / "DEM.tif", np.linspace(0, 100, 64 * 64, dtype=np.float32).reshape(1, 64, 64))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ImplausibleDNWarning)
+        scene = open_input(str(folder))
+    assert scene.product == "DEM"

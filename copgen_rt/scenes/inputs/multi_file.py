@@ -75,7 +75,7 @@ def multi_file_scene(
                     units_seen.add(s1_units_of(src, s1_units))
                 elif product in ("LULC", "CLOUD"):
                     units_seen.add(class_values_of(src, product, lulc_values))
-                elif len(checked) == 1:
+                elif product.startswith("S2") and len(checked) == 1:
                     warn_if_not_dns(src, stacklevel=3)  # blames the form's call of this function
                 tags = tags or src.tags()
     if len(units_seen) > 1:
