@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import collections
 import json
+import shutil
 import statistics
 import subprocess
 import time
@@ -51,6 +52,7 @@ PRECISIONS = ("bf16", "fp32")
 def onnx_model(spec, model, batch: int):
     folder, component = _export_denoiser(spec, model)
     ov_model = ovb._core().read_model(str(folder / component.file))
+    shutil.rmtree(folder)  # the export is read: 1 GB at copgen-base
     ov_model.reshape({p.get_any_name(): [batch, *list(p.get_partial_shape())[1:]] for p in ov_model.inputs})
     return ov_model
 
