@@ -167,8 +167,8 @@ class Pipeline:
         device = _device(device)
         requested = None if dtype == "auto" else "int8" if dtype == "int8" else dtype_name(dtype)
         engines = choose_engine(str(device), backend, requested, dtype_name(vae_dtype))
-        engines, tuning = measured_choice(spec, engines)
         ckpt = read_checkpoint(denoiser)
+        engines, tuning = measured_choice(spec, engines)  # after the checkpoint read: it may be broken
         exported = engines.denoiser in EXPORTED_ENGINES  # exports are fp32 graphs
         # int8: the layers it leaves unquantized run in the engine's best float precision
         den_dtype = int8_rest_precision() if engines.dtype == "int8" else engines.dtype

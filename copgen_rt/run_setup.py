@@ -12,6 +12,7 @@ from copgen_rt.device import Choice, EngineChoice, choose, choose_engine
 from copgen_rt.driver import PipelineSource, say
 from copgen_rt.pipeline import Pipeline
 from copgen_rt.tuning import Tuning, cached, measured_choice
+from copgen_rt.weights import resolve_weights
 
 
 def resolve_spec(model: str, spec_json: str | None) -> specs.ModelSpec:
@@ -62,6 +63,8 @@ class ModelOptions:
         if engines is None:
             return None, None
         if engines.candidates and cached(spec, engines.dtype, engines.candidates) is None:
+            if not self.engine:  # missing or mismatched weights fail before a minute of measuring
+                resolve_weights(spec, self.weights_or_demo(spec))
             say(f"measuring which CPU engine runs {spec.name} fastest here "
                 f"({', '.join(engines.candidates)}), once for this CPU kind")
         return measured_choice(spec, engines)
