@@ -26,7 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from copgen_rt import specs
-from copgen_rt.bench.calls import VARIANTS, bench_denoiser
+from copgen_rt.bench.calls import VARIANTS, auto_variant, bench_denoiser
 from copgen_rt.bench.environment import environment, machine_load
 from copgen_rt.bench.gemm import gemm_limits, gemm_shapes
 from copgen_rt.bench.models import denoiser_flops, mid_spec
@@ -34,7 +34,8 @@ from copgen_rt.bench.presets import bench_presets
 from copgen_rt.bench.report import write_reports
 from copgen_rt.bench.scenes import bench_scene
 from copgen_rt.bench.targets import check_targets
-from copgen_rt.device import choose
+from copgen_rt.device import choose, choose_engine
+from copgen_rt.tuning import measured_choice
 
 __all__ = ["denoiser_flops", "mid_spec", "run", "write_reports"]
 
@@ -59,9 +60,10 @@ def run(out_dir: Path, device: str = "cpu", quick: bool = False, log: Callable[[
         everything = list(VARIANTS)
         log("denoiser forward (variants interleaved):")
         results["denoiser"] = []
-        if quick:  # the static-batch variants compile once more each: left out of the smoke test
+        if quick:  # the static-batch and torch.compile variants compile: left out of the smoke test
             results["denoiser"] += bench_denoiser(
-                demo, device, [2], [v for v in everything if "static" not in v], limits, 1, log
+                demo, device, [2], [v for v in everything if "static" not in v and "compile" not in v],
+                limits, 1, log
             )
         else:
             if not base_only:
@@ -70,6 +72,16 @@ def run(out_dir: Path, device: str = "cpu", quick: bool = False, log: Callable[[
             results["denoiser"] += bench_denoiser(
                 base, device, [2], [v for v in everything if v != "onnxruntime-fp32"], limits, 2, log
             )
+        batch_spec = demo if quick else base
+        log(f"calls per batch size ({batch_spec.name}, the automatic engine and the reference's default):")
+        results["batches"] = bench_denoiser(batch_spec, device, [1, 2] if quick else [1, 2, 4, 8],
+                                            [auto_variant(device, batch_spec), "eager-reference"], limits,
+                                            1 if quick else 2, log)
+        results["tuning"] = {}  # what `backend="auto"` measured on its short copy of the model
+        for dtype in dict.fromkeys([choice.dtype, "fp32"]):
+            measured = measured_choice(batch_spec, choose_engine(device, dtype=dtype), measure=False)[1]
+            if measured is not None:
+                results["tuning"][dtype] = measured.to_json()
         log("tiles per preset:")
         # quick (a smoke test): the reference only on the fast preset, and on the small scene
         results["presets"] = bench_presets(demo if quick else mid, device, 1 if quick else 4, log,

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from copgen_rt.backends import DenoiserBackend, TorchDenoiser
+from copgen_rt.backends import DenoiserBackend, TorchDenoiser, make_denoiser_backend
 from copgen_rt.backends.torch_backend import ReferenceStyleDenoiser
 from copgen_rt.bench.models import call_error, denoiser_flops, export_denoiser, random_denoiser, random_inputs
 from copgen_rt.bench.timing import Rounds, interleaved
@@ -19,12 +19,15 @@ from copgen_rt.device import choose, choose_engine
 from copgen_rt.export.manifest import Component
 from copgen_rt.models import Denoiser
 from copgen_rt.specs import ModelSpec
+from copgen_rt.tuning import measured_choice
 
 VARIANTS = {  # name -> (engine, precision); "low" is the device's native low precision
     "eager-reference": ("reference", "low"),
     "eager-reference-fp32": ("reference", "fp32"),
     "torch-fp32": ("torch", "fp32"),
     "torch-low": ("torch", "low"),
+    "torch-compile-fp32": ("torch-compile", "fp32"),
+    "torch-compile-low": ("torch-compile", "low"),
     "onnxruntime-fp32": ("onnxruntime", "fp32"),
     "openvino-fp32": ("openvino", "fp32"),
     "openvino-low": ("openvino", "low"),
@@ -36,15 +39,16 @@ VARIANTS = {  # name -> (engine, precision); "low" is the device's native low pr
 Built = dict[str, tuple[DenoiserBackend, str, float]]
 
 
-def auto_variant(device: str) -> str:
-    """The VARIANTS name of what `infer` runs by default on this device."""
+def auto_variant(device: str, spec: ModelSpec, dtype: str | None = None) -> str:
+    """The VARIANTS name of what `infer` runs by default on this device for `spec` (at `dtype`):
+    the engine `backend="auto"` measures fastest here (measured now where it was not yet)."""
     from copgen_rt.backends.openvino_backend import STATIC_BATCH_PRECISIONS
 
-    choice = choose_engine(device)
+    choice, _ = measured_choice(spec, choose_engine(device, dtype=dtype))
     precision = "fp32" if choice.dtype == "fp32" else "low"
     if choice.denoiser == "openvino":
         return f"openvino-{precision}" + ("-static" if choice.dtype in STATIC_BATCH_PRECISIONS else "")
-    return f"torch-{precision}"
+    return f"{choice.denoiser}-{precision}"
 
 
 def _build_variant(variant: str, spec: ModelSpec, models: dict[str, Denoiser],
@@ -61,12 +65,14 @@ def _build_variant(variant: str, spec: ModelSpec, models: dict[str, Denoiser],
         return ReferenceStyleDenoiser(
             models["fp32"], "autocast" if precision != "fp32" else "fp32"
         ), precision
-    if engine == "torch":
+    if engine == "torch-compile" and device != "cpu":
+        return None
+    if engine in ("torch", "torch-compile"):
         if precision not in models:
             models[precision] = random_denoiser(
                 spec, device, {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
             )
-        return TorchDenoiser(models[precision]), precision
+        return make_denoiser_backend(engine, models[precision]), precision
     if device != "cpu":
         return None
     if engine == "onnxruntime":

@@ -48,6 +48,23 @@ def write_reports(results: dict, out_dir: Path) -> Path:
         )
     lines += [
         "",
+        "Calls per batch size (the automatic engine and the reference's default):",
+        "",
+        "| spec | variant | tiles per call | s per call | calls/s | tiles/s |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in results.get("batches", []):
+        lines.append(f"| {r['spec']} | {r['variant']} | {r['batch']} | {r['ms'] / 1e3:.3f} | "
+                     f"{1e3 / r['ms']:.2f} | {r['batch'] * 1e3 / r['ms']:.2f} |")
+    lines += ["", "What `backend=\"auto\"` measured on its 3-block copy of the model (s per call at batch 2; "
+              "the chosen engine's s per tile by batch):", ""]
+    for dtype, measured in results.get("tuning", {}).items():
+        timed = ", ".join(f"{e} {s:.3f}" for e, s in measured["seconds"].items())
+        per_tile = ", ".join(f"{b}: {s:.3f}" for b, s in measured["per_tile"].items())
+        failed = "".join(f"; {e} could not run: {why}" for e, why in measured["failed"].items())
+        lines.append(f"- {dtype}: **{measured['engine']}** ({timed}; per tile {per_tile}){failed}")
+    lines += [
+        "",
         "| spec | engine | preset | s/tile | vs auto exact | vs reference, same preset | "
         "drift from auto exact |",
         "|---|---|---|---|---|---|---|",
