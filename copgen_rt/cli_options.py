@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from copgen_rt import specs
+from copgen_rt.device import ENGINES
 from copgen_rt.run_setup import ModelOptions
 
 if TYPE_CHECKING:
@@ -82,9 +83,9 @@ def run_options(fn: F) -> F:
         click.option("--engine", type=click.Path(file_okay=False),
                      help="an export folder of `copgen-rt export` (onnxruntime or TensorRT) instead of "
                           "--weights"),
-        click.option("--backend", type=click.Choice(["auto", "torch", "triton", "onnxruntime", "openvino"]),
-                     help="engine of each component when running from --weights (default auto: openvino on "
-                          "CPUs where it is installed, else torch; see `info`)"),
+        click.option("--backend", type=click.Choice(["auto", *ENGINES]),
+                     help="engine of each component when running from --weights (default auto: on CPUs the "
+                          "fastest measured here, once per CPU kind; see `info`)"),
         scene_options,
         click.option("--solver", type=click.Choice(["reference", "dpmpp-2m", "dpmpp-3m", "ddim"]),
                      help="default: the preset's (reference for exact)"),
