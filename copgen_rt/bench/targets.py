@@ -2,37 +2,39 @@
 
 from __future__ import annotations
 
-from copgen_rt import specs, tuning
-from copgen_rt.bench.calls import auto_variant
-from copgen_rt.device import choose_engine
+from copgen_rt.device import choose, memory_batch_limit
+from copgen_rt.specs import ModelSpec
+from copgen_rt.tuning import Tuning
 
 
-def check_targets(results: dict, device: str) -> list[dict]:
-    """Each target with its measured value: met or missed (per-call ones where copgen-base ran)."""
+def check_targets(results: dict, device: str, base: ModelSpec) -> list[dict]:
+    """Each target with its measured value: met or missed (per-call ones where `base` ran). The
+    automatic engines are those the run measured (`results["auto"]`, `results["tuning"]`)."""
     targets: list[dict] = []
 
     def add(name: str, value: float | None, goal: float, unit: str = "x") -> None:
         if value is not None:
             targets.append({"target": name, "value": value, "goal": goal, "met": value >= goal, "unit": unit})
 
-    spec = specs.get("copgen-base")
-    base = {r["variant"]: r for r in results["denoiser"] if r["spec"] == spec.name}
-    if base:
-        auto, fp32 = auto_variant(device, spec), auto_variant(device, spec, "fp32")
-        ratio = lambda a, b: base[b]["ms"] / base[a]["ms"] if a in base and b in base else None  # noqa: E731
+    rows = {r["variant"]: r for r in results["denoiser"] if r["spec"] == base.name}
+    low = choose(device).dtype
+    if rows and low in results.get("auto", {}):
+        auto, fp32 = results["auto"][low], results["auto"].get("fp32")
+        ratio = lambda a, b: rows[b]["ms"] / rows[a]["ms"] if a in rows and b in rows else None  # noqa: E731
         add(f"automatic engine ({auto}) vs the reference's CPU default, per call",
             ratio(auto, "eager-reference"), 1.5)
-        if auto in base:
+        if auto in rows:
             add("automatic engine, fraction of the same precision's GEMM limit",
-                base[auto]["fraction_of_limit"], 0.85, "")
-        add(f"fp32 ({fp32}) vs the reference's fp32, per call", ratio(fp32, "eager-reference-fp32"), 1.8)
+                rows[auto]["fraction_of_limit"], 0.85, "")
+        if fp32 is not None:
+            add(f"fp32 ({fp32}) vs the reference's fp32, per call", ratio(fp32, "eager-reference-fp32"), 1.8)
         per_tile = {r["batch"]: r["ms"] / r["batch"] for r in results.get("batches", [])
-                    if r["spec"] == spec.name and r["variant"] == auto}
-        measured = tuning.measured_choice(spec, choose_engine(device), measure=False)[1]
-        batch = tuning.default_batch_size(spec, device, measured)
-        if batch in per_tile:
-            add(f"the default batch ({batch} tiles per call) vs the fastest measured, tiles per second",
-                min(per_tile.values()) / per_tile[batch], 0.95, "")
+                    if r["spec"] == base.name and r["variant"] == auto}
+        if low in results.get("tuning", {}) and per_tile:
+            batch = Tuning.from_json(results["tuning"][low]).batch(memory_batch_limit(base, device))
+            if batch in per_tile:
+                add(f"the default batch ({batch} tiles per call) vs the fastest measured, tiles per second",
+                    min(per_tile.values()) / per_tile[batch], 0.95, "")
     scenes = [r for r in results.get("scenes", []) if r["engine"] == "auto"]
     for row in scenes:
         add(f"scene {row['side_px']} px, automatic engine vs reference-style eager, km2/s",
