@@ -15,6 +15,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import math
 import statistics
 import tempfile
 import time
@@ -41,6 +42,11 @@ REPEATS = 5  # timed calls per engine and batch, after one warm-up call (which c
 # run-to-run noise does not flip the choice between engines that are equally fast; the same for a
 # smaller batch against a larger one (less memory, less padding on a scene's last batch)
 MARGIN = 0.05
+# torch.compile runs eager torch's graph with its pointwise ops fused and its weights prepacked:
+# measured at most 1.32x faster than eager torch here (copgen-mid, bf16), so its compile (10 s to a
+# minute) is paid only where eager torch comes within this factor of the fastest engine
+COMPILED_GAIN_BOUND = 1.5
+COMPILED, EAGER = "torch-compile", "torch"
 
 
 @dataclass(frozen=True)
@@ -51,6 +57,7 @@ class Tuning:
     seconds: dict[str, float]  # per engine: median seconds per call of the short model, ENGINE_BATCH tiles
     per_tile: dict[int, float]  # the chosen engine's median seconds per tile, by tiles per call
     failed: dict[str, str]  # engines that could not run here, and why
+    skipped: dict[str, str] = dataclasses.field(default_factory=dict)  # not worth building, and why
 
     def batch(self, limit: int) -> int:
         """The fastest measured tiles per call up to `limit` (the memory check's)."""
@@ -64,16 +71,18 @@ class Tuning:
         ranked = sorted(self.seconds.items(), key=lambda item: item[1])
         timed = ", ".join(f"{e} {s * 1000:.0f} ms" for e, s in ranked)
         failed = "".join(f"; {e} could not run: {why}" for e, why in self.failed.items())
+        failed += "".join(f"; {e} not measured: {why}" for e, why in self.skipped.items())
         return f"auto: the fastest measured on this CPU kind ({timed} per short-model call){failed}"
 
     def to_json(self) -> dict:
         return {"engine": self.engine, "seconds": self.seconds,
-                "per_tile": {str(b): s for b, s in self.per_tile.items()}, "failed": self.failed}
+                "per_tile": {str(b): s for b, s in self.per_tile.items()}, "failed": self.failed,
+                "skipped": self.skipped}
 
     @classmethod
     def from_json(cls, data: dict) -> Tuning:
         return cls(data["engine"], data["seconds"], {int(b): s for b, s in data["per_tile"].items()},
-                   data["failed"])
+                   data["failed"], data["skipped"])
 
 
 def short_spec(spec: ModelSpec) -> ModelSpec:
@@ -129,29 +138,49 @@ def measure(spec: ModelSpec, dtype: str, candidates: tuple[str, ...]) -> Tuning:
     inputs = random_inputs(short, ENGINE_BATCH)
     engines: dict[str, DenoiserBackend] = {}
     failed: dict[str, str] = {}
-    times: dict[str, list[float]] = {}
+    skipped: dict[str, str] = {}
     with tempfile.TemporaryDirectory(prefix="copgen-tuning-") as scratch:
-        for engine in candidates:
+        def build(engine: str) -> None:
             try:
                 folder = Path(scratch) / engine
                 folder.mkdir()
                 engines[engine] = scratch_denoiser(engine, short, model, dtype, folder)
                 _seconds(engines[engine], inputs)  # the warm-up call compiles
-                times[engine] = []
             except Exception as e:  # e.g. inductor without a C++ compiler: measured as unable to run
                 failed[engine] = first_line(e)
                 engines.pop(engine, None)
+
+        compiled_later = COMPILED in candidates and EAGER in candidates
+        for engine in candidates:
+            if not (compiled_later and engine == COMPILED):
+                build(engine)
+        seconds = _interleaved(engines, inputs)
+        if compiled_later:
+            best = min(seconds.values(), default=math.inf)
+            if EAGER in seconds and seconds[EAGER] > COMPILED_GAIN_BOUND * best:
+                skipped[COMPILED] = (f"eager torch takes {seconds[EAGER] / best:.1f}x the fastest engine's "
+                                     f"time, more than torch.compile gains over it")
+            else:
+                build(COMPILED)
+                seconds = _interleaved(engines, inputs)
         if not engines:
             raise RuntimeError(f"no CPU engine runs {spec.name} here: "
                                + "; ".join(f"{e}: {why}" for e, why in failed.items()))
-        for _ in range(REPEATS):  # interleaved: a noisy neighbour slows every engine alike
-            for engine, backend in engines.items():
-                times[engine].append(_seconds(backend, inputs))
-        seconds = {e: statistics.median(t) for e, t in times.items()}
         best = min(seconds.values())
         chosen = next(e for e in candidates if e in seconds and seconds[e] <= best * (1 + MARGIN))
         per_tile = _per_tile(engines[chosen], short, list(BATCHES))
-    return Tuning(chosen, seconds, per_tile, failed)
+    return Tuning(chosen, seconds, per_tile, failed, skipped)
+
+
+def _interleaved(engines: dict[str, DenoiserBackend], inputs: tuple[list[Tensor], list[Tensor]]
+                 ) -> dict[str, float]:
+    """Median seconds per call of each engine, one call each per round: a noisy neighbour slows
+    every engine alike."""
+    times: dict[str, list[float]] = {e: [] for e in engines}
+    for _ in range(REPEATS):
+        for engine, backend in engines.items():
+            times[engine].append(_seconds(backend, inputs))
+    return {e: statistics.median(t) for e, t in times.items()}
 
 
 def _per_tile(backend: DenoiserBackend, spec: ModelSpec, batches: list[int]) -> dict[int, float]:
