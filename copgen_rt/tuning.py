@@ -82,7 +82,7 @@ class Tuning:
     @classmethod
     def from_json(cls, data: dict) -> Tuning:
         return cls(data["engine"], data["seconds"], {int(b): s for b, s in data["per_tile"].items()},
-                   data["failed"], data["skipped"])
+                   data["failed"], data.get("skipped", {}))
 
 
 def short_spec(spec: ModelSpec) -> ModelSpec:
