@@ -158,7 +158,7 @@ def measure(spec: ModelSpec, dtype: str, candidates: tuple[str, ...]) -> Tuning:
         if compiled_later:
             best = min(seconds.values(), default=math.inf)
             if EAGER in seconds and seconds[EAGER] > COMPILED_GAIN_BOUND * best:
-                skipped[COMPILED] = (f"eager torch takes {seconds[EAGER] / best:.1f}x the fastest engine's "
+                skipped[COMPILED] = (f"eager torch takes {seconds[EAGER] / best:.2f}x the fastest engine's "
                                      f"time, more than torch.compile gains over it")
             else:
                 build(COMPILED)
