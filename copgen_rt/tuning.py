@@ -115,11 +115,12 @@ def cached(spec: ModelSpec, dtype: str, candidates: tuple[str, ...]) -> Tuning |
         return None
 
 
-def random_inputs(spec: ModelSpec, batch: int, seed: int = 1) -> tuple[list[Tensor], list[Tensor]]:
-    """Latents and timesteps of `batch` tiles for every modality (what engine timings feed)."""
-    g = torch.Generator().manual_seed(seed)
-    latents = [torch.randn(batch, *m.latent_shape, generator=g) for m in spec.modalities]
-    times = [torch.rand(batch, generator=g) * 1000 for _ in spec.modalities]
+def random_inputs(spec: ModelSpec, batch: int, device: str = "cpu") -> tuple[list[Tensor], list[Tensor]]:
+    """Latents and timesteps of `batch` tiles for every modality, the same on every run (what
+    engine timings feed)."""
+    g = torch.Generator().manual_seed(1)
+    latents = [torch.randn(batch, *m.latent_shape, generator=g).to(device) for m in spec.modalities]
+    times = [(torch.rand(batch, generator=g) * 1000).to(device) for _ in spec.modalities]
     return latents, times
 
 

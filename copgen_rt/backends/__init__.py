@@ -14,6 +14,7 @@ from pathlib import Path
 
 from copgen_rt.backends.base import DenoiserBackend, VAEBackend
 from copgen_rt.backends.torch_backend import TorchDenoiser, TorchVAE
+from copgen_rt.export.manifest import Component
 from copgen_rt.models import Autoencoder, Denoiser
 from copgen_rt.specs import ModelSpec
 
@@ -55,6 +56,20 @@ def denoiser_backend(engine: str, spec: ModelSpec, model: Denoiser, checkpoint: 
     return backend
 
 
+def exported_denoiser(engine: str, folder: Path, component: Component, dtype: str,
+                      static_batch: bool | None = None) -> DenoiserBackend:
+    """The denoiser component of an export folder on onnxruntime (fp32) or openvino (`dtype`;
+    `static_batch` None: the precision's default)."""
+    if engine == "openvino":
+        from copgen_rt.backends.openvino_backend import OpenVinoDenoiser
+
+        return OpenVinoDenoiser.of_component(folder, component, dtype, static_batch)
+    from copgen_rt.backends.onnxruntime_backend import OrtDenoiser
+
+    return OrtDenoiser(folder / component.file, [t.name for t in component.inputs],
+                       [t.name for t in component.outputs])
+
+
 def scratch_denoiser(engine: str, spec: ModelSpec, model: Denoiser, dtype: str, folder: Path
                      ) -> DenoiserBackend:
     """`engine` running an in-memory fp32 model in `dtype`, with no checkpoint behind it (engine
@@ -64,14 +79,7 @@ def scratch_denoiser(engine: str, spec: ModelSpec, model: Denoiser, dtype: str, 
 
         component = export_models(spec, model, {}, folder, weights={}, random_weights=True,
                                   check="none").component("denoiser")
-        if engine == "openvino":
-            from copgen_rt.backends.openvino_backend import OpenVinoDenoiser
-
-            return OpenVinoDenoiser.of_component(folder, component, dtype)
-        from copgen_rt.backends.onnxruntime_backend import OrtDenoiser
-
-        return OrtDenoiser(folder / component.file, [t.name for t in component.inputs],
-                           [t.name for t in component.outputs])
+        return exported_denoiser(engine, folder, component, dtype)
     from copgen_rt.weights import Checkpoint, load_denoiser, parse_dtype
 
     weights = Checkpoint(folder, dict(model.state_dict()))
@@ -97,5 +105,5 @@ def vae_backend(engine: str, spec: ModelSpec, key: str, vae: Autoencoder, checkp
 EXPORTED_ENGINES = ("onnxruntime", "openvino")  # run an fp32 ONNX export, whatever their precision
 
 __all__ = ["DenoiserBackend", "VAEBackend", "TorchDenoiser", "TorchVAE", "make_denoiser_backend",
-           "denoiser_backend", "scratch_denoiser", "vae_backend",
+           "denoiser_backend", "exported_denoiser", "scratch_denoiser", "vae_backend",
            "EXPORTED_ENGINES"]

@@ -34,8 +34,7 @@ from copgen_rt.bench.presets import bench_presets
 from copgen_rt.bench.report import write_reports
 from copgen_rt.bench.scenes import bench_scene
 from copgen_rt.bench.targets import check_targets
-from copgen_rt.device import choose, choose_engine
-from copgen_rt.tuning import measured_choice
+from copgen_rt.device import choose
 
 __all__ = ["denoiser_flops", "mid_spec", "run", "write_reports"]
 
@@ -76,8 +75,7 @@ def run(out_dir: Path, device: str = "cpu", quick: bool = False, log: Callable[[
         # what `backend="auto"` runs here, measured on its short copy of the model, per precision
         results["auto"], results["tuning"] = {}, {}
         for dtype in dict.fromkeys([choice.dtype, "fp32"]):
-            results["auto"][dtype] = auto_variant(device, batch_spec, dtype)
-            measured = measured_choice(batch_spec, choose_engine(device, dtype=dtype), measure=False)[1]
+            results["auto"][dtype], measured = auto_variant(device, batch_spec, dtype)
             if measured is not None:
                 results["tuning"][dtype] = measured.to_json()
         log(f"calls per batch size ({batch_spec.name}, the automatic engine and the reference's default):")

@@ -11,15 +11,15 @@ from pathlib import Path
 
 import torch
 
-from copgen_rt.backends import DenoiserBackend, TorchDenoiser, make_denoiser_backend
+from copgen_rt.backends import DenoiserBackend, TorchDenoiser, exported_denoiser, make_denoiser_backend
 from copgen_rt.backends.torch_backend import ReferenceStyleDenoiser
-from copgen_rt.bench.models import call_error, denoiser_flops, export_denoiser, random_denoiser, random_inputs
+from copgen_rt.bench.models import call_error, denoiser_flops, export_denoiser, random_denoiser
 from copgen_rt.bench.timing import Rounds, interleaved
 from copgen_rt.device import choose, choose_engine
 from copgen_rt.export.manifest import Component
 from copgen_rt.models import Denoiser
 from copgen_rt.specs import ModelSpec
-from copgen_rt.tuning import measured_choice
+from copgen_rt.tuning import Tuning, measured_choice, random_inputs
 
 VARIANTS = {  # name -> (engine, precision); "low" is the device's native low precision
     "eager-reference": ("reference", "low"),
@@ -39,16 +39,18 @@ VARIANTS = {  # name -> (engine, precision); "low" is the device's native low pr
 Built = dict[str, tuple[DenoiserBackend, str, float]]
 
 
-def auto_variant(device: str, spec: ModelSpec, dtype: str | None = None) -> str:
-    """The VARIANTS name of what `infer` runs by default on this device for `spec` (at `dtype`):
-    the engine `backend="auto"` measures fastest here (measured now where it was not yet)."""
+def auto_variant(device: str, spec: ModelSpec, dtype: str | None = None) -> tuple[str, Tuning | None]:
+    """The VARIANTS name of what `infer` runs by default on this device for `spec` (at `dtype`),
+    the engine `backend="auto"` measures fastest here (measured now where it was not yet), and
+    that measurement."""
     from copgen_rt.backends.openvino_backend import STATIC_BATCH_PRECISIONS
 
-    choice, _ = measured_choice(spec, choose_engine(device, dtype=dtype))
+    choice, measured = measured_choice(spec, choose_engine(device, dtype=dtype))
     precision = "fp32" if choice.dtype == "fp32" else "low"
     if choice.denoiser == "openvino":
-        return f"openvino-{precision}" + ("-static" if choice.dtype in STATIC_BATCH_PRECISIONS else "")
-    return f"{choice.denoiser}-{precision}"
+        static = "-static" if choice.dtype in STATIC_BATCH_PRECISIONS else ""
+        return f"openvino-{precision}{static}", measured
+    return f"{choice.denoiser}-{precision}", measured
 
 
 def _build_variant(variant: str, spec: ModelSpec, models: dict[str, Denoiser],
@@ -75,22 +77,16 @@ def _build_variant(variant: str, spec: ModelSpec, models: dict[str, Denoiser],
         return make_denoiser_backend(engine, models[precision]), precision
     if device != "cpu":
         return None
-    if engine == "onnxruntime":
-        from copgen_rt.backends.onnxruntime_backend import OrtDenoiser
+    if engine != "onnxruntime":
+        try:
+            from copgen_rt.backends.openvino_backend import require_openvino
 
-        folder, component = export()
-        return OrtDenoiser(
-            folder / component.file, [t.name for t in component.inputs], [t.name for t in component.outputs]
-        ), precision
-    try:
-        from copgen_rt.backends.openvino_backend import OpenVinoDenoiser, require_openvino
-
-        require_openvino()
-    except ImportError:
-        return None
+            require_openvino()
+        except ImportError:
+            return None
     folder, component = export()
-    return OpenVinoDenoiser.of_component(folder, component, precision,
-                                         static_batch=engine == "openvino-static"), precision
+    return exported_denoiser("onnxruntime" if engine == "onnxruntime" else "openvino", folder, component,
+                             precision, static_batch=engine == "openvino-static"), precision
 
 
 def _measure_batch(built: Built, reference: Denoiser, spec: ModelSpec, batch: int, device: str,

@@ -42,14 +42,6 @@ def random_denoiser(spec: ModelSpec, device: str, dtype: torch.dtype, seed: int 
     return load_denoiser(spec, Checkpoint(Path("random"), random_state_dict(shapes, seed)), device, dtype)
 
 
-def random_inputs(spec: ModelSpec, batch: int, device: str) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    """Latents and timesteps of one denoiser call, the same on every run."""
-    g = torch.Generator().manual_seed(1)
-    latents = [torch.randn(batch, *m.latent_shape, generator=g).to(device) for m in spec.modalities]
-    times = [(torch.rand(batch, generator=g) * 1000).to(device) for _ in spec.modalities]
-    return latents, times
-
-
 def export_denoiser(spec: ModelSpec, model: Denoiser) -> tuple[Path, Component]:
     """The fp32 ONNX export of a model in a scratch folder (checked by the bench's own error figures)."""
     from copgen_rt.export.onnx import export_models
