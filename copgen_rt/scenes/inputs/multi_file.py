@@ -9,13 +9,7 @@ from pathlib import Path
 
 import rasterio
 
-from copgen_rt.scenes.inputs.raster_checks import (
-    check_raster,
-    class_values_of,
-    reading,
-    s1_units_of,
-    warn_if_not_dns,
-)
+from copgen_rt.scenes.inputs import raster_checks as checks
 from copgen_rt.scenes.inputs.scene_input import (
     DNOffsets,
     SceneError,
@@ -67,16 +61,16 @@ def multi_file_scene(
             if href in checked:
                 continue
             checked.add(href)
-            with reading(Path(href)), rasterio.open(href) as src:
-                check_raster(href, src)
+            with checks.reading(Path(href)), rasterio.open(href) as src:
+                checks.check_raster(href, src)
                 if finest is None or abs(src.transform.a) < abs(finest[1].a):
                     finest = (src.crs, src.transform, src.width, src.height, src.nodata)
                 if product == "S1RTC":
-                    units_seen.add(s1_units_of(src, s1_units))
+                    units_seen.add(checks.s1_units_of(src, s1_units))
                 elif product in ("LULC", "CLOUD"):
-                    units_seen.add(class_values_of(src, product, lulc_values))
+                    units_seen.add(checks.class_values_of(src, product, lulc_values))
                 elif product.startswith("S2") and len(checked) == 1:
-                    warn_if_not_dns(src, stacklevel=3)  # blames the form's call of this function
+                    checks.warn_if_not_dns(src, stacklevel=3)  # blames the form's call of this function
                 tags = tags or src.tags()
     if len(units_seen) > 1:
         raise SceneError(
