@@ -45,10 +45,23 @@ def _umask() -> int:
 PUBLIC_MODE = 0o666 & ~_umask()  # what open() would have given a new file
 
 
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+def out_of_space(e: BaseException | None) -> bool:
+    """Whether `e`, or an exception it was raised from, is a full disk, a quota or a file size
+    limit (libraries such as torch's compilers wrap the OSError)."""
+    while e is not None:
+        if isinstance(e, OSError) and e.errno in NO_SPACE:
+            return True
+        e = e.__cause__ or e.__context__
+    return False
+
+
 def write_error(path: Path, e: BaseException) -> OutputWriteError:
     """One line for an OSError (or GDAL's wrapped one) met while writing `path`."""
     code = e.errno if isinstance(e, OSError) else None  # GDAL's exceptions carry its own error numbers
-    if code in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG) or "No space" in str(e) or "too large" in str(e):
+    if out_of_space(e) or "No space" in str(e) or "too large" in str(e):
         why = "no space left (disk full, quota or file size limit)"
     elif code in (errno.EACCES, errno.EPERM, errno.EROFS):
         why = "not writable (permissions or a read-only filesystem)"

@@ -327,25 +327,36 @@ def test_an_out_folder_that_cannot_be_made_fails_before_loading(tmp_path, monkey
     _one_error(r.output, f"cannot write {blocker / 'sub'}")
 
 
-def test_a_full_disk_is_one_line(tmp_path):
+def _small_files() -> None:
     """RLIMIT_FSIZE makes writes fail as a full disk does (EFBIG instead of ENOSPC)."""
     import resource
 
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, 20_000))
+
+
+def test_a_full_disk_is_one_line(tmp_path):
     scene = write_raster(tmp_path / "scene.tif", smooth_s2(200, 200))
     out = tmp_path / "out"
-
-    def small_files():
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-        resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, 20_000))
-
-    proc = _spawn(["infer", scene, "--generate", "S1RTC_vh_vv", "--steps", "1", "--out", out, "-q"],
-                  preexec_fn=small_files)
+    # eager torch writes no engine cache: the first large file is an output
+    proc = _spawn(["infer", scene, "--generate", "S1RTC_vh_vv", "--steps", "1", "--backend", "torch",
+                   "--out", out, "-q"], preexec_fn=_small_files)
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 9, err
     _one_error(err, "cannot write")
     assert "scene_S1RTC_vh_vv.tif" in err and ("no space left" in err or "disk full" in err), err
     assert "_tiffSeekProc" not in err and "TIFFAppendToStrip" not in err, err
     assert not list(out.glob(".copgen-tmp-*"))
+
+
+def test_a_full_disk_under_the_engine_cache_is_one_line(tmp_path, monkeypatch):
+    monkeypatch.setenv("COPGEN_RT_CACHE", str(tmp_path / "cache"))  # empty: the first run exports
+    proc = _spawn(["infer", "--backend", "openvino", "--out", tmp_path / "out", "-q"],
+                  preexec_fn=_small_files)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 9, err
+    _one_error(err, f"cannot write {tmp_path / 'cache' / 'onnx'}")
+    assert "no space left" in err, err
 
 
 # --- signals ---------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from pathlib import Path
 from torch import nn
 
 from copgen_rt.export.manifest import Manifest
+from copgen_rt.files import write_error
 from copgen_rt.specs import ModelSpec
 
 
@@ -33,23 +34,31 @@ def cached_export(spec: ModelSpec, component: str, module: nn.Module, checkpoint
                   parity_runtime: str = "onnxruntime") -> tuple[Path, Manifest]:
     """The export folder of `component` ("denoiser" or "vae/<key>") and its manifest; exported
     (fp32, parity-checked through `parity_runtime`) on first use."""
-    from copgen_rt.export.onnx import export_models
-
     folder = cache_root() / "onnx" / _cache_key(spec, component, checkpoint)
     if not (folder / "manifest.json").exists():
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        # exported beside, then renamed into place: processes exporting at once never mix files
-        staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}-"))
         try:
-            denoiser, vaes = (module, {}) if component == "denoiser" else (None, {component[4:]: module})
-            export_models(spec, denoiser, vaes, staging, weights={}, random_weights=False,
-                          parity_batch=1, parity_runtime=parity_runtime)
-            try:
-                os.rename(staging, folder)
-            except OSError:  # another process published it first (or left a broken folder: replace it)
-                if not (folder / "manifest.json").exists():
-                    shutil.rmtree(folder, ignore_errors=True)
-                    os.rename(staging, folder)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+            _export_into(folder, spec, component, module, parity_runtime)
+        except OSError as e:  # a full disk or an unwritable cache: one line, not an internal error
+            raise write_error(folder, e) from None
     return folder, Manifest.load(folder)
+
+
+def _export_into(folder: Path, spec: ModelSpec, component: str, module: nn.Module, parity_runtime: str
+                 ) -> None:
+    """Exported beside `folder`, then renamed into place: processes exporting at once never mix files."""
+    from copgen_rt.export.onnx import export_models
+
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}-"))
+    try:
+        denoiser, vaes = (module, {}) if component == "denoiser" else (None, {component[4:]: module})
+        export_models(spec, denoiser, vaes, staging, weights={}, random_weights=False,
+                      parity_batch=1, parity_runtime=parity_runtime)
+        try:
+            os.rename(staging, folder)
+        except OSError:  # another process published it first (or left a broken folder: replace it)
+            if not (folder / "manifest.json").exists():
+                shutil.rmtree(folder, ignore_errors=True)
+                os.rename(staging, folder)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

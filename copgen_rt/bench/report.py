@@ -62,6 +62,7 @@ def write_reports(results: dict, out_dir: Path) -> Path:
         timed = ", ".join(f"{e} {s:.3f}" for e, s in measured["seconds"].items())
         per_tile = ", ".join(f"{b}: {s:.3f}" for b, s in measured["per_tile"].items())
         failed = "".join(f"; {e} could not run: {why}" for e, why in measured["failed"].items())
+        failed += "".join(f"; {e} not measured: {why}" for e, why in measured.get("skipped", {}).items())
         lines.append(f"- {dtype}: **{measured['engine']}** ({timed}; per tile {per_tile}){failed}")
     lines += [
         "",
