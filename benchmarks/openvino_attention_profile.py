@@ -41,7 +41,7 @@ import torch.nn.functional as F
 
 from copgen_rt import specs
 from copgen_rt.backends import openvino_backend as ovb
-from copgen_rt.bench import _export_denoiser, denoiser_flops, mid_spec, random_denoiser
+from copgen_rt.bench.models import denoiser_flops, export_denoiser, mid_spec, random_denoiser
 from copgen_rt.device import cpu_flags, cpu_name
 from copgen_rt.export.onnx import _DenoiserIO
 from copgen_rt.files import write_text
@@ -50,7 +50,7 @@ PRECISIONS = ("bf16", "fp32")
 
 
 def onnx_model(spec, model, batch: int):
-    folder, component = _export_denoiser(spec, model)
+    folder, component = export_denoiser(spec, model)
     ov_model = ovb._core().read_model(str(folder / component.file))
     shutil.rmtree(folder)  # the export is read: 1 GB at copgen-base
     ov_model.reshape({p.get_any_name(): [batch, *list(p.get_partial_shape())[1:]] for p in ov_model.inputs})

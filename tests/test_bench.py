@@ -1,10 +1,14 @@
 from __future__ import annotations
 
+import importlib.util
 import json
+from pathlib import Path
 
 import pytest
 
 from copgen_rt import bench, specs
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_flop_count_matches_the_reference_measurement():
@@ -39,3 +43,13 @@ def test_quick_bench_writes_reports(tmp_path):
     assert data["targets"] and all(isinstance(t["met"], bool) for t in data["targets"])
     assert "load average" in data["load_before"]
     assert stem.with_suffix(".md").exists() and stem.with_suffix(".svg").read_text().startswith("<svg")
+
+
+@pytest.mark.parametrize("script", sorted(p.name for p in (ROOT / "benchmarks").glob("*.py")))
+def test_every_benchmark_script_imports(script):
+    """The scripts under benchmarks/ run rarely (some only on a GPU or another CPU kind): a moved
+    module must not break them unnoticed."""
+    path = ROOT / "benchmarks" / script
+    spec = importlib.util.spec_from_file_location(f"benchmark_{path.stem}", path)
+    assert spec is not None and spec.loader is not None
+    spec.loader.exec_module(importlib.util.module_from_spec(spec))
