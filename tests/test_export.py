@@ -136,6 +136,16 @@ def test_real_base_shapes_export_is_a_valid_graph(tmp_path):
     ops = [n.op_type for n in graph.node]
     layer_norms = sum(isinstance(x, torch.nn.LayerNorm) for x in model.modules())
     assert ops.count("LayerNormalization") == layer_norms == 8 and ops.count("Softmax") == 3
+    # each attention is softmax((q * constant) @ Transpose(k)) @ v: k's Transpose straight into the
+    # MatMul, where OpenVINO folds it (torch's own export puts a run-time scale between them)
+    producer = {out: node for node in graph.node for out in node.output}
+    constants = {i.name for i in graph.initializer}
+    constants |= {n.output[0] for n in graph.node if n.op_type == "Constant"}
+    for softmax in (n for n in graph.node if n.op_type == "Softmax"):
+        scores = producer[softmax.input[0]]
+        assert scores.op_type == "MatMul" and producer[scores.input[1]].op_type == "Transpose"
+        scaled_q = producer[scores.input[0]]
+        assert scaled_q.op_type == "Mul" and scaled_q.input[1] in constants
     assert m.component("denoiser").parity["ops"] == len(ops)
     assert all(i.type.tensor_type.shape.dim[0].dim_param == "batch" for i in [*graph.input, *graph.output])
     weights = sum(p.numel() for p in model.parameters())

@@ -182,3 +182,25 @@ def test_infer_scene_openvino_fp32_matches_torch_and_reruns_compile_nothing(tmp_
     assert valid.mean() > 0.9
     err = np.abs(out["openvino"][valid] - out["torch"][valid]).max() / np.abs(out["torch"][valid]).max()
     assert err < 1e-3  # the export tests' parity tolerance
+
+
+@native_bf16
+def test_k_transpose_is_folded_into_the_scores_matmul(ov_fp32, tiny_spec):
+    """The export's attention form (a constant scale on q, k's Transpose straight into the MatMul)
+    lets the CPU plugin fold k's Transpose: per attention only the heads split of qkv and the heads
+    merge run as Transpose nodes (torch's own export of scaled_dot_product_attention gave three)."""
+    from copgen_rt.models import Denoiser
+    from copgen_rt.models.denoiser import Attention
+
+    with torch.device("meta"):
+        attentions = sum(isinstance(m, Attention) for m in Denoiser(tiny_spec).modules())
+    engine = ov_fp32.denoiser.engine
+    model = openvino_backend._core().read_model(str(engine.path))
+    model.reshape({p.get_any_name(): [2, *list(p.get_partial_shape())[1:]] for p in model.inputs})
+    compiled = openvino_backend._core().compile_model(model, "CPU", {**openvino_backend._config("bf16"),
+                                                                     "PERF_COUNT": True})
+    request = compiled.create_infer_request()
+    request.infer([np.zeros(list(p.get_shape()), np.float32) for p in compiled.inputs])
+    transposes = [p.node_name for p in request.profiling_info
+                  if p.node_type == "Transpose" and p.status == p.Status.EXECUTED and "/attn/" in p.node_name]
+    assert len(transposes) == 2 * attentions, sorted(transposes)
