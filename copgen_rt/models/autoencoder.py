@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from copgen_rt.models.attention import attention
 from copgen_rt.specs import ModelSpec, VAESpec
 
 
@@ -55,7 +56,7 @@ class AttnBlock(nn.Module):
         b, c, h, w = x.shape
         y = self.norm(x)
         q, k, v = (proj(y).reshape(b, 1, c, h * w).transpose(2, 3) for proj in (self.q, self.k, self.v))
-        out = F.scaled_dot_product_attention(q, k, v)
+        out = attention(q, k, v)
         return x + self.proj_out(out.transpose(2, 3).reshape(b, c, h, w))
 
 

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from copgen_rt.models.attention import attention
 from copgen_rt.specs import ModelSpec
 
 
@@ -29,7 +30,6 @@ class Attention(nn.Module):
     def __init__(self, dim: int, num_heads: int, qkv_bias: bool):
         super().__init__()
         self.num_heads = num_heads
-        self.scale = (dim // num_heads) ** -0.5
         self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
 
@@ -37,13 +37,7 @@ class Attention(nn.Module):
         b, n, d = x.shape
         # qkv feature layout is (3, heads, head_dim)
         q, k, v = self.qkv(x).view(b, n, 3, self.num_heads, d // self.num_heads).permute(2, 0, 3, 1, 4)
-        if torch.onnx.is_in_onnx_export():
-            # torch's export of scaled_dot_product_attention scales q and k^T by square roots computed
-            # from the shape, between k's Transpose and the MatMul: OpenVINO then runs that Transpose
-            # as a node of its own instead of folding it into the MatMul, in every attention
-            out = torch.softmax((q * self.scale) @ k.transpose(-2, -1), dim=-1) @ v
-        else:
-            out = F.scaled_dot_product_attention(q, k, v)
+        out = attention(q, k, v)
         return self.proj(out.transpose(1, 2).reshape(b, n, d))
 
 
