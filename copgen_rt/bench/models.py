@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from copgen_rt import specs
+from copgen_rt.backends.export_cache import cache_root
 from copgen_rt.export.manifest import Component
 from copgen_rt.models import Denoiser
 from copgen_rt.specs import ModelSpec
@@ -43,10 +44,12 @@ def random_denoiser(spec: ModelSpec, device: str, dtype: torch.dtype, seed: int 
 
 
 def export_denoiser(spec: ModelSpec, model: Denoiser) -> tuple[Path, Component]:
-    """The fp32 ONNX export of a model in a scratch folder (checked by the bench's own error figures)."""
+    """The fp32 ONNX export of a model in a scratch folder (checked by the bench's own error figures)
+    under the cache root: the bench's own cache, which it removes at the end."""
     from copgen_rt.export.onnx import export_models
 
-    folder = Path(tempfile.mkdtemp(prefix="copgen-bench-onnx-"))
+    cache_root().mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix="bench-onnx-", dir=cache_root()))
     manifest = export_models(spec, model, {}, folder, weights={}, random_weights=True, check="none")
     return folder, manifest.component("denoiser")
 
