@@ -4,18 +4,22 @@ on the same noise, and the reference-style eager execution on the same tiles."""
 from __future__ import annotations
 
 import functools
+import tempfile
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
 
-from copgen_rt.backends import DenoiserBackend, TorchDenoiser
+from copgen_rt.backends import DenoiserBackend, scratch_denoiser
+from copgen_rt.backends.export_cache import cache_root
 from copgen_rt.backends.torch_backend import ReferenceStyleDenoiser
-from copgen_rt.bench.models import export_denoiser, random_denoiser
+from copgen_rt.bench.models import random_denoiser
 from copgen_rt.bench.timing import timed
 from copgen_rt.device import choose_engine
 from copgen_rt.models import Denoiser
 from copgen_rt.specs import ModelSpec
+from copgen_rt.tuning import measured_choice
 
 
 def bench_presets(spec: ModelSpec, device: str, batch: int, log: Callable[[str], object],
@@ -70,12 +74,9 @@ def bench_presets(spec: ModelSpec, device: str, batch: int, log: Callable[[str],
 
 
 def _auto_denoiser(spec: ModelSpec, model: Denoiser, device: str) -> DenoiserBackend:
-    """The denoiser on the automatic engine of this device (copgen_rt.device.choose_engine)."""
-    choice = choose_engine(device)
-    if choice.denoiser == "openvino":
-        from copgen_rt.backends.openvino_backend import OpenVinoDenoiser
-
-        folder, component = export_denoiser(spec, model)
-        return OpenVinoDenoiser.of_component(folder, component, choice.dtype)
-    low = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[choice.dtype]
-    return TorchDenoiser(random_denoiser(spec, device, low))
+    """`model` on the engine `infer` runs by default on this device (on CPUs, the one `auto`
+    measures fastest)."""
+    choice, _ = measured_choice(spec, choose_engine(device))
+    cache_root().mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix="bench-auto-", dir=cache_root()))  # the bench's cache: removed
+    return scratch_denoiser(choice.denoiser, spec, model, choice.dtype, folder)
