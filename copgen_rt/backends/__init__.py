@@ -70,16 +70,21 @@ def exported_denoiser(engine: str, folder: Path, component: Component, dtype: st
                        [t.name for t in component.outputs])
 
 
+def scratch_export(spec: ModelSpec, model: Denoiser, folder: Path) -> Component:
+    """The fp32 ONNX export of an in-memory denoiser into `folder`, unchecked (for measurements,
+    whose own error figures check it)."""
+    from copgen_rt.export.onnx import export_models
+
+    return export_models(spec, model, {}, folder, weights={}, random_weights=True,
+                         check="none").component("denoiser")
+
+
 def scratch_denoiser(engine: str, spec: ModelSpec, model: Denoiser, dtype: str, folder: Path
                      ) -> DenoiserBackend:
     """`engine` running an in-memory fp32 model in `dtype`, with no checkpoint behind it (engine
     measurements): exported engines export it into `folder`, the others run a copy in `dtype`."""
     if engine in EXPORTED_ENGINES:
-        from copgen_rt.export.onnx import export_models
-
-        component = export_models(spec, model, {}, folder, weights={}, random_weights=True,
-                                  check="none").component("denoiser")
-        return exported_denoiser(engine, folder, component, dtype)
+        return exported_denoiser(engine, folder, scratch_export(spec, model, folder), dtype)
     from copgen_rt.weights import Checkpoint, load_denoiser, parse_dtype
 
     weights = Checkpoint(folder, dict(model.state_dict()))
@@ -105,5 +110,5 @@ def vae_backend(engine: str, spec: ModelSpec, key: str, vae: Autoencoder, checkp
 EXPORTED_ENGINES = ("onnxruntime", "openvino")  # run an fp32 ONNX export, whatever their precision
 
 __all__ = ["DenoiserBackend", "VAEBackend", "TorchDenoiser", "TorchVAE", "make_denoiser_backend",
-           "denoiser_backend", "exported_denoiser", "scratch_denoiser", "vae_backend",
+           "denoiser_backend", "exported_denoiser", "scratch_export", "scratch_denoiser", "vae_backend",
            "EXPORTED_ENGINES"]

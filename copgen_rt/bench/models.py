@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from copgen_rt import specs
+from copgen_rt.backends import scratch_export
 from copgen_rt.backends.export_cache import cache_root
 from copgen_rt.export.manifest import Component
 from copgen_rt.models import Denoiser
@@ -43,15 +44,17 @@ def random_denoiser(spec: ModelSpec, device: str, dtype: torch.dtype, seed: int 
     return load_denoiser(spec, Checkpoint(Path("random"), random_state_dict(shapes, seed)), device, dtype)
 
 
-def export_denoiser(spec: ModelSpec, model: Denoiser) -> tuple[Path, Component]:
-    """The fp32 ONNX export of a model in a scratch folder (checked by the bench's own error figures)
-    under the cache root: the bench's own cache, which it removes at the end."""
-    from copgen_rt.export.onnx import export_models
-
+def scratch_folder(prefix: str) -> Path:
+    """A new folder under the cache root: in a bench run, the bench's own cache, which it removes
+    at the end."""
     cache_root().mkdir(parents=True, exist_ok=True)
-    folder = Path(tempfile.mkdtemp(prefix="bench-onnx-", dir=cache_root()))
-    manifest = export_models(spec, model, {}, folder, weights={}, random_weights=True, check="none")
-    return folder, manifest.component("denoiser")
+    return Path(tempfile.mkdtemp(prefix=prefix, dir=cache_root()))
+
+
+def export_denoiser(spec: ModelSpec, model: Denoiser) -> tuple[Path, Component]:
+    """The fp32 ONNX export of a model in a scratch folder."""
+    folder = scratch_folder("bench-onnx-")
+    return folder, scratch_export(spec, model, folder)
 
 
 def call_error(out: list[torch.Tensor], ref: list[torch.Tensor]) -> float:

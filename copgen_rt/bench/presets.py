@@ -4,17 +4,14 @@ on the same noise, and the reference-style eager execution on the same tiles."""
 from __future__ import annotations
 
 import functools
-import tempfile
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from copgen_rt.backends import DenoiserBackend, scratch_denoiser
-from copgen_rt.backends.export_cache import cache_root
 from copgen_rt.backends.torch_backend import ReferenceStyleDenoiser
-from copgen_rt.bench.models import random_denoiser
+from copgen_rt.bench.models import random_denoiser, scratch_folder
 from copgen_rt.bench.timing import timed
 from copgen_rt.device import choose_engine
 from copgen_rt.models import Denoiser
@@ -77,6 +74,4 @@ def _auto_denoiser(spec: ModelSpec, model: Denoiser, device: str) -> DenoiserBac
     """`model` on the engine `infer` runs by default on this device (on CPUs, the one `auto`
     measures fastest)."""
     choice, _ = measured_choice(spec, choose_engine(device))
-    cache_root().mkdir(parents=True, exist_ok=True)
-    folder = Path(tempfile.mkdtemp(prefix="bench-auto-", dir=cache_root()))  # the bench's cache: removed
-    return scratch_denoiser(choice.denoiser, spec, model, choice.dtype, folder)
+    return scratch_denoiser(choice.denoiser, spec, model, choice.dtype, scratch_folder("bench-auto-"))
