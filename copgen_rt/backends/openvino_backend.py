@@ -40,8 +40,10 @@ from copgen_rt.export.manifest import Component
 PRECISION_HINTS = {"fp32": "f32", "bf16": "bf16"}
 # denoiser precisions compiled once per batch size (static shapes, each compile cached on disk)
 # instead of once with a dynamic batch axis: at copgen-base shapes static was 10% faster in fp32
-# (batch 2, benchmarks/results/bench-intel-r--xeon-r--processor.md) and in bf16 as fast at batch 1
-# and 2 and 6% faster at batch 4 (benchmarks/results/bf16-static-vs-dynamic.json); never slower.
+# (batch 2, benchmarks/results/bench-intel-xeon-amx-busy.md) and in bf16 as fast at batch 1
+# and 2 and 6% faster at batch 4 (benchmarks/results/bf16-static-vs-dynamic.json, Zen 5); on an
+# Intel Xeon with AMX, bf16 static ran 10% slower than dynamic at batch 2 in one quiet run
+# (benchmarks/results/bench-intel-xeon-amx.md), fp32 1% faster: to be measured per CPU kind.
 # VAEs keep a dynamic batch (not measured)
 STATIC_BATCH_PRECISIONS = ("fp32", "bf16")
 # left unquantized by int8: measured per layer group on copgen-mid (benchmarks/int8_openvino.py
