@@ -151,8 +151,10 @@ def cell(spec, log) -> list[dict]:
 
 
 def write(out: dict) -> None:
+    from copgen_rt.bench.environment import machine_tag
+
     RESULTS.mkdir(exist_ok=True)
-    name = "".join(c if c.isalnum() else "-" for c in out["environment"]["gpu"]).strip("-").lower()
+    name = machine_tag(out["environment"]["gpu"])
     (RESULTS / f"gpu-{name}.json").write_text(json.dumps(out, indent=1) + "\n")
     lines = [f"# GPU bench: {out['environment']['gpu']}", "",
              f"bf16 peak {out['bf16_peak_tflops']:.0f} TFLOP/s",

@@ -6,7 +6,7 @@ keeps torch from the bf16 GEMM rate on this CPU).
 A random-weight denoiser in `--dtype` (the torch engine: weights stored in that precision, norms
 and residuals in fp32) is called twice to warm up, then once under `torch.profiler`. Per aten op:
 self time and share of the call; for the linear layers and the attention, the GFLOP/s their share
-implies (FLOPs from `bench.models.denoiser_flops`' terms). JSON and markdown under
+implies (FLOPs from `bench.models`). JSON and markdown under
 benchmarks/results/, named by CPU.
 """
 
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 from pathlib import Path
 
 import torch
@@ -22,7 +21,8 @@ from torch.profiler import ProfilerActivity, profile
 
 from copgen_rt import specs
 from copgen_rt.backends import TorchDenoiser
-from copgen_rt.bench.models import denoiser_flops, random_denoiser
+from copgen_rt.bench.environment import machine_load, machine_tag
+from copgen_rt.bench.models import attention_flops, denoiser_flops, random_denoiser
 from copgen_rt.device import cpu_name
 from copgen_rt.files import write_text
 from copgen_rt.tuning import random_inputs
@@ -32,11 +32,6 @@ ATTENTION_OPS = ("aten::_scaled_dot_product_flash_attention_for_cpu",)
 DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
 
 
-def attention_flops(spec) -> float:
-    d, L, blocks = spec.denoiser.embed_dim, spec.num_tokens, spec.denoiser.depth + 1
-    return 2.0 * blocks * 2 * L * L * d  # QK^T and AV, per sample
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--spec", default="copgen-base")
@@ -44,7 +39,7 @@ def main() -> None:
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="bf16")
     parser.add_argument("--out", default="benchmarks/results")
     args = parser.parse_args()
-    load = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+    load = machine_load()
     spec = specs.get(args.spec)
     backend = TorchDenoiser(random_denoiser(spec, "cpu", DTYPES[args.dtype]))
     inputs = random_inputs(spec, args.batch)
@@ -68,7 +63,7 @@ def main() -> None:
               "spec": spec.name, "batch": args.batch, "dtype": args.dtype, "load_before": load,
               "call_ms": total_us / 1e3, "linear_gflops": rate(LINEAR_OPS, linear),
               "attention_gflops": rate(ATTENTION_OPS, attention), "ops": ops}
-    tag = "".join(c if c.isalnum() else "-" for c in cpu_name()).strip("-").lower()
+    tag = machine_tag(cpu_name())
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     name = f"torch-profile-{tag}-{spec.name}-{args.dtype}"

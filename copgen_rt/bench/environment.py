@@ -33,6 +33,11 @@ def environment(device: str) -> dict:
     return env | runtime_versions()
 
 
+def machine_tag(name: str) -> str:
+    """A device name as a file-name part: results are named by CPU or GPU kind."""
+    return "".join(c if c.isalnum() else "-" for c in name).strip("-").lower()
+
+
 def machine_load() -> str:
     """`uptime`'s line: shared machines move timings by up to 20%."""
     try:

@@ -32,9 +32,15 @@ def denoiser_flops(spec: ModelSpec) -> float:
     half = spec.denoiser.depth // 2
     per_block = 3 * d * d + d * d + 2 * d * hidden  # qkv, proj, fc1, fc2 (per token)
     linear = (2 * half + 1) * per_block + half * 2 * d * d  # + skip_linear in out-blocks
-    attention = (2 * half + 1) * 2 * L * L * d  # QK^T and AV
     heads = sum(m.num_tokens * (m.latent_shape[0] * m.patch_size ** 2) * d * 2 for m in spec.modalities)
-    return 2.0 * (linear * L + attention + heads / 2)
+    return 2.0 * (linear * L + heads / 2) + attention_flops(spec)
+
+
+def attention_flops(spec: ModelSpec) -> float:
+    """FLOPs of one denoiser call's attention (QK^T and AV in every block) for one sample."""
+    d, L = spec.denoiser.embed_dim, spec.num_tokens
+    blocks = 2 * (spec.denoiser.depth // 2) + 1  # in-blocks, the mid-block, out-blocks
+    return 2.0 * blocks * 2 * L * L * d
 
 
 def random_denoiser(spec: ModelSpec, device: str, dtype: torch.dtype, seed: int = 0) -> Denoiser:
