@@ -10,10 +10,10 @@ import math
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from copgen_rt.models.attention import attention
+from copgen_rt.models.linear import linear
 from copgen_rt.specs import ModelSpec
 
 
@@ -36,9 +36,10 @@ class Attention(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         b, n, d = x.shape
         # qkv feature layout is (3, heads, head_dim)
-        q, k, v = self.qkv(x).view(b, n, 3, self.num_heads, d // self.num_heads).permute(2, 0, 3, 1, 4)
+        qkv = linear(self.qkv, x).view(b, n, 3, self.num_heads, d // self.num_heads)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4)
         out = attention(q, k, v)
-        return self.proj(out.transpose(1, 2).reshape(b, n, d))
+        return linear(self.proj, out.transpose(1, 2).reshape(b, n, d))
 
 
 class Mlp(nn.Module):
@@ -48,7 +49,7 @@ class Mlp(nn.Module):
         self.fc2 = nn.Linear(hidden, dim)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.fc2(F.gelu(self.fc1(x)))
+        return linear(self.fc2, linear(self.fc1, x, gelu=True))
 
 
 class Block(nn.Module):
@@ -70,7 +71,7 @@ class Block(nn.Module):
         if self.skip_linear is not None:
             if skip is None:
                 raise ValueError("an out-block needs the skip tokens of its in-block")
-            x = self.norm1(self.skip_linear(torch.cat([x, skip], dim=-1)))
+            x = self.norm1(linear(self.skip_linear, torch.cat([x, skip], dim=-1)))
         x = self.norm2(x + self.attn(x))
         return self.norm3(x + self.mlp(x))
 
