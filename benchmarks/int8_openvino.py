@@ -19,7 +19,6 @@ import argparse
 import json
 import math
 import os
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -29,6 +28,7 @@ import torch
 from copgen_rt import Pipeline, demo, specs
 from copgen_rt.backends import TorchVAE
 from copgen_rt.backends import openvino_backend as ov
+from copgen_rt.bench.environment import machine_load
 from copgen_rt.bench.models import call_error, denoiser_flops, export_denoiser, mid_spec, random_denoiser
 from copgen_rt.files import write_text
 from copgen_rt.models import Autoencoder
@@ -90,7 +90,7 @@ def speed(spec, bf16, fp32, pipe, calls, batch: int, rounds: int, out: Path, loa
     flops = denoiser_flops(spec) * batch
     result = {
         "spec": spec.name, "batch": batch, "openvino": ov.version(), "load_before": load,
-        "load_after": subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip(),
+        "load_after": machine_load(),
         "kept_unquantized": list(ov.INT8_KEEP),
         "quantize_s (calibration included, once per model)": quantize_s,
         "ms": {k: v * 1e3 for k, v in best.items()},
@@ -131,7 +131,7 @@ def main() -> None:
     os.environ.setdefault("COPGEN_RT_CACHE", tempfile.mkdtemp(prefix="copgen-int8-bench-"))  # not yours
     name = args.spec or ("copgen-mid" if args.sensitivity else "copgen-base")
     spec = mid_spec() if name == "copgen-mid" else specs.get(name)
-    load = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+    load = machine_load()
     folder, component = export_denoiser(spec, random_denoiser(spec, "cpu", torch.float32))
     bf16 = ov.OpenVinoDenoiser.of_component(folder, component, "bf16")
     fp32 = ov.OpenVinoDenoiser.of_component(folder, component, "fp32")

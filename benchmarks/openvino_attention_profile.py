@@ -30,7 +30,6 @@ import collections
 import json
 import shutil
 import statistics
-import subprocess
 import time
 import warnings
 from pathlib import Path
@@ -41,7 +40,7 @@ import torch.nn.functional as F
 
 from copgen_rt import specs
 from copgen_rt.backends import openvino_backend as ovb
-from copgen_rt.bench.environment import machine_tag
+from copgen_rt.bench.environment import machine_load, machine_tag
 from copgen_rt.bench.models import denoiser_flops, export_denoiser, mid_spec, random_denoiser
 from copgen_rt.device import cpu_flags, cpu_name
 from copgen_rt.export.onnx import _DenoiserIO
@@ -268,11 +267,11 @@ def main() -> None:
     parser.add_argument("--out", default="benchmarks/results")
     args = parser.parse_args()
     spec = mid_spec() if args.spec == "copgen-mid" else specs.get(args.spec)
-    load = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+    load = machine_load()
     attention = attention_variants(spec, args.batch, 3 * args.rounds)  # cheap: more rounds
     denoiser = denoiser_variants(spec, args.batch, args.rounds)
     report = {"spec": spec.name, "batch": args.batch, "rounds": args.rounds, "load_before": load,
-              "load_after": subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip(),
+              "load_after": machine_load(),
               "environment": {"cpu": cpu_name(), "openvino": ovb.version(), "torch": torch.__version__,
                               "threads": ovb.threads(),
                               "isa": sorted(f for f in cpu_flags() if f.startswith(("avx512", "amx")))},
