@@ -21,7 +21,7 @@ def linear(layer: nn.Linear, x: Tensor, gelu: bool = False) -> Tensor:
         low = layer.weight.dtype
         return torch.ops.mkldnn._linear_pointwise(x.to(low), layer.weight, layer.bias,
                                                   "gelu" if gelu else "none", [], "none" if gelu else "")
-    y = F.linear(x, layer.weight, layer.bias)
+    y = layer(x)  # the module call, not F.linear: exports name their nodes by module scope
     return F.gelu(y) if gelu else y
 
 
