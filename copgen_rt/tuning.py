@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from copgen_rt import __version__
 from copgen_rt.backends import DenoiserBackend, scratch_denoiser
 from copgen_rt.backends.export_cache import cache_root
 from copgen_rt.device import EngineChoice, cpu_kind, memory_batch_limit
@@ -106,7 +107,7 @@ def short_spec(spec: ModelSpec) -> ModelSpec:
 def tuning_key(spec: ModelSpec, dtype: str, candidates: tuple[str, ...]) -> str:
     from copgen_rt.backends.openvino_backend import threads
 
-    versions = [str(torch.__version__)]
+    versions = [__version__, str(torch.__version__)]  # a new release's engines are measured again
     if "openvino" in candidates:
         from copgen_rt.backends.openvino_backend import version
 
