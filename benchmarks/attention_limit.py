@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from copgen_rt import specs
-from copgen_rt.bench.environment import machine_load, machine_tag
+from copgen_rt.bench.environment import cpu_tag, machine_load
 from copgen_rt.bench.gemm import matmul_peak
 from copgen_rt.bench.timing import interleaved
 from copgen_rt.device import cpu_name
@@ -76,7 +76,7 @@ def main() -> None:
               "bf16_gemm_gflops": gemm, "exp_per_s": exps,
               "gemm_part_ms": flops / (gemm * 1e9) * 1e3, "exp_part_ms": scores / exps * 1e3,
               "lower_bound_ms": bound * 1e3, "sdpa_over_bound": sdpa / bound}
-    name = f"attention-limit-{machine_tag(cpu_name())}-{spec.name}"
+    name = f"attention-limit-{cpu_tag()}-{spec.name}"
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     write_text(out / f"{name}.json", json.dumps(result, indent=1) + "\n")

@@ -22,7 +22,7 @@ import torch
 
 from copgen_rt import specs
 from copgen_rt.backends import exported_denoiser, make_denoiser_backend, scratch_export
-from copgen_rt.bench.environment import machine_load, machine_tag
+from copgen_rt.bench.environment import cpu_tag, machine_load
 from copgen_rt.bench.models import random_denoiser
 from copgen_rt.bench.timing import interleaved
 from copgen_rt.device import cpu_name
@@ -65,7 +65,7 @@ def main() -> None:
     environment = {"cpu": cpu_name(), "torch": torch.__version__, "threads": torch.get_num_threads()}
     result = {"environment": environment, "spec": full.name, "dtype": args.dtype, "batch": ENGINE_BATCH,
               "rounds": ROUNDS, "load_before": load, "load_after": machine_load(), "by_blocks": results}
-    name = f"engine-depths-{machine_tag(cpu_name())}-{full.name}-{args.dtype}"
+    name = f"engine-depths-{cpu_tag()}-{full.name}-{args.dtype}"
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     write_text(out / f"{name}.json", json.dumps(result, indent=1) + "\n")

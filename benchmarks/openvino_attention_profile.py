@@ -40,7 +40,7 @@ import torch.nn.functional as F
 
 from copgen_rt import specs
 from copgen_rt.backends import openvino_backend as ovb
-from copgen_rt.bench.environment import machine_load, machine_tag
+from copgen_rt.bench.environment import cpu_tag, machine_load
 from copgen_rt.bench.models import denoiser_flops, export_denoiser, mid_spec, random_denoiser
 from copgen_rt.device import cpu_flags, cpu_name
 from copgen_rt.export.onnx import _DenoiserIO
@@ -276,7 +276,7 @@ def main() -> None:
                               "threads": ovb.threads(),
                               "isa": sorted(f for f in cpu_flags() if f.startswith(("avx512", "amx")))},
               "denoiser": denoiser, "attention": attention}
-    tag = machine_tag(cpu_name())
+    tag = cpu_tag()
     Path(args.out).mkdir(parents=True, exist_ok=True)
     stem = Path(args.out) / f"openvino-attention-{tag}"
     if spec.name != "copgen-base":

@@ -21,7 +21,7 @@ from torch.profiler import ProfilerActivity, profile
 
 from copgen_rt import specs
 from copgen_rt.backends import TorchDenoiser
-from copgen_rt.bench.environment import machine_load, machine_tag
+from copgen_rt.bench.environment import cpu_tag, machine_load
 from copgen_rt.bench.models import attention_flops, denoiser_flops, random_denoiser
 from copgen_rt.device import cpu_name
 from copgen_rt.files import write_text
@@ -63,7 +63,7 @@ def main() -> None:
               "spec": spec.name, "batch": args.batch, "dtype": args.dtype, "load_before": load,
               "call_ms": total_us / 1e3, "linear_gflops": rate(LINEAR_OPS, linear),
               "attention_gflops": rate(ATTENTION_OPS, attention), "ops": ops}
-    tag = machine_tag(cpu_name())
+    tag = cpu_tag()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     name = f"torch-profile-{tag}-{spec.name}-{args.dtype}"

@@ -60,3 +60,18 @@ def test_every_benchmark_script_imports(script):
     spec = importlib.util.spec_from_file_location(f"benchmark_{path.stem}", path)
     assert spec is not None and spec.loader is not None
     spec.loader.exec_module(importlib.util.module_from_spec(spec))
+
+
+@pytest.mark.parametrize("name, flags, tag", [
+    ("Intel(R) Xeon(R) Processor", {"avx512f", "amx_bf16"}, "intel-xeon-amx"),
+    ("Intel(R) Xeon(R) Platinum 8480+", {"avx512f"}, "intel-xeon"),
+    ("AMD EPYC 9B45 128-Core Processor", {"avx512_bf16"}, "amd-epyc"),
+    ("", set(), "cpu"),
+])
+def test_results_are_named_by_cpu_kind(monkeypatch, name, flags, tag):
+    import importlib
+
+    environment = importlib.import_module("copgen_rt.bench.environment")
+    monkeypatch.setattr(environment, "cpu_name", lambda: name)
+    monkeypatch.setattr(environment, "cpu_flags", lambda: flags)
+    assert environment.cpu_tag() == tag

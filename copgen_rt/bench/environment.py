@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import platform
+import re
 import subprocess
 
 import numpy
@@ -30,12 +31,23 @@ def environment(device: str) -> dict:
     }
     if device.startswith("cuda"):
         env["gpu"] = torch.cuda.get_device_name()
+    env["machine"] = machine_tag(env["gpu"]) if "gpu" in env else cpu_tag()
     return env | runtime_versions()
 
 
 def machine_tag(name: str) -> str:
     """A device name as a file-name part: results are named by CPU or GPU kind."""
     return "".join(c if c.isalnum() else "-" for c in name).strip("-").lower()
+
+
+_NOT_THE_KIND = re.compile(r"\((r|tm)\)|\b(processor|cpu)\b|@.*$", re.IGNORECASE)
+
+
+def cpu_tag() -> str:
+    """This CPU's kind as results name it: vendor and family, `-amx` where it has Intel's matrix
+    units (`intel-xeon-amx`, `amd-epyc`); a model name alone does not say which kind a VM got."""
+    tag = machine_tag(" ".join(_NOT_THE_KIND.sub(" ", cpu_name()).split()[:2]) or "cpu")
+    return f"{tag}-amx" if "amx_bf16" in cpu_flags() else tag
 
 
 def machine_load() -> str:

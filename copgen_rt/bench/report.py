@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from copgen_rt.bench.environment import machine_tag
 from copgen_rt.bench.gemm import rate_ranges
 from copgen_rt.files import write_text
 
@@ -14,7 +13,7 @@ def write_reports(results: dict, out_dir: Path) -> Path:
     """bench-<machine>.json, .md and .svg in `out_dir`; returns their common stem."""
     out_dir.mkdir(parents=True, exist_ok=True)
     env = results["environment"]
-    stem = out_dir / f"bench-{machine_tag(env.get('gpu') or env['cpu'])}"
+    stem = out_dir / f"bench-{env['machine']}"
     write_text(stem.with_suffix(".json"), json.dumps(results, indent=1) + "\n")
     gemm = results["gemm"]
     lines = [
