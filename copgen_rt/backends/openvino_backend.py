@@ -43,8 +43,8 @@ PRECISION_HINTS = {"fp32": "f32", "bf16": "bf16"}
 # (batch 2, benchmarks/results/bench-intel-xeon-amx-busy.md) and in bf16 as fast at batch 1
 # and 2 and 6% faster at batch 4 (benchmarks/results/bf16-static-vs-dynamic.json, Zen 5); on an
 # Intel Xeon with AMX, bf16 static ran 10% slower than dynamic at batch 2 in one bench run and
-# 0-3% faster in four interleaved runs since (benchmarks/results/engine-depths-intel-xeon-amx-*):
-# that one run was the machine's noise.
+# between 2% slower and 5% faster in three interleaved runs at 3 to 21 blocks since
+# (benchmarks/results/engine-depths-intel-xeon-amx-*): that one run was the machine's noise.
 # VAEs keep a dynamic batch (not measured)
 STATIC_BATCH_PRECISIONS = ("fp32", "bf16")
 # left unquantized by int8: measured per layer group on copgen-mid (benchmarks/int8_openvino.py
