@@ -44,7 +44,7 @@ PRECISION_HINTS = {"fp32": "f32", "bf16": "bf16"}
 # and 2 and 6% faster at batch 4 (benchmarks/results/bf16-static-vs-dynamic.json, Zen 5); on an
 # Intel Xeon with AMX, bf16 static ran 10% slower than dynamic at batch 2 in one bench run and
 # between 2% slower and 5% faster in three interleaved runs at 3 to 21 blocks since
-# (benchmarks/results/engine-depths-intel-xeon-amx-*): that one run was the machine's noise.
+# (the last: benchmarks/results/engine-depths-intel-xeon-amx-*): that one run was noise.
 # VAEs keep a dynamic batch (not measured)
 STATIC_BATCH_PRECISIONS = ("fp32", "bf16")
 # left unquantized by int8: measured per layer group on copgen-mid (benchmarks/int8_openvino.py
