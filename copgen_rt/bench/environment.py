@@ -17,7 +17,7 @@ def environment(device: str) -> dict:
     """Versions of the runtime and its libraries, the CPU (and GPU) and what `infer` would choose."""
     from copgen_rt.export.onnx import runtime_versions
 
-    env = {
+    env: dict[str, object] = {
         "copgen_rt": __version__,
         "torch": torch.__version__,
         "numpy": numpy.__version__,
@@ -30,8 +30,11 @@ def environment(device: str) -> dict:
         "cpu_isa": sorted(f for f in cpu_flags() if f.startswith(("avx512", "amx", "avx2", "fma"))),
     }
     if device.startswith("cuda"):
-        env["gpu"] = torch.cuda.get_device_name()
-    env["machine"] = machine_tag(env["gpu"]) if "gpu" in env else cpu_tag()
+        gpu = torch.cuda.get_device_name()
+        env["gpu"] = gpu
+        env["machine"] = machine_tag(gpu)
+    else:
+        env["machine"] = cpu_tag()
     return env | runtime_versions()
 
 
