@@ -47,7 +47,7 @@ def run(out_dir: Path, device: str = "cpu", quick: bool = False, log: Callable[[
     log(choice.describe())
     demo, mid, base = specs.get("copgen-demo"), mid_spec(), specs.get("copgen-base")
     results: dict = {"environment": environment(device), "load_before": machine_load()}
-    log(results["environment"]["engine_choice"])
+    log(f"before measuring: {results['environment']['engine_choice']}")
     batch_spec = demo if quick else base
     # what `backend="auto"` runs here, per precision: the measurement `infer` uses (this machine's
     # cache, measured now where it is not there yet, on the model's short copy)

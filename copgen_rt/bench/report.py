@@ -19,7 +19,8 @@ def write_reports(results: dict, out_dir: Path) -> Path:
     lines = [
         f"# copgen-rt bench ({env['cpu']}, {env['device']}, {env['threads']} threads)",
         "",
-        f"Engine choice: {env['engine_choice']}",
+        f"Engines before measuring: {env['engine_choice']}. On CPUs `backend=\"auto\"` then runs the "
+        "denoiser on the engine it measures fastest (below).",
         "",
         f"Machine load (shared machine; compare ratios within this run): before `{results['load_before']}`, "
         f"after `{results['load_after']}`.",
