@@ -7,6 +7,10 @@ One attention of the model (batch x heads x tokens x head_dim, bf16) costs two G
 P V, 4 * batch * heads * tokens^2 * head_dim FLOPs) and one exp per score (batch * heads * tokens^2).
 Measured in one process, interleaved, best of the rounds:
 - torch's fused attention (`F.scaled_dot_product_attention`, what the torch engine runs);
+- the same unfused: per sample and group of HEAD_GROUP heads, a bf16 batched GEMM for the scores
+  (the matrix units), softmax, and a bf16 batched GEMM for P V (does going around the fused
+  kernel reach the units faster?);
+- `flex_attention` compiled by inductor (its C++ CPU template, brgemm on the matrix units);
 - the bf16 GEMM rate of a large square product (torch; the matrix units where the CPU has them);
 - the exp rate: `torch.exp` over a block of scores that stays in cache, on every thread.
 The lower bound is the GEMMs at that rate plus the exps at that rate (the max, sum and scaling
@@ -22,6 +26,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from torch.nn.attention.flex_attention import flex_attention
 
 from copgen_rt import specs
 from copgen_rt.bench.environment import cpu_tag, machine_load
@@ -32,6 +37,18 @@ from copgen_rt.files import write_text
 
 ROUNDS = 9
 EXP_BLOCK = 32 * 1024  # scores per exp call: 128 KiB of fp32, in L2 on every CPU we run on
+HEAD_GROUP = 4  # heads per unfused step: 1, 2, 4 and 16 were tried, 4 was fastest (Intel AMX)
+
+
+def unfused_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    out = torch.empty(q.shape, dtype=q.dtype)
+    scale = q.shape[-1] ** -0.5
+    for b in range(q.shape[0]):
+        for h in range(0, q.shape[1], HEAD_GROUP):
+            heads = slice(h, h + HEAD_GROUP)
+            scores = (q[b, heads] * scale) @ k[b, heads].transpose(-2, -1)
+            out[b, heads] = torch.softmax(scores, dim=-1) @ v[b, heads]
+    return out
 
 
 def exp_rate(calls: int = 200) -> tuple[float, int]:
@@ -63,8 +80,12 @@ def main() -> None:
     q, k, v = qkv.permute(2, 0, 3, 1, 4)  # the model's layout: views of one qkv projection
     scores = args.batch * heads * tokens ** 2
     flops = 4 * scores * head_dim
+    compiled_flex = torch.compile(flex_attention)
     with torch.inference_mode():
-        sdpa = interleaved({"sdpa": lambda: F.scaled_dot_product_attention(q, k, v)}, ROUNDS).best("sdpa")
+        rounds = interleaved({"sdpa": lambda: F.scaled_dot_product_attention(q, k, v),
+                              "unfused": lambda: unfused_attention(q, k, v),
+                              "flex": lambda: compiled_flex(q, k, v)}, ROUNDS)
+        sdpa, unfused, flex = rounds.best("sdpa"), rounds.best("unfused"), rounds.best("flex")
     gemm = matmul_peak("cpu", torch.bfloat16, n=4096, repeats=ROUNDS)
     exps, threads = exp_rate()
     bound = flops / (gemm * 1e9) + scores / exps
@@ -73,6 +94,7 @@ def main() -> None:
               "shape": {"heads": heads, "tokens": tokens, "head_dim": head_dim},
               "attention_gflop": flops / 1e9, "exps": scores,
               "torch_sdpa_ms": sdpa * 1e3, "torch_sdpa_gflops": flops / sdpa / 1e9,
+              "unfused_ms": unfused * 1e3, "unfused_head_group": HEAD_GROUP, "flex_ms": flex * 1e3,
               "bf16_gemm_gflops": gemm, "exp_per_s": exps,
               "gemm_part_ms": flops / (gemm * 1e9) * 1e3, "exp_part_ms": scores / exps * 1e3,
               "lower_bound_ms": bound * 1e3, "sdpa_over_bound": sdpa / bound}
@@ -87,6 +109,9 @@ def main() -> None:
              f"{flops / 1e9:.2f} GFLOP and {scores / 1e6:.1f} M exps.", "",
              "| what | rate | ms |", "|---|---|---|",
              f"| torch fused attention | {flops / sdpa / 1e9:.0f} GFLOP/s | {sdpa * 1e3:.2f} |",
+             f"| unfused: bf16 GEMMs and softmax, {HEAD_GROUP} heads a step | {flops / unfused / 1e9:.0f} "
+             f"GFLOP/s | {unfused * 1e3:.2f} |",
+             f"| flex_attention, torch.compile | {flops / flex / 1e9:.0f} GFLOP/s | {flex * 1e3:.2f} |",
              f"| its GEMMs at the bf16 GEMM rate | {gemm:.0f} GFLOP/s | {result['gemm_part_ms']:.2f} |",
              f"| its exps at the exp rate | {exps / 1e9:.2f} G exp/s | {result['exp_part_ms']:.2f} |",
              f"| lower bound (GEMMs + exps) | | {bound * 1e3:.2f} |", "",

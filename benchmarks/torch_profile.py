@@ -27,7 +27,7 @@ from copgen_rt.device import cpu_name
 from copgen_rt.files import write_text
 from copgen_rt.tuning import random_inputs
 
-LINEAR_OPS = ("aten::addmm", "aten::mm")
+LINEAR_OPS = ("aten::addmm", "aten::mm", "mkldnn::_linear_pointwise")
 ATTENTION_OPS = ("aten::_scaled_dot_product_flash_attention_for_cpu",)
 DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
 
