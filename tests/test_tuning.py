@@ -159,7 +159,13 @@ def test_auto_measures_the_real_engines_on_this_machine():
     pipe = Pipeline.demo()
     assert pipe.engines is not None and pipe.tuning is not None
     assert pipe.engines.denoiser == pipe.tuning.engine
-    assert set(pipe.tuning.seconds) | set(pipe.tuning.failed) == set(pipe.engines.candidates)
+    # every candidate is accounted for: measured, unable to run, or not built by the rule that
+    # skips torch.compile where eager torch is far behind (which engines land where depends on
+    # this machine's speed, so only the partition is asserted; the rule itself is tested above)
+    measured, failed, skipped = set(pipe.tuning.seconds), set(pipe.tuning.failed), set(pipe.tuning.skipped)
+    assert measured | failed | skipped == set(pipe.engines.candidates)
+    assert not (measured & failed or measured & skipped or failed & skipped)
+    assert skipped <= {tuning.COMPILED} and pipe.tuning.engine in measured
     assert "measured on this CPU kind" in pipe.engines.reason
     assert sorted(pipe.tuning.per_tile) == list(tuning.BATCHES)
 
