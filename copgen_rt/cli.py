@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from copgen_rt import specs
-from copgen_rt.cli_errors import EXIT_SCENES_FAILED, OneLineUsageErrors, friendly_errors, one_line_messages
+from copgen_rt.cli_errors import OneLineUsageErrors, friendly_errors, one_line_messages
 from copgen_rt.cli_options import (
     job_planner,
     model_option,
@@ -21,6 +21,7 @@ from copgen_rt.cli_options import (
 )
 from copgen_rt.cli_progress import progress_bar
 from copgen_rt.device import Choice, EngineChoice
+from copgen_rt.errors import EXIT_SCENES_FAILED
 from copgen_rt.multiscene import JobPlanner
 from copgen_rt.run_setup import ModelOptions, resolve_spec
 from copgen_rt.scenes.job import SceneJob
@@ -279,14 +280,14 @@ def export_cmd(model, spec_json, weights, fmt, precision, batch, modalities, out
     """Export the denoiser and each VAE encoder/decoder to ONNX (and TensorRT engines)."""
     from copgen_rt import demo
     from copgen_rt.export.onnx import export_weights
-    from copgen_rt.export.tensorrt import _require_tensorrt, build_engines, build_plan
+    from copgen_rt.export.tensorrt import build_engines, build_plan, require_tensorrt
     from copgen_rt.weights import resolve_weights
 
     batch_range = parse_batch_range(batch)
     if fmt == "onnx" and precision != "fp32":
         raise ValueError("ONNX graphs are exported in fp32; use --format tensorrt for fp16/bf16 engines")
     if fmt == "tensorrt":
-        _require_tensorrt()  # fail before the (long) export
+        require_tensorrt()  # fail before the (long) export
     spec = ModelOptions(model, spec_json, weights).spec()
     refuse_existing([Path(out) / "manifest.json"], overwrite)
     files = resolve_weights(spec, weights or demo.demo_weights())

@@ -32,7 +32,8 @@ from pathlib import Path
 from typing import Any
 
 from copgen_rt import specs
-from copgen_rt.driver import Batch, PipelineSource, one_line
+from copgen_rt.driver import Batch, PipelineSource
+from copgen_rt.errors import one_line
 from copgen_rt.pipeline import Pipeline
 from copgen_rt.scenelist import SceneEntry
 from copgen_rt.scenes.inputs.scene_input import SceneInput

@@ -24,20 +24,14 @@ from pathlib import Path
 
 from copgen_rt import __version__, specs
 from copgen_rt.device import choose as choose_device
-from copgen_rt.files import (
-    OutputBusyError,
-    OutputWriteError,
-    check_writable,
-    is_regular_file,
-    waiting_lock,
-    write_text,
-)
+from copgen_rt.errors import CheckpointError, one_line
+from copgen_rt.files import check_writable, is_regular_file, waiting_lock, write_text
 from copgen_rt.pipeline import Pipeline
 from copgen_rt.scenelist import SceneEntry
 from copgen_rt.scenes.job import SceneJob
 from copgen_rt.scenes.run import SceneResult
-from copgen_rt.scenes.state import OutputExistsError, check_outputs, scene_lock
-from copgen_rt.weights import CheckpointError, RandomWeightsWarning, file_sha256, resolve_weights
+from copgen_rt.scenes.state import check_outputs, scene_lock
+from copgen_rt.weights import RandomWeightsWarning, file_sha256, resolve_weights
 
 RUN_MANIFEST = "copgen-run.json"
 SAVE_INTERVAL_S = 2.0  # the run manifest is rewritten at most this often (and at the end)
@@ -182,25 +176,6 @@ def fingerprint(job: SceneJob, provenance: dict) -> str:
         "inputs": inputs,
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]
-
-
-def one_line(e: BaseException) -> str:
-    text = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
-    first = text.strip().splitlines()[0] if text.strip() else ""
-    if first and isinstance(
-        e,
-        (
-            ValueError,
-            KeyError,
-            OSError,
-            OutputExistsError,
-            CheckpointError,
-            OutputBusyError,
-            OutputWriteError,
-        ),
-    ):
-        return first
-    return f"{type(e).__name__}: {first}" if first else type(e).__name__
 
 
 # --- progress -----------------------------------------------------------------------------------

@@ -27,13 +27,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-
-class OutputWriteError(Exception):
-    """An output cannot be written: the folder is not writable, the disk is full, ... (one line)."""
-
-
-class OutputBusyError(Exception):
-    """Another run is writing the same outputs right now."""
+from copgen_rt.errors import OutputBusyError, OutputWriteError
 
 
 def _umask() -> int:

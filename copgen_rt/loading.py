@@ -11,12 +11,12 @@ import torch
 
 from copgen_rt.backends import DenoiserBackend, VAEBackend
 from copgen_rt.device import EngineChoice, int8_rest_precision
+from copgen_rt.errors import CheckpointError
 from copgen_rt.provenance import Provenance
 from copgen_rt.specs import ModelSpec
 from copgen_rt.tuning import Tuning, measured_choice
 from copgen_rt.weights import (
     Checkpoint,
-    CheckpointError,
     load_autoencoder,
     load_denoiser,
     parse_dtype,

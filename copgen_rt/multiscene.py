@@ -10,7 +10,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from copgen_rt import distributed, scenelist
-from copgen_rt.driver import RUN_MANIFEST, Batch, PipelineSource, Report, RunManifest, Summary, one_line
+from copgen_rt.driver import RUN_MANIFEST, Batch, PipelineSource, Report, RunManifest, Summary
+from copgen_rt.errors import one_line
 from copgen_rt.files import check_writable
 from copgen_rt.pipeline import Pipeline
 from copgen_rt.run_setup import ModelOptions, say_if_random

@@ -26,6 +26,7 @@ from copgen_rt.conditions import (
     known_values,
 )
 from copgen_rt.device import EngineChoice
+from copgen_rt.errors import CheckpointError
 from copgen_rt.loading import load_weights, pretrained_files, torch_device
 from copgen_rt.models.autoencoder import posterior_sample
 from copgen_rt.provenance import Provenance
@@ -34,7 +35,7 @@ from copgen_rt.schedule import NoiseSchedule
 from copgen_rt.solvers import build_program, resolve_preset
 from copgen_rt.specs import LatLon, ModelSpec
 from copgen_rt.tuning import Tuning
-from copgen_rt.weights import CheckpointError, warn_random_weights
+from copgen_rt.weights import warn_random_weights
 
 
 class _Reporting:

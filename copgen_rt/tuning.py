@@ -29,10 +29,10 @@ from copgen_rt import __version__
 from copgen_rt.backends import DenoiserBackend, scratch_denoiser
 from copgen_rt.backends.export_cache import cache_root
 from copgen_rt.device import EngineChoice, cpu_kind, memory_batch_limit
+from copgen_rt.errors import first_line
 from copgen_rt.files import out_of_space, write_error, write_text
 from copgen_rt.models import Denoiser
 from copgen_rt.specs import ModelSpec
-from copgen_rt.weights import first_line
 
 log = logging.getLogger(__name__)
 

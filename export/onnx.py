@@ -23,8 +23,9 @@ import torch
 from torch import Tensor, nn
 
 from copgen_rt import __version__, specs
+from copgen_rt.errors import ExportError, TensorRTIncompatible
 from copgen_rt.export.manifest import Component, Manifest, TensorInfo
-from copgen_rt.export.tensorrt_support import TensorRTIncompatible, check_tensorrt_compatible
+from copgen_rt.export.tensorrt_support import check_tensorrt_compatible
 from copgen_rt.models import Autoencoder, Denoiser
 from copgen_rt.specs import ModelSpec
 
@@ -33,8 +34,6 @@ PARITY_TOL = {"fp32": 1e-3}
 TWO_GB = 2 * 1024**3
 
 
-class ExportError(Exception):
-    """An export is invalid or does not match the torch component (message is one line)."""
 
 
 def require_onnx():
@@ -346,8 +345,9 @@ def export_weights(
 ) -> Manifest:
     """Export from checkpoint files (a `copgen_rt.weights.WeightFiles`), one component in memory
     at a time; `modalities` limits which VAEs are exported (default: every VAE found)."""
-    from copgen_rt.weights import CheckpointError, load_autoencoder, load_denoiser, read_checkpoint
+    from copgen_rt.errors import CheckpointError
     from copgen_rt.weights import file_sha256 as ckpt_sha
+    from copgen_rt.weights import load_autoencoder, load_denoiser, read_checkpoint
 
     require_onnx()  # before loading any weights
     if files.denoiser is None:

@@ -182,7 +182,7 @@ def test_torch_compile_matches_the_golden_network_output_in_fp32(tiny_spec, gold
 def test_a_full_disk_while_measuring_is_a_write_error_not_an_engine_that_cannot_run(engines, monkeypatch):
     import errno
 
-    from copgen_rt.files import OutputWriteError
+    from copgen_rt.errors import OutputWriteError
 
     def full(*args):
         raise RuntimeError("compile failed") from OSError(errno.ENOSPC, "No space left on device")

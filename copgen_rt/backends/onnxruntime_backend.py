@@ -28,7 +28,7 @@ def _session(path: Path, providers: Sequence[str] | None) -> Any:  # an onnxrunt
     try:
         return ort.InferenceSession(str(path), options, providers=chosen)
     except Exception as e:  # onnxruntime raises its own types for missing, truncated or invalid files
-        from copgen_rt.weights import CheckpointError, first_line
+        from copgen_rt.errors import CheckpointError, first_line
 
         raise CheckpointError(f"{path}: not a loadable ONNX model ({first_line(e)})") from None
 

@@ -131,7 +131,7 @@ def compile_onnx(path: Path, onnx_sha256: str, precision: str, batch: int | None
     try:
         model = core.read_model(str(path))
     except RuntimeError as e:
-        from copgen_rt.weights import CheckpointError, first_line
+        from copgen_rt.errors import CheckpointError, first_line
 
         raise CheckpointError(f"{path}: not a loadable ONNX model ({first_line(e)})") from None
     if batch is not None:

@@ -17,10 +17,11 @@ from typing import Any
 import numpy as np
 
 from copgen_rt.device import available_host_memory
+from copgen_rt.errors import SceneError
 from copgen_rt.scenes.encoding import blend_channels
 from copgen_rt.scenes.fill import FillOptions, gap_masks
 from copgen_rt.scenes.inputs.open import open_input
-from copgen_rt.scenes.inputs.scene_input import SceneError, SceneInput
+from copgen_rt.scenes.inputs.scene_input import SceneInput
 from copgen_rt.scenes.reader import COARSE_FACTOR, CoarseInputWarning, SceneFrame
 from copgen_rt.scenes.tiling import TilingPlan, plan_tiles
 from copgen_rt.solvers import resolve_preset

@@ -22,6 +22,7 @@ from pathlib import Path
 import rasterio
 import torch
 
+from copgen_rt.errors import OutputExistsError
 from copgen_rt.files import (
     atomic_write,
     check_writable,
@@ -34,10 +35,6 @@ from copgen_rt.files import (
 )
 from copgen_rt.pipeline import Pipeline
 from copgen_rt.scenes.job import SceneJob
-
-
-class OutputExistsError(Exception):
-    pass
 
 
 def refuse_existing(paths: Iterable[Path], overwrite: bool) -> None:
