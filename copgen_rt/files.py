@@ -201,6 +201,17 @@ def waiting_lock(path: Path) -> Iterator[None]:
         os.close(fd)
 
 
+def onnx_sha256(path: Path) -> str:
+    """sha256 of an ONNX file and its external data file (`<name>.data`, written above 2 GB)."""
+    h = hashlib.sha256()
+    data = path.with_name(path.name + ".data")
+    for p in [path, *([data] if data.exists() else [])]:
+        with open(p, "rb") as f:
+            while block := f.read(1 << 22):
+                h.update(block)
+    return h.hexdigest()
+
+
 def file_sha256(path: Path) -> str:
     """sha256 of a file, computed once per (path, size, mtime): weights are hashed for provenance,
     verification and cache keys, and a large checkpoint takes seconds."""

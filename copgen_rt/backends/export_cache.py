@@ -13,6 +13,7 @@ from pathlib import Path
 from torch import nn
 
 from copgen_rt.export.manifest import Manifest
+from copgen_rt.export.onnx import ParityRuntime
 from copgen_rt.files import write_error
 from copgen_rt.specs import ModelSpec
 
@@ -31,7 +32,7 @@ def _cache_key(spec: ModelSpec, component: str, checkpoint: Path) -> str:
 
 
 def cached_export(spec: ModelSpec, component: str, module: nn.Module, checkpoint: Path,
-                  parity_runtime: str = "onnxruntime") -> tuple[Path, Manifest]:
+                  parity_runtime: ParityRuntime | None = None) -> tuple[Path, Manifest]:
     """The export folder of `component` ("denoiser" or "vae/<key>") and its manifest; exported
     (fp32, parity-checked through `parity_runtime`) on first use."""
     folder = cache_root() / "onnx" / _cache_key(spec, component, checkpoint)
@@ -43,7 +44,8 @@ def cached_export(spec: ModelSpec, component: str, module: nn.Module, checkpoint
     return folder, Manifest.load(folder)
 
 
-def _export_into(folder: Path, spec: ModelSpec, component: str, module: nn.Module, parity_runtime: str
+def _export_into(folder: Path, spec: ModelSpec, component: str, module: nn.Module,
+                 parity_runtime: ParityRuntime | None
                  ) -> None:
     """Exported beside `folder`, then renamed into place: processes exporting at once never mix files."""
     from copgen_rt.export.onnx import export_models

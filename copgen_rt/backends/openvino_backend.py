@@ -36,6 +36,8 @@ import torch
 from torch import Tensor
 
 from copgen_rt.export.manifest import Component
+from copgen_rt.export.onnx import ParityRuntime
+from copgen_rt.files import onnx_sha256
 
 PRECISION_HINTS = {"fp32": "f32", "bf16": "bf16"}
 # denoiser precisions compiled once per batch size (static shapes, each compile cached on disk)
@@ -221,12 +223,15 @@ class OpenVinoVAE:
 
 def run_fp32(path: Path, output_names: list[str], feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
     """One fp32 call of an ONNX file (the export's parity check), through the compile cache."""
-    from copgen_rt.export.onnx import file_sha256
-
-    request = compile_onnx(path, file_sha256(path), "fp32").create_infer_request()
+    request = compile_onnx(path, onnx_sha256(path), "fp32").create_infer_request()
     result = request.infer(feeds)
     by_name = {port.get_any_name(): value for port, value in result.items()}
     return [np.array(by_name[n]) for n in output_names]
+
+
+def parity_runtime() -> ParityRuntime:
+    """An export's parity check through OpenVINO, for the exports this engine runs."""
+    return run_fp32, f"openvino {version()} CPU fp32"
 
 
 def cached_denoiser(spec, model, checkpoint: Path, precision: str) -> OpenVinoDenoiser:
@@ -234,7 +239,7 @@ def cached_denoiser(spec, model, checkpoint: Path, precision: str) -> OpenVinoDe
     from copgen_rt.backends.export_cache import cached_export
 
     require_openvino()
-    folder, manifest = cached_export(spec, "denoiser", model, checkpoint, parity_runtime="openvino")
+    folder, manifest = cached_export(spec, "denoiser", model, checkpoint, parity_runtime=parity_runtime())
     return OpenVinoDenoiser.of_component(folder, manifest.component("denoiser"), precision)
 
 
@@ -242,7 +247,7 @@ def cached_vae(spec, key: str, vae, checkpoint: Path, precision: str) -> OpenVin
     from copgen_rt.backends.export_cache import cached_export
 
     require_openvino()
-    folder, manifest = cached_export(spec, f"vae/{key}", vae, checkpoint, parity_runtime="openvino")
+    folder, manifest = cached_export(spec, f"vae/{key}", vae, checkpoint, parity_runtime=parity_runtime())
     return OpenVinoVAE(
         folder, manifest.component(f"vae_encoder/{key}"), manifest.component(f"vae_decoder/{key}"), precision
     )
