@@ -158,7 +158,7 @@ class WorkerPool:
     def start(cls, source: PipelineSource, cpus_per_worker: int = 1) -> WorkerPool:
         ray = _ray()
         resources = ray.cluster_resources()
-        gpus = int(resources.get("GPU", 0)) if (source.device or "cuda").startswith("cuda") else 0
+        gpus = int(resources.get("GPU", 0)) if source.plan.device.startswith("cuda") else 0
         cpus = int(resources.get("CPU", 1))
         if not gpus and cpus_per_worker > cpus:
             raise ValueError(f"--cpus-per-worker {cpus_per_worker}: the Ray cluster has {cpus} CPU(s) "

@@ -23,10 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from copgen_rt import __version__, specs
-from copgen_rt.device import choose as choose_device
 from copgen_rt.errors import CheckpointError, one_line
 from copgen_rt.files import check_writable, is_regular_file, waiting_lock, write_text
 from copgen_rt.pipeline import Pipeline
+from copgen_rt.plan import RuntimePlan
 from copgen_rt.scenelist import SceneEntry
 from copgen_rt.scenes.job import SceneJob
 from copgen_rt.scenes.run import SceneResult
@@ -39,50 +39,35 @@ SAVE_INTERVAL_S = 2.0  # the run manifest is rewritten at most this often (and a
 
 @dataclass(frozen=True)
 class PipelineSource:
-    """How to load the pipeline, picklable so that every Ray worker can load its own copy."""
+    """How to load the pipeline, picklable so that every Ray worker loads its own copy of the same
+    plan."""
 
     spec: dict  # specs.to_dict (ModelSpec itself does not pickle)
-    weights: str | None  # a weights directory or hub id; None with an engine
-    engine: str | None
-    backend: str | None = None  # None: auto (copgen_rt.device.choose_engine, where it loads)
-    device: str | None = None  # chosen where the pipeline is loaded
-    dtype: str | None = None
+    weights: str | None  # a weights directory or hub id; None with an export
+    export: str | None
+    plan: RuntimePlan
 
     @classmethod
-    def create(
-        cls,
-        spec: specs.ModelSpec,
-        weights: str | None,
-        engine: str | None,
-        backend: str | None = None,
-        device: str | None = None,
-        dtype: str | None = None,
-    ) -> PipelineSource:
+    def create(cls, spec: specs.ModelSpec, weights: str | None, export: str | None, plan: RuntimePlan
+               ) -> PipelineSource:
         local = lambda p: str(Path(p).absolute()) if p and Path(p).exists() else p  # noqa: E731
-        return cls(specs.to_dict(spec), local(weights), local(engine), backend, device, dtype)
+        return cls(specs.to_dict(spec), local(weights), local(export), plan)
 
     def load(self) -> Pipeline:
         """The pipeline, without its RandomWeightsWarning: the driver says so once for the run."""
-        choice = choose_device(self.device, self.dtype)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RandomWeightsWarning)
-            if self.engine:
-                return Pipeline.from_export(self.engine, device=choice.device)
-            return Pipeline.from_pretrained(
-                specs.from_dict(self.spec),
-                self.weights,
-                device=choice.device,
-                dtype=self.dtype or "auto",
-                backend=self.backend or "auto",
-            )
+            if self.export:
+                return Pipeline.from_export(self.export, device=self.plan.device)
+            return Pipeline.from_pretrained(specs.from_dict(self.spec), self.weights, plan=self.plan)
 
     def provenance(self, pipeline: Pipeline) -> dict:
         """Model and hashes of every weight file the pipeline may load (hashed once per run)."""
-        if self.engine:
+        if self.export:
             files = dict(pipeline.provenance.files)
         else:
             if self.weights is None:
-                raise ValueError("a pipeline source needs weights or an engine")
+                raise ValueError("a pipeline source needs weights or an export")
             found = resolve_weights(pipeline.spec, self.weights)
             if found.denoiser is None:
                 raise CheckpointError(f"{self.weights}: no denoiser checkpoint")
@@ -92,6 +77,7 @@ class PipelineSource:
             "software": f"copgen-rt {__version__}",
             "weights": {k: file_sha256(Path(p))[:16] for k, p in sorted(files.items())},
             "random_weights": pipeline.is_random,
+            "plan": self.plan.to_json(),
         }
 
 

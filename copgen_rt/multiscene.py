@@ -13,15 +13,14 @@ from copgen_rt import distributed, scenelist
 from copgen_rt.driver import RUN_MANIFEST, Batch, PipelineSource, Report, RunManifest, Summary
 from copgen_rt.errors import one_line
 from copgen_rt.files import check_writable
+from copgen_rt.options import ModelOptions, say_if_random
 from copgen_rt.pipeline import Pipeline
-from copgen_rt.run_setup import ModelOptions, say_if_random
 from copgen_rt.scenelist import SceneEntry
 from copgen_rt.scenes.job import SceneJob
 from copgen_rt.scenes.run import run_scene
 from copgen_rt.scenes.stac import write_collection
 from copgen_rt.scenes.thumbnail_job import takes_thumbnails
 from copgen_rt.specs import ModelSpec
-from copgen_rt.tuning import default_batch_size
 
 
 def run_sequential(batch: Batch, pipeline: Pipeline) -> None:
@@ -52,12 +51,14 @@ def run_from_options(scenes: Sequence[str], manifest: str | None, conds: Sequenc
     spec = model.spec()
     if takes_thumbnails(spec):
         raise ValueError(f"{spec.name} takes thumbnails (--cond MODALITY=FILE): run one job at a time")
-    source = model.source(spec)
-    # one batch size for every worker (results depend on it); with --ray, as on this machine's CPU
-    choice, engines = model.check()
-    _, measured = model.measured(spec, engines)
-    batch = batch_size or default_batch_size(spec, "cpu" if ray_address else choice.device, measured)
-    return run(entries, lambda e: plan_job(spec, str(e.scene), e.conds, e.out, batch), source, Path(out),
+    # one plan for every worker: engines, precision and batch size (results depend on them)
+    plan = model.plan(spec, batch_size)
+    source = model.source(spec, plan)
+
+    def make_job(entry: SceneEntry) -> SceneJob:
+        return plan_job(spec, str(entry.scene), entry.conds, entry.out, plan.batch_size)
+
+    return run(entries, make_job, source, Path(out),
                ray_address, cpus_per_worker, split_tiles, quiet, verbose)
 
 

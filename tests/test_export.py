@@ -180,7 +180,7 @@ def test_cli_export_then_infer_with_engine(tmp_path):
                              "S2L2A_B02_B03_B04_B08,S2L2A_B01_B09,S2L2A_B05_B06_B07_B11_B12_B8A,DEM_DEM"])
     assert r.exit_code == 0, r.output
     args = ["--generate", "DEM_DEM", "--steps", "3", "-q"]
-    a = runner.invoke(main, ["infer", "--engine", str(tmp_path / "x"), "--out", str(tmp_path / "a"), *args])
+    a = runner.invoke(main, ["infer", "--export", str(tmp_path / "x"), "--out", str(tmp_path / "a"), *args])
     b = runner.invoke(main, ["infer", "--dtype", "fp32", "--out", str(tmp_path / "b"), *args])
     assert a.exit_code == 0 and b.exit_code == 0, a.output + b.output
     import rasterio

@@ -405,7 +405,7 @@ def test_a_fifo_as_the_scene_is_refused(tmp_path):
 
 def test_export_and_weights_problems_are_checkpoint_errors(tmp_path):
     (tmp_path / "empty").mkdir()
-    r = _cli(["infer", "--engine", tmp_path / "empty", "-q"])
+    r = _cli(["infer", "--export", tmp_path / "empty", "-q"])
     assert r.exit_code == 4, r.output
     _one_error(r.output, "not an export folder")
 

@@ -10,7 +10,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from copgen_rt.backends.base import Engine
+
 if TYPE_CHECKING:
+    from copgen_rt.export.manifest import Component
     from copgen_rt.models import Autoencoder, Denoiser
     from copgen_rt.specs import ModelSpec
 
@@ -93,3 +96,17 @@ def _denoiser_from_manifest(folder: Path, providers: Sequence[str] | None) -> Or
 
     c = Manifest.load(folder).component("denoiser")
     return OrtDenoiser(folder / c.file, [t.name for t in c.inputs], [t.name for t in c.outputs], providers)
+
+
+def _component_denoiser(folder: Path, component: Component, dtype: str, static_batch: bool | None
+                        ) -> OrtDenoiser:
+    """onnxruntime runs the fp32 graph with a dynamic batch whatever is asked."""
+    return OrtDenoiser(folder / component.file, [t.name for t in component.inputs],
+                       [t.name for t in component.outputs])
+
+
+ENGINE = Engine("onnxruntime", devices=("cpu", "cuda"), dtypes=("fp32",), vae_dtypes=("fp32",),
+                requires="onnxruntime", install="pip install 'copgen-rt[onnx]'",
+                cached_denoiser=lambda spec, model, ckpt, dtype: cached_onnx_denoiser(spec, model, ckpt),
+                component_denoiser=_component_denoiser,
+                make_vae=lambda spec, key, vae, ckpt, dtype: cached_onnx_vae(spec, key, vae, ckpt))

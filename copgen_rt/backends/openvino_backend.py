@@ -35,6 +35,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from copgen_rt.backends.base import Engine
 from copgen_rt.export.manifest import Component
 from copgen_rt.export.onnx import ParityRuntime
 from copgen_rt.files import onnx_sha256
@@ -306,3 +307,7 @@ def _save_ir(model, xml: Path) -> None:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
+
+ENGINE = Engine("openvino", devices=("cpu",), dtypes=("fp32", "bf16", "int8"), vae_dtypes=("fp32", "bf16"),
+                requires="openvino", install="pip install openvino", cached_denoiser=cached_denoiser,
+                component_denoiser=OpenVinoDenoiser.of_component, make_vae=cached_vae)

@@ -1,0 +1,39 @@
+"""`copgen-rt info`: a spec's modality table and the run's plan, or what `infer SCENE` would read,
+tile and write."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from copgen_rt.cli.errors import friendly_errors
+from copgen_rt.cli.options import engine_option, job_planner, scene_options, spec_json_option
+from copgen_rt.options import ModelOptions
+from copgen_rt.plan import DTYPES
+
+
+@click.command("info")
+@click.argument("scene", required=False)
+@click.option("--model", "--spec", "model", default=None,
+              help="model spec (default: copgen-demo, as `infer` without --weights)")
+@spec_json_option
+@click.option("--weights", help="weights directory or hub id (as `infer`)")
+@engine_option
+@click.option("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
+@click.option("--dtype", type=click.Choice(DTYPES), help="denoiser precision (as `infer`)")
+@scene_options
+@friendly_errors
+def command(scene, model, spec_json, weights, engine, device, dtype, **p):
+    """Print a spec's modality table and plan, or what `infer SCENE` would read, tile and write."""
+    from copgen_rt.describe import describe_plan, describe_spec
+
+    options = ModelOptions(model, spec_json, weights, engine=engine, device=device, dtype=dtype)
+    spec = options.spec()
+    plan = options.plan(spec, p["batch_size"], measure=False)  # info measures nothing
+    if scene is None:
+        click.echo(describe_spec(spec))
+        click.echo(plan.describe())
+        return
+    job = job_planner(p, None, "reference", 0, True)(spec, scene, p["conds"], Path(p["out"]), plan.batch_size)
+    click.echo(describe_plan(job))
