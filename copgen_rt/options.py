@@ -8,9 +8,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from copgen_rt import demo, device, specs
-from copgen_rt.driver import PipelineSource, say
 from copgen_rt.pipeline import Pipeline
 from copgen_rt.plan import EngineChoice, RuntimePlan, resolve
+from copgen_rt.runs.report import say
+from copgen_rt.runs.source import PipelineSource
 from copgen_rt.weights import resolve_weights
 
 

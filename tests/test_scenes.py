@@ -180,7 +180,7 @@ def test_outputs_of_the_same_run_are_rewritten_others_are_kept(tmp_path, demo):
 
 
 def test_run_manifests_of_concurrent_runs_merge(tmp_path):
-    from copgen_rt.driver import RunManifest
+    from copgen_rt.runs.record import RunManifest
 
     path = tmp_path / "copgen-run.json"
     a, b = RunManifest(path), RunManifest(path)

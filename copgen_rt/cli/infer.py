@@ -37,9 +37,10 @@ def command(scenes, solver, others, seed, overwrite, quiet, verbose, manifest, r
     Several SCENEs, a glob ('scenes/*.tif') or --manifest run many scenes, on Ray with --ray; a
     rerun skips the scenes already done; exit code 8 if any scene failed.
     """
-    from copgen_rt import demo, multiscene
+    from copgen_rt import demo
     from copgen_rt.describe import describe_result
-    from copgen_rt.scenelist import has_glob
+    from copgen_rt.runs import scheduler
+    from copgen_rt.runs.scenelist import has_glob
     from copgen_rt.scenes.thumbnail_job import takes_thumbnails
 
     model = pop_model_options(p)
@@ -48,7 +49,7 @@ def command(scenes, solver, others, seed, overwrite, quiet, verbose, manifest, r
     model.check()
     plan_job = job_planner(p, solver, others, seed, overwrite)
     if ray_address is not None or manifest or len(scenes) > 1 or has_glob(scenes):
-        summary = multiscene.run_from_options(scenes, manifest, p["conds"], p["out"], model, plan_job,
+        summary = scheduler.run_from_options(scenes, manifest, p["conds"], p["out"], model, plan_job,
                                               p["batch_size"], ray_address, cpus_per_worker, split_tiles,
                                               quiet, verbose)
         sys.exit(EXIT_SCENES_FAILED if summary.failed else 0)

@@ -17,7 +17,7 @@ from copgen_rt.options import ModelOptions
 from copgen_rt.plan import DTYPES
 
 if TYPE_CHECKING:
-    from copgen_rt.multiscene import JobPlanner
+    from copgen_rt.runs.scheduler import JobPlanner
     from copgen_rt.scenes.fill import FillOptions
 
 F = TypeVar("F", bound=Callable[..., Any])

@@ -10,9 +10,9 @@ import click
 
 from copgen_rt import specs
 from copgen_rt.cli.progress import progress_bar
-from copgen_rt.multiscene import JobPlanner
 from copgen_rt.options import ModelOptions
 from copgen_rt.plan import RuntimePlan
+from copgen_rt.runs.scheduler import JobPlanner
 from copgen_rt.scenes.job import SceneJob
 from copgen_rt.scenes.run import SceneResult
 

@@ -32,10 +32,11 @@ from pathlib import Path
 from typing import Any
 
 from copgen_rt import specs
-from copgen_rt.driver import Batch, PipelineSource
 from copgen_rt.errors import one_line
 from copgen_rt.pipeline import Pipeline
-from copgen_rt.scenelist import SceneEntry
+from copgen_rt.runs.batch import Batch
+from copgen_rt.runs.scenelist import SceneEntry
+from copgen_rt.runs.source import PipelineSource
 from copgen_rt.scenes.inputs.scene_input import SceneInput
 from copgen_rt.scenes.job import SceneJob, SceneOptions
 from copgen_rt.scenes.run import SceneResult, precompute_latents, run_scene
