@@ -53,7 +53,7 @@ def require_onnx():
                       "pip install 'copgen-rt[onnx]'")
 
 
-class _DenoiserIO(nn.Module):
+class DenoiserIO(nn.Module):
     """Flat positional inputs (latents then timesteps) -> tuple of eps, for the exporter."""
 
     def __init__(self, model: Denoiser):
@@ -274,7 +274,7 @@ def export_models(
     jobs: list[tuple[str, nn.Module, list, list]] = []
     if denoiser is not None:
         ins, outs = denoiser_io(spec)
-        jobs.append(("denoiser", _DenoiserIO(denoiser), ins, outs))
+        jobs.append(("denoiser", DenoiserIO(denoiser), ins, outs))
     for key, vae in vaes.items():
         io = vae_io(spec, key)
         jobs.append((f"vae_encoder/{key}", _Encoder(vae), *io["encoder"]))

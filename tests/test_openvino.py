@@ -197,8 +197,8 @@ def test_k_transpose_is_folded_into_the_scores_matmul(ov_fp32, tiny_spec):
     engine = ov_fp32.denoiser.engine
     model = openvino_backend._core().read_model(str(engine.path))
     model.reshape({p.get_any_name(): [2, *list(p.get_partial_shape())[1:]] for p in model.inputs})
-    compiled = openvino_backend._core().compile_model(model, "CPU", {**openvino_backend._config("bf16"),
-                                                                     "PERF_COUNT": True})
+    config = {**openvino_backend.compile_config("bf16"), "PERF_COUNT": True}
+    compiled = openvino_backend._core().compile_model(model, "CPU", config)
     request = compiled.create_infer_request()
     request.infer([np.zeros(list(p.get_shape()), np.float32) for p in compiled.inputs])
     transposes = [p.node_name for p in request.profiling_info

@@ -15,6 +15,7 @@ from torch import nn
 from copgen_rt.export.manifest import Manifest
 from copgen_rt.export.onnx import ParityRuntime
 from copgen_rt.files import write_error
+from copgen_rt.models import Autoencoder, Denoiser
 from copgen_rt.specs import ModelSpec
 
 
@@ -45,17 +46,20 @@ def cached_export(spec: ModelSpec, component: str, module: nn.Module, checkpoint
 
 
 def _export_into(folder: Path, spec: ModelSpec, component: str, module: nn.Module,
-                 parity_runtime: ParityRuntime | None
-                 ) -> None:
+                 parity_runtime: ParityRuntime | None) -> None:
     """Exported beside `folder`, then renamed into place: processes exporting at once never mix files."""
     from copgen_rt.export.onnx import export_models
 
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}-"))
     try:
-        denoiser, vaes = (module, {}) if component == "denoiser" else (None, {component[4:]: module})
-        export_models(spec, denoiser, vaes, staging, weights={}, random_weights=False,
-                      parity_batch=1, parity_runtime=parity_runtime)
+        if isinstance(module, Denoiser):
+            export_models(spec, module, {}, staging, weights={}, random_weights=False, parity_batch=1,
+                          parity_runtime=parity_runtime)
+        else:
+            assert isinstance(module, Autoencoder) and component.startswith("vae/")
+            export_models(spec, None, {component[4:]: module}, staging, weights={}, random_weights=False,
+                          parity_batch=1, parity_runtime=parity_runtime)
         try:
             os.rename(staging, folder)
         except OSError:  # another process published it first (or left a broken folder: replace it)

@@ -81,7 +81,7 @@ def cached_onnx_denoiser(spec: ModelSpec, model: Denoiser, checkpoint: Path) -> 
     from copgen_rt.backends.export_cache import cached_export
 
     folder, _ = cached_export(spec, "denoiser", model, checkpoint)
-    return _denoiser_from_manifest(folder, None)
+    return denoiser_from_export(folder, None)
 
 
 def cached_onnx_vae(spec: ModelSpec, key: str, vae: Autoencoder, checkpoint: Path) -> OrtVAE:
@@ -91,7 +91,7 @@ def cached_onnx_vae(spec: ModelSpec, key: str, vae: Autoencoder, checkpoint: Pat
     return OrtVAE(folder / f"vae_encoder/{key}.onnx", folder / f"vae_decoder/{key}.onnx")
 
 
-def _denoiser_from_manifest(folder: Path, providers: Sequence[str] | None) -> OrtDenoiser:
+def denoiser_from_export(folder: Path, providers: Sequence[str] | None) -> OrtDenoiser:
     from copgen_rt.export.manifest import Manifest
 
     c = Manifest.load(folder).component("denoiser")

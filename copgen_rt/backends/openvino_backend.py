@@ -112,7 +112,7 @@ def compile_key(onnx_sha256: str, precision: str, batch: int | None) -> str:
     return hashlib.sha256(data.encode()).hexdigest()[:24]
 
 
-def _config(precision: str) -> dict:
+def compile_config(precision: str) -> dict:
     return {"INFERENCE_PRECISION_HINT": PRECISION_HINTS[precision], "PERFORMANCE_HINT": "LATENCY",
             "NUM_STREAMS": 1, "INFERENCE_NUM_THREADS": threads()}
 
@@ -125,7 +125,7 @@ def compile_onnx(path: Path, onnx_sha256: str, precision: str, batch: int | None
     if blob.is_file():
         try:
             data = np.memmap(blob, dtype=np.uint8, mode="r")  # no copy of a large blob in memory
-            compiled = core.import_model(require_openvino().Tensor(data), "CPU", _config(precision))
+            compiled = core.import_model(require_openvino().Tensor(data), "CPU", compile_config(precision))
             STATS.cache_hits += 1
             return compiled
         except RuntimeError:  # a blob from an interrupted or foreign write: compile it again
@@ -140,7 +140,7 @@ def compile_onnx(path: Path, onnx_sha256: str, precision: str, batch: int | None
     if batch is not None:
         model.reshape({port.get_any_name(): [batch, *list(port.get_partial_shape())[1:]]
                        for port in model.inputs})
-    compiled = core.compile_model(model, "CPU", _config(precision))
+    compiled = core.compile_model(model, "CPU", compile_config(precision))
     STATS.compiles += 1
     STATS.compile_seconds += time.perf_counter() - start
     blob.parent.mkdir(parents=True, exist_ok=True)

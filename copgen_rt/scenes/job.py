@@ -47,11 +47,10 @@ class SceneOptions:
     quicklook: bool = False  # also write PNG pictures of the outputs
     grid: float | None = None  # None: each output on its native grid; 10: all on the scene's 10 m grid
     fill: FillOptions | None = None  # gap filling: the modalities of the scene are filled, not generated
+    sampler: tuple[str, int] = field(init=False)  # (solver, steps): the preset resolved once
 
-    @property
-    def sampler(self) -> tuple[str, int]:
-        """(solver, steps) after applying the preset."""
-        return resolve_preset(self.preset, self.solver, self.steps)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "sampler", resolve_preset(self.preset, self.solver, self.steps))
 
 
 @dataclass(frozen=True)
