@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from copgen_rt.cli.errors import friendly_errors
-from copgen_rt.cli.options import job_planner, pop_model_options, run_options
+from copgen_rt.cli.options import pop_model_options, run_options, scene_request
 from copgen_rt.cli.scene_run import planned_job, run_scene_job
 
 
@@ -52,8 +52,8 @@ def command(scene, mask, scl, scl_classes, nodata_only, feather, jumps, jump_len
     fill = FillOptions(mask=Path(mask) if mask else None, scl=Path(scl) if scl else None,
                        scl_classes=parse_scl_classes(scl_classes), feather=feather, jumps=jumps,
                        jump_length=jump_length)
-    plan_job = job_planner(p, solver, others, seed, overwrite, fill)
-    job, plan = planned_job(plan_job, spec, scene, p, model)
+    request = scene_request(p, solver, others, seed, overwrite, fill)
+    job, plan = planned_job(request, spec, scene, p, model)
     result = run_scene_job(job, model, plan, quiet, verbose)
     if not quiet and not result.already_complete:
         for line in describe_fill_result(job, result):

@@ -10,7 +10,7 @@ import click
 
 from copgen_rt import specs
 from copgen_rt.cli.errors import friendly_errors
-from copgen_rt.cli.options import job_planner, pop_model_options, run_options
+from copgen_rt.cli.options import pop_model_options, run_options, scene_request
 from copgen_rt.cli.scene_run import planned_job, run_scene_job
 from copgen_rt.errors import EXIT_SCENES_FAILED
 from copgen_rt.options import ModelOptions
@@ -47,9 +47,9 @@ def command(scenes, solver, others, seed, overwrite, quiet, verbose, manifest, r
     if scenes and manifest:
         raise ValueError("give scenes on the command line or --manifest, not both")
     model.check()
-    plan_job = job_planner(p, solver, others, seed, overwrite)
+    request = scene_request(p, solver, others, seed, overwrite)
     if ray_address is not None or manifest or len(scenes) > 1 or has_glob(scenes):
-        summary = scheduler.run_from_options(scenes, manifest, p["conds"], p["out"], model, plan_job,
+        summary = scheduler.run_from_options(scenes, manifest, p["conds"], p["out"], model, request,
                                               p["batch_size"], ray_address, cpus_per_worker, split_tiles,
                                               quiet, verbose)
         sys.exit(EXIT_SCENES_FAILED if summary.failed else 0)
@@ -57,7 +57,7 @@ def command(scenes, solver, others, seed, overwrite, quiet, verbose, manifest, r
     spec = model.spec()
     if takes_thumbnails(spec):
         return _infer_thumbnails(spec, scene, model, solver, others, seed, overwrite, quiet, p)
-    job, plan = planned_job(plan_job, spec, scene or demo.default_scene(), p, model)
+    job, plan = planned_job(request, spec, scene or demo.default_scene(), p, model)
     result = run_scene_job(job, model, plan, quiet, verbose)
     if not quiet and not result.already_complete:
         click.echo(describe_result(result), err=True)

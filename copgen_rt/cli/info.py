@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from copgen_rt.cli.errors import friendly_errors
-from copgen_rt.cli.options import engine_option, job_planner, scene_options, spec_json_option
+from copgen_rt.cli.options import engine_option, scene_options, scene_request, spec_json_option
 from copgen_rt.options import ModelOptions
 from copgen_rt.plan import DTYPES
 
@@ -35,5 +35,6 @@ def command(scene, model, spec_json, weights, engine, device, dtype, **p):
         click.echo(describe_spec(spec))
         click.echo(plan.describe())
         return
-    job = job_planner(p, None, "reference", 0, True)(spec, scene, p["conds"], Path(p["out"]), plan.batch_size)
+    request = scene_request(p, None, "reference", 0, True)
+    job = request.job(spec, scene, p["conds"], Path(p["out"]), plan.batch_size)
     click.echo(describe_plan(job))

@@ -4,7 +4,6 @@ what they give: the model options as `ModelOptions`, the scene options as a job 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -17,8 +16,8 @@ from copgen_rt.options import ModelOptions
 from copgen_rt.plan import DTYPES
 
 if TYPE_CHECKING:
-    from copgen_rt.runs.scheduler import JobPlanner
     from copgen_rt.scenes.fill import FillOptions
+    from copgen_rt.scenes.job import SceneRequest
 
 F = TypeVar("F", bound=Callable[..., Any])
 MAX_ENGINE_BATCH = 4096  # the sampler's --batch-size limit: engines are never built larger
@@ -114,17 +113,19 @@ def pop_model_options(p: dict) -> ModelOptions:
     return ModelOptions(**{f.name: p.pop(f.name) for f in dataclasses.fields(ModelOptions)})
 
 
-def job_planner(p: dict, solver: str | None, others: str, seed: int, overwrite: bool,
-                fill: FillOptions | None = None) -> JobPlanner:
-    """`job_from_options` with a command's `scene_options`: (spec, scene, conds, out, batch size) -> job."""
-    from copgen_rt.scenes.job import job_from_options
+def scene_request(p: dict, solver: str | None, others: str, seed: int, overwrite: bool,
+                  fill: FillOptions | None = None) -> SceneRequest:
+    """A command's `scene_options` (and the sampler and run policy of `run_options`) as the typed
+    request that makes each scene's job."""
+    from copgen_rt.scenes.job import SceneOptions, SceneRequest
 
-    return functools.partial(
-        job_from_options, product=p["product"], bands=p["bands"], generate=p["generate"], date=p["date"],
-        s1_units=p["s1_units"], lulc_values=p["lulc_values"], s2_offset=p["s2_offset"], steps=p["steps"],
-        solver=solver, preset=p["preset"], others=others, seed=seed, quicklook=p["quicklook"],
-        overlap_m=p["overlap"], samples=p["samples"], overwrite=overwrite,
-        grid=None if p["grid"] == "native" else float(p["grid"]), fill=fill)
+    options = SceneOptions(steps=p["steps"], solver=solver, preset=p["preset"], others=others, seed=seed,
+                           quicklook=p["quicklook"], overlap_m=p["overlap"], samples=p["samples"],
+                           overwrite=overwrite, grid=None if p["grid"] == "native" else float(p["grid"]),
+                           fill=fill)
+    return SceneRequest(options, product=p["product"], bands=p["bands"], generate=p["generate"],
+                        date=p["date"], s1_units=p["s1_units"], lulc_values=p["lulc_values"],
+                        s2_offset=p["s2_offset"])
 
 
 def parse_batch_range(text: str) -> tuple[int, int, int]:

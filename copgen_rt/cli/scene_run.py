@@ -12,22 +12,21 @@ from copgen_rt import specs
 from copgen_rt.cli.progress import progress_bar
 from copgen_rt.options import ModelOptions
 from copgen_rt.plan import RuntimePlan
-from copgen_rt.runs.scheduler import JobPlanner
-from copgen_rt.scenes.job import SceneJob
+from copgen_rt.scenes.job import SceneJob, SceneRequest
 from copgen_rt.scenes.run import SceneResult
 
 
-def planned_job(plan_job: JobPlanner, spec: specs.ModelSpec, scene: str, p: dict, model: ModelOptions
+def planned_job(request: SceneRequest, spec: specs.ModelSpec, scene: str, p: dict, model: ModelOptions
                 ) -> tuple[SceneJob, RuntimePlan]:
     """The scene's job and the run's plan. The job is planned once before anything is measured,
     so that bad options fail at once, and again where the measured batch size differs."""
     plan = model.plan(spec, p["batch_size"], measure=False)
-    job = plan_job(spec, scene, p["conds"], Path(p["out"]), plan.batch_size)
+    job = request.job(spec, scene, p["conds"], Path(p["out"]), plan.batch_size)
     if plan.measured:
         return job, plan
     measured = model.plan(spec, p["batch_size"])
     if measured.batch_size != plan.batch_size:
-        job = plan_job(spec, scene, p["conds"], Path(p["out"]), measured.batch_size)
+        job = request.job(spec, scene, p["conds"], Path(p["out"]), measured.batch_size)
     return job, measured
 
 

@@ -19,11 +19,10 @@ from copgen_rt.runs.record import RUN_MANIFEST, RunManifest
 from copgen_rt.runs.report import Report, Summary
 from copgen_rt.runs.scenelist import SceneEntry
 from copgen_rt.runs.source import PipelineSource
-from copgen_rt.scenes.job import SceneJob
+from copgen_rt.scenes.job import SceneJob, SceneRequest
 from copgen_rt.scenes.run import run_scene
 from copgen_rt.scenes.stac import write_collection
 from copgen_rt.scenes.thumbnail_job import takes_thumbnails
-from copgen_rt.specs import ModelSpec
 
 
 def run_sequential(batch: Batch, pipeline: Pipeline) -> None:
@@ -36,16 +35,14 @@ def run_sequential(batch: Batch, pipeline: Pipeline) -> None:
             batch.done(entry, job, result)
 
 
-JobPlanner = Callable[[ModelSpec, str, Sequence[str], Path, int], SceneJob]
 
 
 def run_from_options(scenes: Sequence[str], manifest: str | None, conds: Sequence[str], out: str,
-                     model: ModelOptions, plan_job: JobPlanner, batch_size: int | None,
+                     model: ModelOptions, request: SceneRequest, batch_size: int | None,
                      ray_address: str | None = None, cpus_per_worker: int = 1, split_tiles: int = 64,
                      quiet: bool = False, verbose: bool = False) -> Summary:
     """Many scenes as `infer` takes them (SCENE paths, globs, a --manifest): what can be checked
-    before any weights load, then `run`. `plan_job(spec, scene, conds, out, batch_size)` makes
-    each scene's job."""
+    before any weights load, then `run`; `request` makes each scene's job."""
     if ray_address is not None:
         ray_workers.check_address(ray_address)  # before the scenes: `--ray scene.tif` took one as ADDRESS
     entries = scenelist.expand(scenes, manifest, conds, out)
@@ -59,7 +56,7 @@ def run_from_options(scenes: Sequence[str], manifest: str | None, conds: Sequenc
     source = model.source(spec, plan)
 
     def make_job(entry: SceneEntry) -> SceneJob:
-        return plan_job(spec, str(entry.scene), entry.conds, entry.out, plan.batch_size)
+        return request.job(spec, str(entry.scene), entry.conds, entry.out, plan.batch_size)
 
     return run(entries, make_job, source, Path(out),
                ray_address, cpus_per_worker, split_tiles, quiet, verbose)
