@@ -25,6 +25,7 @@ from copgen_rt.multiscene import JobPlanner
 from copgen_rt.run_setup import ModelOptions, resolve_spec
 from copgen_rt.scenes.job import SceneJob
 from copgen_rt.scenes.state import refuse_existing
+from copgen_rt.serve.command import serve_cmd
 
 
 @click.group(cls=OneLineUsageErrors, context_settings={"help_option_names": ["-h", "--help"]})
@@ -330,3 +331,6 @@ def bench_cmd(device, quick, base_only, out):
     results = bench.run(Path(out), device=choose(device).device, quick=quick, base_only=base_only,
                         log=lambda line: click.echo(line, err=True))
     click.echo(str(bench.write_reports(results, Path(out)).with_suffix(".md")))
+
+
+main.add_command(serve_cmd)  # copgen_rt.serve.command

@@ -31,43 +31,46 @@ def fail(code: int, message: str) -> NoReturn:
     sys.exit(code)
 
 
+def error_line(e: BaseException) -> tuple[int, str]:
+    """The exit code and one-line message of an expected failure (`friendly_errors`; the server
+    answers with the same lines); anything else is an internal error."""
+    from copgen_rt.export.onnx import ExportError
+    from copgen_rt.files import OutputBusyError, OutputWriteError
+    from copgen_rt.scenes.state import OutputExistsError
+    from copgen_rt.weights import CheckpointError
+
+    for types, code in ((OutputWriteError, EXIT_CANNOT_WRITE), (OutputBusyError, EXIT_BUSY),
+                        (CheckpointError, EXIT_CHECKPOINT), (ExportError, EXIT_EXPORT),
+                        ((OutputExistsError, FileExistsError), EXIT_OUTPUT_EXISTS)):
+        if isinstance(e, types):
+            return code, str(e)
+    if isinstance(e, ValueError | KeyError | FileNotFoundError | IsADirectoryError | PermissionError):
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+        return EXIT_INPUT, str(msg).splitlines()[0] if str(msg) else type(e).__name__
+    if isinstance(e, ImportError):
+        return EXIT_MISSING, str(e).splitlines()[0]
+    if isinstance(e, MemoryError):
+        return EXIT_INTERNAL, "out of memory: lower --batch-size"
+    first = str(e).splitlines()[0] if str(e) else ""
+    return EXIT_INTERNAL, (f"internal error: {type(e).__name__}: {first} "
+                           "(set COPGEN_RT_DEBUG=1 for a traceback)")
+
+
 def friendly_errors(fn: F) -> F:
     """One line and a distinct exit code for every expected failure; no tracebacks."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from copgen_rt.export.onnx import ExportError
-        from copgen_rt.files import OutputBusyError, OutputWriteError
-        from copgen_rt.scenes.state import OutputExistsError
-        from copgen_rt.weights import CheckpointError
-
         try:
             return fn(*args, **kwargs)
-        except OutputWriteError as e:
-            fail(EXIT_CANNOT_WRITE, str(e))
-        except OutputBusyError as e:
-            fail(EXIT_BUSY, str(e))
-        except CheckpointError as e:
-            fail(EXIT_CHECKPOINT, str(e))
-        except ExportError as e:
-            fail(EXIT_EXPORT, str(e))
-        except (OutputExistsError, FileExistsError) as e:
-            fail(EXIT_OUTPUT_EXISTS, str(e))
-        except (ValueError, KeyError, FileNotFoundError, IsADirectoryError, PermissionError) as e:
-            msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
-            fail(EXIT_INPUT, str(msg).splitlines()[0] if str(msg) else type(e).__name__)
-        except ImportError as e:
-            fail(EXIT_MISSING, str(e).splitlines()[0])
-        except MemoryError:
-            fail(EXIT_INTERNAL, "out of memory: lower --batch-size")
         except KeyboardInterrupt:
             fail(130, "interrupted")
-        except Exception as e:  # noqa: BLE001 - last resort, still one line
-            if "--debug" in sys.argv or os.environ.get("COPGEN_RT_DEBUG") == "1":
+        except Exception as e:  # noqa: BLE001 - every failure as one line
+            code, message = error_line(e)
+            if code == EXIT_INTERNAL and not isinstance(e, MemoryError) and (
+                    "--debug" in sys.argv or os.environ.get("COPGEN_RT_DEBUG") == "1"):
                 raise
-            first = str(e).splitlines()[0] if str(e) else ""
-            fail(EXIT_INTERNAL,
-                 f"internal error: {type(e).__name__}: {first} (set COPGEN_RT_DEBUG=1 for a traceback)")
+            fail(code, message)
 
     return cast(F, wrapper)
 

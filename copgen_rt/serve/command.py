@@ -1,0 +1,165 @@
+"""`copgen-rt serve`: the click command. Self-contained: the CLI registers it with
+`main.add_command(serve_cmd)`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from copgen_rt.cli_errors import friendly_errors
+from copgen_rt.cli_options import MAX_ENGINE_BATCH
+from copgen_rt.device import ENGINES
+
+
+@click.command("serve")
+@click.option(
+    "--model",
+    "--spec",
+    "model",
+    default=None,
+    help="model spec (default: copgen-demo without --weights, copgen-base with)",
+)
+@click.option("--spec-json", type=click.Path(dir_okay=False), help="a custom spec.json instead of --model")
+@click.option("--weights", help="weights directory or hub id (default: the bundled random demo model)")
+@click.option("--engine", type=click.Path(file_okay=False), help="an export folder instead of --weights")
+@click.option("--backend", type=click.Choice(["auto", *ENGINES]), help="engine of each component (as infer)")
+@click.option("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
+@click.option(
+    "--dtype", type=click.Choice(["fp32", "fp16", "bf16", "int8"]), help="denoiser precision (as infer)"
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(1, MAX_ENGINE_BATCH),
+    help="tiles per network call, packed across jobs (default: as infer's)",
+)
+@click.option(
+    "--no-pad",
+    is_flag=True,
+    help="run partly filled network calls at their own size: faster when few jobs run, but a "
+    "job's fp32 result then depends on what shares its calls, up to rounding",
+)
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="address to listen on; anything but loopback needs --token or --tokens",
+)
+@click.option("--port", default=8080, show_default=True, type=click.IntRange(1, 65535))
+@click.option(
+    "--out",
+    default="copgen-serve",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="where jobs write their outputs (OUT/jobs/JOB_ID) and the job store",
+)
+@click.option(
+    "--allow-root",
+    "allow_roots",
+    multiple=True,
+    type=click.Path(file_okay=False, exists=True),
+    help="a folder whose files clients may name as inputs (repeatable; default: none, inline only)",
+)
+@click.option(
+    "--token",
+    envvar="COPGEN_RT_SERVE_TOKEN",
+    help="bearer token every client must send (or COPGEN_RT_SERVE_TOKEN)",
+)
+@click.option(
+    "--tokens",
+    "tokens_file",
+    type=click.Path(dir_okay=False),
+    help="per-client tokens, one 'NAME TOKEN' per line: a client sees only its own jobs",
+)
+@click.option(
+    "--max-upload",
+    default=16 << 20,
+    show_default=True,
+    type=click.IntRange(0),
+    help="largest inline GeoTIFF in bytes",
+)
+@click.option(
+    "--running",
+    default=8,
+    show_default=True,
+    type=click.IntRange(1, 1024),
+    help="jobs sampling at once (their network calls packed together)",
+)
+@click.option(
+    "--queue",
+    default=32,
+    show_default=True,
+    type=click.IntRange(1),
+    help="jobs queued or running at once; past it, 503 with Retry-After",
+)
+@friendly_errors
+def serve_cmd(
+    model,
+    spec_json,
+    weights,
+    engine,
+    backend,
+    device,
+    dtype,
+    batch_size,
+    no_pad,
+    host,
+    port,
+    out,
+    allow_roots,
+    token,
+    tokens_file,
+    max_upload,
+    running,
+    queue,
+):
+    """Serve `generate` (infer, one scene) and `fill` over OGC API - Processes (docs/serve.md)."""
+    import uvicorn
+
+    from copgen_rt.files import check_writable
+    from copgen_rt.run_setup import ModelOptions
+    from copgen_rt.serve.app import create_app
+    from copgen_rt.serve.auth import Tokens, is_loopback
+    from copgen_rt.serve.service import ServeSettings, Service
+    from copgen_rt.tuning import default_batch_size
+
+    tokens = Tokens.of(token, tokens_file)
+    if not is_loopback(host) and not tokens.required:
+        raise ValueError(
+            f"--host {host} is reachable from other machines: give --token or --tokens "
+            "(or serve on 127.0.0.1)"
+        )
+    check_writable(Path(out))
+    options = ModelOptions(model, spec_json, weights, engine, backend, device, dtype)
+    choice, engines = options.check()
+    spec = options.spec()
+    engines, measured = options.measured(spec, engines)
+    pipeline = options.load(spec, choice, engines)
+    batch = batch_size or default_batch_size(spec, choice.device, measured)
+    settings = ServeSettings(
+        Path(out),
+        tuple(Path(r) for r in allow_roots),
+        max_upload,
+        running,
+        queue,
+        batch,
+        not no_pad,
+        engines.dtype if engines else None,
+    )
+    service = Service(pipeline, settings)
+    if service.restarted:
+        click.echo(
+            f"copgen-rt: {service.restarted} jobs of the previous server were unfinished: marked failed",
+            err=True,
+        )
+    click.echo(f"copgen-rt: serving {spec.name} on http://{host}:{port} (batch {batch}, out {out})", err=True)
+    try:
+        uvicorn.run(
+            create_app(service, tokens),
+            host=host,
+            port=port,
+            log_level="warning",
+            timeout_graceful_shutdown=5,
+        )
+    finally:
+        service.close()
