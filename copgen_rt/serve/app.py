@@ -7,6 +7,7 @@ command line's one-line message.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from typing import Any
@@ -122,6 +123,7 @@ def create_app(service: Service, tokens: Tokens) -> FastAPI:
         return {
             "title": "copgen-rt",
             "description": f"COP-GEN ({service.pipeline.spec.name}) over OGC API - Processes",
+            "copgen:network_calls": dataclasses.asdict(service.batcher.stats),  # how well calls were packed
             "links": [
                 link(f"{b}/", "self", "this document"),
                 link(
