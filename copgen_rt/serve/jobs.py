@@ -121,6 +121,19 @@ class JobStore:
             assignments = ", ".join(f"{c}=?" for c in _COLUMNS[1:])
             self._db.execute(f"UPDATE jobs SET {assignments} WHERE id=?", (*self._row(job)[1:], job.id))
 
+    def save_progress(self, job: Job) -> None:
+        """Only the progress: a dismissal written meanwhile (by another replica) stays."""
+        with self._lock:
+            self._db.execute(
+                "UPDATE jobs SET tiles_done=?, calls_done=? WHERE id=?",
+                (job.tiles_done, job.calls_done, job.id),
+            )
+
+    def dismissed(self, job_id: str) -> bool:
+        with self._lock:
+            row = self._db.execute("SELECT status FROM jobs WHERE id=?", (job_id,)).fetchone()
+        return row is not None and row[0] == JobStatus.DISMISSED
+
     def get(self, job_id: str) -> Job | None:
         with self._lock:
             row = self._db.execute(f"SELECT {', '.join(_COLUMNS)} FROM jobs WHERE id=?", (job_id,)).fetchone()

@@ -25,7 +25,7 @@ from copgen_rt.scenes.job import SceneJob
 from copgen_rt.scenes.run import run_scene
 from copgen_rt.serve.batcher import Batcher, JobDismissed
 from copgen_rt.serve.inputs import RasterInputs, plan_job, read_inputs, summary
-from copgen_rt.serve.jobs import Job, JobStatus, JobStore, new_job_id, now
+from copgen_rt.serve.jobs import RESTARTED, Job, JobStatus, JobStore, new_job_id, now
 
 PROGRESS_SAVE_S = 0.5  # progress is written to the store at most this often
 
@@ -55,17 +55,20 @@ class _Active:
 
 
 class Service:
-    def __init__(self, pipeline: Pipeline, settings: ServeSettings):
+    def __init__(self, pipeline: Pipeline, settings: ServeSettings, recover: bool = True):
+        """`recover`: jobs a previous server left queued or running become failed (False for a
+        Ray Serve replica: the others' jobs are running)."""
         self.pipeline, self.settings = pipeline, settings
         self.jobs_folder = own_folder(Path(settings.out) / "jobs")
         self.store = JobStore(Path(settings.out))
-        self.restarted = self.store.fail_unfinished()
+        self.restarted = self.store.fail_unfinished() if recover else 0
         self.rasters = RasterInputs(settings.allow_roots, settings.max_upload_bytes)
         self.batcher = Batcher(pipeline.denoiser, settings.batch_size, settings.pad)
         self.host_lock = threading.Lock()
         self.executor = cf.ThreadPoolExecutor(max_workers=settings.running, thread_name_prefix="copgen-job")
         self._active: dict[str, _Active] = {}
         self._lock = threading.Lock()
+        self._stopping = threading.Event()
 
     # --- what the routes call -----------------------------------------------------------------
 
@@ -135,31 +138,34 @@ class Service:
             active.job.finished = now()
             self.store.save(active.job)
             return active.job
-        if job.status != JobStatus.DISMISSED:
-            job.status, job.message, job.item, job.finished = (
-                JobStatus.DISMISSED,
-                "dismissed by the client",
-                None,
-                job.finished or now(),
-            )
-            self.store.save(job)
+        if job.status == JobStatus.DISMISSED:
+            return job
+        unfinished = not job.status.finished  # running on another replica: it stops at its next call
+        job.status, job.message, job.item = JobStatus.DISMISSED, "dismissed by the client", None
+        job.finished = job.finished or now()
+        self.store.save(job)
+        if not unfinished:
             shutil.rmtree(self.jobs_folder / job.id, ignore_errors=True)
         return job
 
     def close(self) -> None:
-        for active in list(self._active.values()):
-            active.cancel.set()
+        """Stop every job at its next network call: they fail with the reason (not dismissed)."""
+        self._stopping.set()
         self.executor.shutdown(wait=True, cancel_futures=True)
         self.batcher.close()
         self.store.close()
 
     # --- a job's thread -----------------------------------------------------------------------
 
+    def _cancelled(self, active: _Active) -> bool:
+        """Dismissed here, or through another replica (which can only write the store)."""
+        return self._stopping.is_set() or active.cancel.is_set() or self.store.dismissed(active.job.id)
+
     def _run(self, active: _Active, scene_job: SceneJob) -> None:
         job = active.job
-        if active.cancel.is_set():  # dismissed while queued
+        if self._cancelled(active):  # dismissed while queued
             return self._finish(active)
-        client = self.batcher.client(active.cancel.is_set, self.host_lock)
+        client = self.batcher.client(lambda: self._cancelled(active), self.host_lock)
         view = copy.copy(self.pipeline)  # shares the VAEs; only the denoiser is the job's own
         view.denoiser = client
         job.status, job.started = JobStatus.RUNNING, now()
@@ -171,7 +177,7 @@ class Service:
             job.tiles_done += tiles
             job.calls_done = client.calls
             if time.monotonic() - saved > PROGRESS_SAVE_S:
-                self.store.save(job)
+                self.store.save_progress(job)
                 saved = time.monotonic()
 
         self.batcher.join()
@@ -192,8 +198,11 @@ class Service:
 
     def _finish(self, active: _Active) -> None:
         job = active.job
-        if active.cancel.is_set():
+        if active.cancel.is_set() or self.store.dismissed(job.id):
             job.status, job.message, job.item = JobStatus.DISMISSED, "dismissed by the client", None
+            shutil.rmtree(self.jobs_folder / job.id, ignore_errors=True)
+        elif self._stopping.is_set() and job.status != JobStatus.SUCCESSFUL:
+            job.status, job.message = JobStatus.FAILED, RESTARTED
             shutil.rmtree(self.jobs_folder / job.id, ignore_errors=True)
         job.finished = job.finished or now()
         self.store.save(job)
