@@ -65,10 +65,11 @@ class Server:
             if self.process.poll() is not None:
                 raise AssertionError(f"the server exited: {self.log.read_text()}")
             try:
-                requests.get(self.url + "/conformance", headers=self.headers(), timeout=1)
-                return
-            except requests.ConnectionError:
-                time.sleep(0.2)
+                if requests.get(self.url + "/conformance", headers=self.headers(), timeout=1).ok:
+                    return  # (Ray Serve's proxy answers 404 until the app is deployed)
+            except requests.RequestException:  # not listening yet, or too busy to answer within 1 s
+                pass
+            time.sleep(0.2)
         self.stop()
         raise AssertionError(f"the server did not start: {self.log.read_text()}")
 
@@ -385,3 +386,38 @@ def test_queue_limit_then_restart_keeps_finished_jobs_and_fails_running_ones(tok
         assert jobs[running]["message"].startswith("the server stopped while this job was queued or running")
     finally:
         restarted.stop()
+
+
+@pytest.mark.skipif(
+    os.environ.get("COPGEN_RT_TEST_RAY_SERVE") != "1",
+    reason="starts a local Ray runtime and Ray Serve (a minute): set COPGEN_RT_TEST_RAY_SERVE=1",
+)
+def test_ray_serve_deployment(server, root, tmp_path):
+    """`--ray`: the same routes behind Ray Serve's HTTP proxy, the same pixels as the plain server."""
+    on_ray = Server(
+        tmp_path / "out", ["--ray", "--replicas", "1", "--cpus-per-replica", "1", "--allow-root", str(root)]
+    )
+    try:
+        inputs = {"scene": {"href": str(root / "chip.tif")}, "seed": 11, **QUICK}
+        response = on_ray.post("generate", inputs)
+        assert response.status_code == 200, response.text
+        assert _same(
+            _pixels(response.json()["item"]), _pixels(server.post("generate", inputs).json()["item"])
+        )
+        job = on_ray.post(
+            "generate",
+            {"scene": {"href": str(root / "tile.tif")}, "preset": "draft", "steps": 300},
+            asynchronous=True,
+        ).json()["jobID"]
+        deadline = time.monotonic() + 60
+        while on_ray.get(f"/jobs/{job}").json()["copgen:network_calls"] < 1:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        assert on_ray.delete(job).json()["status"] == "dismissed"
+        while (on_ray.out / "jobs" / job).exists():
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        assert on_ray.get(f"/jobs/{job}").json()["copgen:network_calls"] < 300
+        assert {j["jobID"] for j in on_ray.get("/jobs").json()["jobs"]} >= {job}
+    finally:
+        on_ray.stop()

@@ -92,6 +92,26 @@ from copgen_rt.device import ENGINES
     type=click.IntRange(1),
     help="jobs queued or running at once; past it, 503 with Retry-After",
 )
+@click.option(
+    "--ray",
+    "ray_address",
+    is_flag=False,
+    flag_value="local",
+    metavar="[ADDRESS]",
+    help="serve from Ray Serve replicas: a local runtime, or the cluster at ADDRESS (HOST:PORT or auto)",
+)
+@click.option(
+    "--replicas",
+    type=click.IntRange(1),
+    help="with --ray (default: one per GPU of the cluster, else one per --cpus-per-replica cores)",
+)
+@click.option(
+    "--cpus-per-replica",
+    default=4,
+    show_default=True,
+    type=click.IntRange(1),
+    help="with --ray and no GPU: CPU cores per replica",
+)
 @friendly_errors
 def serve_cmd(
     model,
@@ -112,6 +132,9 @@ def serve_cmd(
     max_upload,
     running,
     queue,
+    ray_address,
+    replicas,
+    cpus_per_replica,
 ):
     """Serve `generate` (infer, one scene) and `fill` over OGC API - Processes (docs/serve.md)."""
     import uvicorn
@@ -134,11 +157,10 @@ def serve_cmd(
     choice, engines = options.check()
     spec = options.spec()
     engines, measured = options.measured(spec, engines)
-    pipeline = options.load(spec, choice, engines)
     batch = batch_size or default_batch_size(spec, choice.device, measured)
     settings = ServeSettings(
         Path(out),
-        tuple(Path(r) for r in allow_roots),
+        tuple(Path(r).resolve() for r in allow_roots),
         max_upload,
         running,
         queue,
@@ -146,6 +168,13 @@ def serve_cmd(
         not no_pad,
         engines.dtype if engines else None,
     )
+    if ray_address is not None:
+        from copgen_rt.serve.ray_serve import serve_on_ray
+
+        return serve_on_ray(
+            ray_address, options.source(spec), settings, tokens, host, port, replicas, cpus_per_replica
+        )
+    pipeline = options.load(spec, choice, engines)
     service = Service(pipeline, settings)
     if service.restarted:
         click.echo(

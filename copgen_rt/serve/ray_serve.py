@@ -10,7 +10,10 @@ stops it at its next network call.
 
 from __future__ import annotations
 
+import signal
+import sys
 import time
+import warnings
 from dataclasses import replace
 
 from fastapi import FastAPI
@@ -48,14 +51,22 @@ def serve_on_ray(
 ) -> None:
     """Deploy and serve until interrupted."""
     import ray
-    from ray import serve
+
+    with warnings.catch_warnings():  # Ray Serve's own pydantic deprecations, not the user's concern
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from ray import serve
 
     store = JobStore(settings.out)  # jobs a previous server left unfinished: failed, once, here
     failed = store.fail_unfinished()
     store.close()
     if failed:
         say(f"{failed} jobs of the previous server were unfinished: marked failed")
-    ray.init(address=None if address == "local" else address, log_to_driver=False)
+    local = address == "local"
+    ray.init(
+        address=None if local else address,
+        log_to_driver=False,
+        **({"include_dashboard": False} if local else {}),
+    )
     resources = ray.cluster_resources()
     gpus = int(resources.get("GPU", 0))
     if replicas is None:
@@ -75,8 +86,10 @@ def serve_on_ray(
         route_prefix="/",
     )
     say(f"serving on Ray ({replicas} replicas, {actor}) at http://{host}:{port}")
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # a plain kill also shuts the deployment down
     try:
         while True:
             time.sleep(3600)
     finally:
         serve.shutdown()
+        ray.shutdown()
