@@ -421,3 +421,44 @@ def test_ray_serve_deployment(server, root, tmp_path):
         assert {j["jobID"] for j in on_ray.get("/jobs").json()["jobs"]} >= {job}
     finally:
         on_ray.stop()
+
+
+def test_batcher_packs_pads_and_shares_failures():
+    """In process: waiting calls share one padded denoiser call and get back their own rows;
+    a failing call fails every job in it with the same error."""
+    import threading
+
+    import torch
+
+    from copgen_rt.serve.batcher import Batcher
+
+    shapes = []
+
+    def denoiser(latents, timesteps):
+        shapes.append(tuple(latents[0].shape))
+        if bool((timesteps[0] < 0).any()):
+            raise RuntimeError("bad timestep")
+        return [x * 2 + t.view(-1, 1) for x, t in zip(latents, timesteps, strict=True)]
+
+    batcher = Batcher(denoiser, rows=4, pad=True, gather_s=5.0)
+    lock = threading.Lock()
+    for _ in range(2):
+        batcher.join()
+    try:
+        futures = [batcher.submit([torch.full((1, 3), float(i))], [torch.tensor([10.0 * i])]) for i in (1, 2)]
+        results = [f.result(10) for f in futures]
+        assert shapes == [(4, 3)]  # one call: both jobs' rows and two zero rows
+        assert torch.equal(results[0][0], torch.full((1, 3), 12.0))
+        assert torch.equal(results[1][0], torch.full((1, 3), 24.0))
+        assert (batcher.stats.calls, batcher.stats.rows, batcher.stats.padded) == (1, 2, 2)
+        bad = [batcher.submit([torch.zeros(1, 3)], [torch.tensor([t])]) for t in (-1.0, 1.0)]
+        for future in bad:
+            with pytest.raises(RuntimeError, match="bad timestep"):
+                future.result(10)
+        dismissed = batcher.client(lambda: True, lock)
+        lock.acquire()
+        with pytest.raises(Exception, match="dismissed"):
+            dismissed([torch.zeros(1, 3)], [torch.zeros(1)])
+        lock.release()
+    finally:
+        batcher.close()
