@@ -61,12 +61,10 @@ def serve_on_ray(
     store.close()
     if failed:
         say(f"{failed} jobs of the previous server were unfinished: marked failed")
-    local = address == "local"
-    ray.init(
-        address=None if local else address,
-        log_to_driver=False,
-        **({"include_dashboard": False} if local else {}),
-    )
+    if address == "local":  # a runtime of our own: no dashboard to start and leave behind
+        ray.init(log_to_driver=False, include_dashboard=False)
+    else:
+        ray.init(address=address, log_to_driver=False)
     resources = ray.cluster_resources()
     gpus = int(resources.get("GPU", 0))
     if replicas is None:
