@@ -137,7 +137,10 @@ def serve_cmd(
     cpus_per_replica,
 ):
     """Serve `generate` (infer, one scene) and `fill` over OGC API - Processes (docs/serve.md)."""
-    import uvicorn
+    try:
+        import uvicorn
+    except ImportError:
+        raise ImportError("copgen-rt serve needs the serve extra: pip install 'copgen-rt[serve]'") from None
 
     from copgen_rt.files import check_writable
     from copgen_rt.run_setup import ModelOptions
