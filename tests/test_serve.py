@@ -119,6 +119,12 @@ def root(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("serve-root")
     shutil.copy(demo.chip_path(), folder / "chip.tif")
     demo.write_tile(folder / "tile.tif")
+    with rasterio.open(folder / "tile.tif") as src:
+        profile = src.profile | {"count": 1, "dtype": "uint8", "nodata": None}
+    gap = np.zeros((1, 192, 192), np.uint8)
+    gap[:, 64:128, 64:128] = 1  # a square cloud in the middle
+    with rasterio.open(folder / "mask.tif", "w", **profile) as dst:
+        dst.write(gap)
     return folder
 
 
@@ -280,6 +286,25 @@ def test_paths_outside_the_allowed_root_are_refused(server, root, tmp_path):
     finally:
         link.unlink()
         fifo.unlink()
+
+
+def test_fill_keeps_the_valid_pixels(server, root):
+    inputs = {
+        "scene": {"href": str(root / "tile.tif")},
+        "mask": {"href": str(root / "mask.tif")},
+        "preset": "draft",
+        "steps": 2,
+    }
+    response = server.post("fill", inputs)
+    assert response.status_code == 200, response.text
+    filled = _pixels(response.json()["item"])
+    assert "tile_filled_S2L2A_B02_B03_B04_B08_generated.tif" in filled
+    with rasterio.open(root / "tile.tif") as src:
+        red = src.read(4)  # B04, the first band of the filled 10 m group (B04 B03 B02 B08)
+    out = filled["tile_filled_S2L2A_B02_B03_B04_B08.tif"]
+    generated = filled["tile_filled_S2L2A_B02_B03_B04_B08_generated.tif"][0].astype(bool)
+    assert generated[96, 96] and not generated[0, 0]
+    assert np.array_equal(out[0][~generated], red[~generated])
 
 
 @pytest.mark.parametrize(
