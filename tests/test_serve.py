@@ -358,10 +358,15 @@ def test_eight_concurrent_jobs_equal_sequential_ones(server, root):
     assert not _same(concurrent[0], concurrent[1])  # the seeds differ: so do the results
 
 
-def test_non_loopback_host_needs_a_token():
+def test_non_loopback_host_needs_a_token(tmp_path):
     result = CliRunner().invoke(main, ["serve", "--host", "0.0.0.0"])
     assert result.exit_code == 3
     assert "--host 0.0.0.0 is reachable from other machines: give --token or --tokens" in result.output
+    inside = CliRunner().invoke(
+        main, ["serve", "--allow-root", str(tmp_path), "--out", str(tmp_path / "out")]
+    )
+    assert inside.exit_code == 3
+    assert f"--out {tmp_path / 'out'} is inside --allow-root {tmp_path}" in inside.output
 
 
 @pytest.fixture(scope="module")

@@ -155,6 +155,12 @@ def serve_cmd(
             f"--host {host} is reachable from other machines: give --token or --tokens "
             "(or serve on 127.0.0.1)"
         )
+    inside = [r for r in allow_roots if Path(out).resolve().is_relative_to(Path(r).resolve())]
+    if inside:
+        raise ValueError(
+            f"--out {out} is inside --allow-root {inside[0]}: clients could name other jobs' "
+            "outputs as inputs; give an --out outside it"
+        )
     check_writable(Path(out))
     options = ModelOptions(model, spec_json, weights, engine, backend, device, dtype)
     choice, engines = options.check()
