@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import click
 
-from copgen_rt.cli import bench, build_engines, convert, export, fill, infer, info, make_random_weights
+from copgen_rt.cli import bench, build_engines, convert, export, fill, infer, info, make_random_weights, serve
 from copgen_rt.cli.errors import OneLineUsageErrors, one_line_messages
 
 
@@ -17,5 +17,5 @@ def main() -> None:
     one_line_messages()
 
 
-for module in (info, infer, fill, make_random_weights, convert, export, build_engines, bench):
+for module in (info, infer, fill, make_random_weights, convert, export, build_engines, bench, serve):
     main.add_command(module.command)
