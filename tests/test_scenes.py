@@ -412,6 +412,17 @@ def test_s1_units_must_be_plausible_unless_forced(tmp_path):
     assert open_input(write_raster(tmp_path / "s1_db.tif", _s1_db(50, 50))).units == "db"
 
 
+def test_linear_s1_units_refused_for_negative_values(tmp_path):
+    """Negative power is never linear backscatter: `--s1-units linear` on dB values is one line,
+    exit 3, as other implausible units are."""
+    db = write_raster(tmp_path / "s1_db.tif", _s1_db(50, 50))
+    with pytest.raises(SceneError, match="--s1-units linear, but the S1 values are negative"):
+        open_input(db, s1_units="linear")
+    result = _cli(["infer", str(db), "--s1-units", "linear", "--out", str(tmp_path / "out")])
+    assert result.exit_code == 3 and "linear power is never negative" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
 def test_corrupt_pixels_mid_file_fail_in_one_line(tmp_path):
     """The first and last blocks are fine (so the file opens); one in the middle is garbage."""
     path = tmp_path / "corrupt.tif"
