@@ -105,3 +105,22 @@ def test_info_plans_for_the_model_infer_runs(tmp_path):
         assert f.tags()["COPGEN_MODEL"] == "copgen-demo"
     base = _run(["info", *args, "--model", "copgen-base"])
     assert base.exit_code == 0 and base.output.startswith("model: copgen-base\n"), base.output
+
+
+def test_first_condition_is_the_scene_without_scene(tmp_path):
+    """`infer --cond S1RTC=s1 --cond DEM=dem` with no SCENE runs on the first condition's frame,
+    conditioned on both (it used to take the bundled S2 chip and fail on the overlap)."""
+    from scene_helpers import CHIPS
+
+    conds = ["--cond", f"S1RTC={CHIPS / 'S1RTC_433D_629L_3_1.tif'}",
+             "--cond", f"DEM={CHIPS / 'DEM_433D_629L_3_1.tif'}"]
+    info = _run(["info", *conds, "--generate", "LULC"])
+    assert info.exit_code == 0, info.output
+    assert "conditions: S1RTC_vh_vv, DEM_DEM" in info.output, info.output
+    assert "S1RTC_433D_629L_3_1_LULC_LULC.tif" in info.output, info.output
+    r = _run(["infer", *conds, "--generate", "LULC", "--steps", "1", "--engine", "torch", "-q",
+              "--out", str(tmp_path / "o")])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "o" / "S1RTC_433D_629L_3_1_LULC_LULC.tif").exists()
+    clash = _run(["info", *conds, "--modality", "S2L2A"])
+    assert clash.exit_code == 3 and "the first --cond is the scene" in clash.output, clash.output

@@ -114,6 +114,20 @@ def pop_model_options(p: dict) -> ModelOptions:
     return ModelOptions(**{f.name: p.pop(f.name) for f in dataclasses.fields(ModelOptions)})
 
 
+def first_condition_as_scene(p: dict) -> str:
+    """With no SCENE, the first --cond PRODUCT=PATH is the scene (its grid, bounds and tiles are the
+    run's frame), the others stay conditions: what `--cond S1RTC=s1.tif --cond DEM=dem.tif` means."""
+    from copgen_rt.scenes.job import cond_pair
+
+    first, *rest = p["conds"]
+    product, path = cond_pair(first, "PRODUCT=PATH, e.g. S1RTC=s1.tif")
+    if p["product"] not in (None, product):
+        raise ValueError(f"--modality {p['product']} and --cond {first}: without SCENE, the first --cond "
+                         "is the scene and names its product")
+    p["product"], p["conds"] = product, tuple(rest)
+    return path
+
+
 def job_planner(p: dict, solver: str | None, others: str, seed: int, overwrite: bool,
                 fill: FillOptions | None = None) -> JobPlanner:
     """`job_from_options` with a command's `scene_options`: (spec, scene, conds, out, batch size) -> job."""
