@@ -7,6 +7,7 @@ import sys
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from scene_helpers import CHIPS
 
 from copgen_rt.cli import main
 from copgen_rt.scenes.synthetic import write_raster
@@ -27,6 +28,9 @@ def _error_lines(output: str) -> list[str]:
     (["infer", "--steps", "0"], 2, "--steps"),
     (["infer", "--model", "copgen-nano"], 3, "unknown model spec 'copgen-nano'"),
     (["infer", "--generate", ""], 3, "--generate is empty"),
+    (["infer", "--generate", "S1"], 3, "not a modality or product of copgen-demo; choose products S2L2A, "),
+    (["info", "--cond", f"DEM={CHIPS / 'DEM_433D_629L_3_1.tif'}", "--generate", "S1"], 3, "or modalities"),
+    (["info", "--modality", "S3"], 3, "--modality and --bands describe SCENE"),
     (["infer", "--export", ".", "--model", "copgen-beta"], 3, "--export carries the spec"),
     (["infer", "a.tif", "--manifest", "scenes.txt"], 3, "not both"),
     (["export", "--batch", "1:4:100000000", "--out", "never-written"], 3, "MAX <= 4096"),
@@ -110,8 +114,6 @@ def test_info_plans_for_the_model_infer_runs(tmp_path):
 def test_first_condition_is_the_scene_without_scene(tmp_path):
     """`infer --cond S1RTC=s1 --cond DEM=dem` with no SCENE runs on the first condition's frame,
     conditioned on both (it used to take the bundled S2 chip and fail on the overlap)."""
-    from scene_helpers import CHIPS
-
     conds = ["--cond", f"S1RTC={CHIPS / 'S1RTC_433D_629L_3_1.tif'}",
              "--cond", f"DEM={CHIPS / 'DEM_433D_629L_3_1.tif'}"]
     info = _run(["info", *conds, "--generate", "LULC"])

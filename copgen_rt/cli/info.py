@@ -40,6 +40,8 @@ def command(scene, model, spec_json, weights, engine, device, dtype, **p):
     if scene is None and p["conds"]:
         scene = first_condition_as_scene(p)  # as `infer`
     if scene is None:
+        if p["product"] or p["bands"]:
+            raise ValueError("--modality and --bands describe SCENE: give SCENE (or a --cond)")
         click.echo(describe_spec(spec))
         click.echo(plan.describe())
         return

@@ -25,7 +25,7 @@ from copgen_rt.scenes.inputs.scene_input import SceneInput
 from copgen_rt.scenes.reader import COARSE_FACTOR, CoarseInputWarning, SceneFrame
 from copgen_rt.scenes.tiling import TilingPlan, plan_tiles
 from copgen_rt.solvers import resolve_preset
-from copgen_rt.specs import Classes, Date, LatLon, Modality, ModelSpec
+from copgen_rt.specs import PRODUCTS, Classes, Date, LatLon, Modality, ModelSpec
 
 BASE_GSD = 10.0  # validity masks are kept on the finest grid
 MEMORY_FRACTION = 0.5  # of the available memory, for the blenders (weights, GDAL and tiles need the rest)
@@ -274,7 +274,9 @@ def job_from_options(spec: ModelSpec, scene: str, conds: Sequence[str], out: Pat
         for token in parse_generate(generate, "modalities or products"):
             matches = [m.name for m in spec.modalities if token in (m.name, m.product)]
             if not matches:
-                raise ValueError(f"--generate {token}: not a modality or product of {spec.name}")
+                products = ", ".join(p for p in PRODUCTS if any(m.product == p for m in spec.modalities))
+                raise ValueError(f"--generate {token}: not a modality or product of {spec.name}; choose "
+                                 f"products {products} or modalities {', '.join(spec.names)}")
             wanted += matches
     return SceneJob(spec, inputs, out, SceneOptions(generate=None if wanted is None else tuple(wanted),
                                                     date=day, batch_size=batch_size, **options))
