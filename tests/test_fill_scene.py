@@ -227,12 +227,17 @@ def test_cli_fill_rerun_and_infer_side_by_side(tmp_path):
 def test_cli_says_when_nothing_or_everything_is_a_gap(tmp_path):
     chip = default_scene()
     runner = CliRunner()
-    notes = {}
+    notes, summaries = {}, {}
     for name, gap in [("none", np.zeros((224, 224), bool)), ("all", np.ones((224, 224), bool))]:
         mask = _mask_like(tmp_path / f"{name}.tif", chip, gap)
         result = runner.invoke(main, ["fill", chip, "--mask", str(mask), "--cond", f"S1RTC={S1}",
                                       "--steps", "1", "--out", str(tmp_path / name)])
         assert result.exit_code == 0, result.output
         notes[name] = [line for line in result.output.splitlines() if line.startswith("note:")]
+        summaries[name] = next(line for line in result.output.splitlines() if " tiles in " in line)
+    # the tile counts agree with the note (it once said "0 copied, no gap" beside 100% generated)
+    assert "(0 with gaps, generated; 4 without, copied)" in summaries["none"], summaries
+    assert "(4 with gaps, generated; 0 without, copied)" in summaries["all"], summaries
+    assert "S2L2A_B02_B03_B04_B08 100.00%" in summaries["all"], summaries
     assert notes["none"] == ["note: no pixel of the scene is a gap: the outputs are the input"]
     assert notes["all"] == ["note: every pixel of the scene is a gap: generated from the other inputs alone"]
