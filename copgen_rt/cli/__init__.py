@@ -8,6 +8,7 @@ import click
 
 from copgen_rt.cli import bench, build_engines, convert, export, fill, infer, info, make_random_weights
 from copgen_rt.cli.errors import OneLineUsageErrors, one_line_messages
+from copgen_rt.cli.progress import say_phases
 
 
 @click.group(cls=OneLineUsageErrors, context_settings={"help_option_names": ["-h", "--help"]})
@@ -15,6 +16,7 @@ from copgen_rt.cli.errors import OneLineUsageErrors, one_line_messages
 def main() -> None:
     """copgen-rt: run COP-GEN multimodal Copernicus generation in production."""
     one_line_messages()
+    say_phases()
 
 
 for module in (info, infer, fill, make_random_weights, convert, export, build_engines, bench):

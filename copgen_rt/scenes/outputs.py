@@ -11,6 +11,7 @@ import torch
 
 from copgen_rt import processing
 from copgen_rt.files import Staging, write_text
+from copgen_rt.phases import step
 from copgen_rt.pipeline import Pipeline
 from copgen_rt.scenes.blend import RowBlender
 from copgen_rt.scenes.encoding import GENERATED, blend_channels, class_tags, colormap, encoding, to_file_units
@@ -181,7 +182,10 @@ class SceneOutputs:
         and its rerun finishes the set."""
         job = self.job
         self._close_strips()
-        staged = [out.writer.close() for out in self.files]
+        staged = []
+        for out in self.files:  # each finishes its COG (overviews, compression): seconds for a scene
+            staged.append(out.writer.close())
+            step("writing outputs", len(staged), len(self.files))
         record = {o.path.name: checksum(s) for o, s in zip(job.outputs, staged, strict=True)}
         pictures = []
         if job.options.quicklook:
