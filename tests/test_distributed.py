@@ -192,9 +192,37 @@ def test_cli_manifest_csv_matches_single_scene_runs(tmp_path):
     (one, one_tags), (many, many_tags) = (_read(tmp_path / d / "a_DEM_DEM.tif") for d in ("single", "a_out"))
     assert np.array_equal(one, many) and one_tags == many_tags
     assert (tmp_path / "out" / "b_DEM_DEM.tif").exists()
-    scenes = json.loads((tmp_path / "out" / RUN_MANIFEST).read_text())["scenes"]
+    scenes = json.loads((tmp_path / "out" / f"scenes.{RUN_MANIFEST}").read_text())["scenes"]
     record = scenes[str(tmp_path / "a_out" / "a")]
     assert record["conds"] == [f"S1RTC={s1}"] and record["status"] == "done"
+
+
+def test_a_manifest_with_its_own_out_folders_keeps_its_record_beside_it(tmp_path, monkeypatch):
+    """Every row names its `out`: no ./copgen-out made only for the record; the record and the
+    Collection are named after the manifest, beside it; another manifest's record is never merged."""
+    monkeypatch.chdir(tmp_path)
+    for name in ("a", "b"):
+        write_raster(tmp_path / f"{name}.tif", smooth_s2(200, 200, seed=len(name)))
+    manifest = tmp_path / "scenes.csv"
+    manifest.write_text("scene,out\na.tif,a_out\nb.tif,b_out\n")
+    r = _cli(["--manifest", str(manifest), "-q"])
+    assert r.exit_code == 0, r.output
+    assert not (tmp_path / "copgen-out").exists()
+    record = json.loads((tmp_path / f"scenes.{RUN_MANIFEST}").read_text())
+    assert record["manifest"] == str(manifest) and set(record["scenes"]) == {
+        str(tmp_path / "a_out" / "a"), str(tmp_path / "b_out" / "b")}
+    collection = json.loads((tmp_path / "scenes.copgen-collection.json").read_text())
+    assert sorted(link["href"] for link in collection["links"] if link["rel"] == "item") == [
+        "a_out/a_item.json", "b_out/b_item.json"]
+    again = _cli(["--manifest", str(manifest), "-q"])
+    assert again.exit_code == 0 and "0 succeeded, 2 skipped" in again.output, again.output
+    # another manifest of the same name, writing to the same folder: refused before running
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "scenes.csv").write_text(f"scene,out\n{tmp_path / 'a.tif'},{tmp_path}\n")
+    clash = _cli(["--manifest", str(tmp_path / "other" / "scenes.csv"), "--out", str(tmp_path)])
+    assert clash.exit_code == 3, clash.output
+    assert f"the run record of --manifest {manifest}, not of --manifest {tmp_path / 'other'}" in clash.output
+    assert not (tmp_path / "a_DEM_DEM.tif").exists()
 
 
 def test_bad_scene_lists_fail_in_one_line(tmp_path):
