@@ -119,6 +119,7 @@ def test_first_condition_is_the_scene_without_scene(tmp_path):
     info = _run(["info", *conds, "--generate", "LULC"])
     assert info.exit_code == 0, info.output
     assert "conditions: S1RTC_vh_vv, DEM_DEM" in info.output, info.output
+    assert "DEM (1 band: DEM)" in info.output and "S1RTC (2 bands: VV VH)" in info.output, info.output
     assert "S1RTC_433D_629L_3_1_LULC_LULC.tif" in info.output, info.output
     r = _run(["infer", *conds, "--generate", "LULC", "--steps", "1", "--engine", "torch", "-q",
               "--out", str(tmp_path / "o")])
@@ -126,3 +127,14 @@ def test_first_condition_is_the_scene_without_scene(tmp_path):
     assert (tmp_path / "o" / "S1RTC_433D_629L_3_1_LULC_LULC.tif").exists()
     clash = _run(["info", *conds, "--modality", "S2L2A"])
     assert clash.exit_code == 3 and "the first --cond is the scene" in clash.output, clash.output
+
+
+def test_help_shows_defaults_and_the_batch_never_exceeds_the_scene():
+    help_text = " ".join(_run(["infer", "--help"]).output.split())
+    assert "--preset [exact|fast|draft]" in help_text and "[default: (exact)]" in help_text
+    assert "[default: (the fastest measured on this CPU kind within the memory limit" in help_text
+    from copgen_rt.demo import default_scene
+
+    info = _run(["info", default_scene(), "--batch-size", "8", "--generate", "DEM"])  # 4 tiles
+    assert info.exit_code == 0, info.output
+    assert "= 200 denoiser evaluations, batch 4" in info.output, info.output

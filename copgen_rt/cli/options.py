@@ -54,11 +54,14 @@ def scene_options(fn: F) -> F:
                      help="tile overlap in metres (multiple of 60)"),
         click.option("--samples", default=1, show_default=True, type=click.IntRange(1, 1000),
                      help="samples per tile; > 1 writes per-pixel mean and standard deviation"),
-        click.option("--preset", type=click.Choice(["exact", "fast", "draft"]),
+        click.option("--preset", type=click.Choice(["exact", "fast", "draft"]), show_default="exact",
                      help="exact = the reference sampler (50 steps); fast/draft = fewer steps "
                           "(docs/solvers.md); --solver/--steps override"),
         click.option("--steps", type=click.IntRange(1, 1000), help="network calls (default: preset's)"),
-        click.option("--batch-size", type=click.IntRange(1, MAX_ENGINE_BATCH), help="tiles per sampler call"),
+        click.option("--batch-size", type=click.IntRange(1, MAX_ENGINE_BATCH),
+                     show_default="the fastest measured on this CPU kind within the memory limit, at most "
+                                  "the scene's tiles; `info` says which",
+                     help="tiles per sampler call"),
         click.option("--s1-units", type=click.Choice(["auto", "db", "linear"]), default="auto",
                      show_default=True),
         click.option("--lulc-values", type=click.Choice(["auto", "index", "code"]), default="auto",

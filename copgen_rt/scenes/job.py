@@ -6,6 +6,7 @@ share one description, and the scene's memory need is known before anything runs
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import math
 import warnings
@@ -91,6 +92,8 @@ class SceneJob:
                              f"{self.frame.height_m:.3g} m, less than one {BASE_GSD:g} m output pixel; "
                              "check its pixel size (georeferencing)")
         self.plan = plan_tiles(self.frame, self.options.overlap_m)
+        if self.options.batch_size > len(self.plan):  # a batch is never larger than the scene
+            self.options = dataclasses.replace(self.options, batch_size=len(self.plan))
         self.conditions = {}
         first = self.inputs[0]
         for scene in self.inputs:
