@@ -36,6 +36,7 @@ import torch
 from torch import Tensor
 
 from copgen_rt.backends.base import Engine
+from copgen_rt.cache_contents import note_source
 from copgen_rt.export.manifest import Component
 from copgen_rt.export.onnx import ParityRuntime
 from copgen_rt.files import onnx_sha256
@@ -151,6 +152,7 @@ def compile_onnx(path: Path, onnx_sha256: str, precision: str, batch: int | None
         with os.fdopen(fd, "wb") as f:
             f.write(compiled.export_model().getbuffer())
         os.replace(tmp, blob)
+        note_source(blob, onnx_sha256)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -281,6 +283,7 @@ def quantize_int8(denoiser: OpenVinoDenoiser, calibration: Callable[[], list[lis
                                   ignored_scope=nncf.IgnoredScope(patterns=list(keep), validate=False))
         STATS.compile_seconds += time.perf_counter() - start
         _save_ir(model, xml)
+        note_source(xml, engine.sha256)
     return OpenVinoDenoiser(_Engine(xml, key, engine.input_names, engine.output_names, denoiser.precision),
                             "int8")
 

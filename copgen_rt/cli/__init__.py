@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import click
 
-from copgen_rt.cli import bench, build_engines, convert, export, fill, infer, info, make_random_weights
+from copgen_rt.cli import bench, build_engines, cache, convert, export, fill, infer, info, make_random_weights
 from copgen_rt.cli.errors import OneLineUsageErrors, one_line_messages
 from copgen_rt.cli.progress import say_phases
 
@@ -19,5 +19,5 @@ def main() -> None:
     say_phases()
 
 
-for module in (info, infer, fill, make_random_weights, convert, export, build_engines, bench):
+for module in (info, infer, fill, make_random_weights, convert, export, build_engines, bench, cache):
     main.add_command(module.command)
