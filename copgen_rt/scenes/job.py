@@ -146,12 +146,14 @@ class SceneJob:
             m = self.spec.modality(name)
             if not m.is_image:
                 continue
-            self.outputs.append(OutputSpec(m, "mean", self.out_dir / f"{stem}_{name}.tif"))
+            label = m.file_label
+            self.outputs.append(OutputSpec(m, "mean", self.out_dir / f"{stem}_{label}.tif"))
             if self.options.samples > 1:
                 kind = "confidence" if isinstance(m.processing, Classes) else "std"
-                self.outputs.append(OutputSpec(m, kind, self.out_dir / f"{stem}_{name}_{kind}.tif"))
+                self.outputs.append(OutputSpec(m, kind, self.out_dir / f"{stem}_{label}_{kind}.tif"))
             if self.filled:
-                self.outputs.append(OutputSpec(m, "generated", self.out_dir / f"{stem}_{name}_generated.tif"))
+                generated = self.out_dir / f"{stem}_{label}_generated.tif"
+                self.outputs.append(OutputSpec(m, "generated", generated))
 
     def _plan_fill(self, fill: FillOptions) -> None:
         """The scene's modalities become the targets; its other inputs stay conditions."""

@@ -72,8 +72,9 @@ class _Output:
             else f"{job.options.grid:g} m (native {m.gsd:g} m pixels repeated)",
         }
         if strips is not None and out.kind == "mean":
+            which = f"{job.stem}_{m.file_label}_generated.tif"
             file_tags["COPGEN_STATISTIC"] = (f"gap filled: input pixels kept where valid, a {enc.statistic} "
-                                             f"in the gap ({job.stem}_{m.name}_generated.tif says which)")
+                                             f"in the gap ({which} says which)")
         self.writer = CogWriter(
             staging,
             out.path,
