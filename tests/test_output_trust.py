@@ -71,7 +71,7 @@ def test_planted_symlinks_change_nothing_outside_out(tmp_path):
     victim.write_text("precious")
     victim_dir = tmp_path / "victim_dir"
     victim_dir.mkdir()
-    stem, outputs = "scene", ["DEM_DEM", "S1RTC_vh_vv"]
+    stem, outputs = "scene", ["DEM_DEM", "S1RTC_VV_VH"]  # the files: bands in stored order
     planted = [f".{stem}_{m}.tif.partial.tif" for m in outputs] \
         + [f".{stem}_{m}.tif.cog.tmp" for m in outputs] \
         + [f".{stem}_tiles.json.tmp", ".copgen-run.json.lock", ".copgen-run.json.tmp"]
