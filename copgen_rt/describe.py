@@ -44,8 +44,9 @@ def describe_fill_result(job: SceneJob, result: SceneResult) -> list[str]:
     pixel or every pixel was a gap."""
     shares = result.generated_pixels.items()
     generated = ", ".join(f"{n} {100 * k / job.pixel_count(n):.2f}%" for n, k in shares)
-    lines = [f"{result.tiles} tiles in {result.seconds:.1f} s ({result.copied} copied, "
-             f"no gap{_notes(result)}); generated pixels: {generated}; wrote:"]
+    gapped = result.tiles - result.copied - result.skipped
+    lines = [f"{result.tiles} tiles in {result.seconds:.1f} s ({gapped} with gaps, generated; "
+             f"{result.copied} without, copied{_notes(result)}); generated pixels: {generated}; wrote:"]
     if not any(result.generated_pixels.values()):
         lines.append("note: no pixel of the scene is a gap: the outputs are the input")
     elif all(k == job.pixel_count(n) for n, k in shares):

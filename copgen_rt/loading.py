@@ -11,6 +11,7 @@ import torch
 
 from copgen_rt.backends import DenoiserBackend, VAEBackend, denoiser_backend, engine, vae_backend
 from copgen_rt.errors import CheckpointError
+from copgen_rt.phases import phase
 from copgen_rt.plan import RuntimePlan
 from copgen_rt.provenance import Provenance
 from copgen_rt.specs import ModelSpec
@@ -52,8 +53,9 @@ def load_weights(
     `Pipeline.from_weights` for the arguments."""
     den_engine, vae_engine = engine(plan.engines.denoiser), engine(plan.engines.vae)
     # exported engines run fp32 graphs whatever precision they compute in
-    model = load_denoiser(spec, ckpt, device, torch.float32 if den_engine.exported else
-                          parse_dtype(plan.denoiser_dtype))
+    with phase(f"loading the {spec.name} denoiser ({ckpt.path.name})"):
+        model = load_denoiser(spec, ckpt, device, torch.float32 if den_engine.exported else
+                              parse_dtype(plan.denoiser_dtype))
     described = f"{plan.engines.denoiser} {plan.dtype} (VAEs {plan.engines.vae} {plan.vae_dtype})"
     provenance = Provenance(spec.name, {"denoiser": str(ckpt.path)}, ckpt.is_random, described)
     den_backend = denoiser_backend(den_engine.name, spec, model, ckpt.path, plan.denoiser_dtype, cuda_graphs)

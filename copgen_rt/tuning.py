@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import logging
 import math
 import statistics
 import tempfile
@@ -32,9 +31,8 @@ from copgen_rt.device import cpu_kind, memory_batch_limit
 from copgen_rt.errors import first_line
 from copgen_rt.files import out_of_space, write_error, write_text
 from copgen_rt.models import Denoiser
+from copgen_rt.phases import phase
 from copgen_rt.specs import ModelSpec
-
-log = logging.getLogger(__name__)
 
 ENGINE_BATCH = 2  # the engines are compared at this many tiles per call
 BATCHES = (1, 2, 4, 8)
@@ -160,8 +158,9 @@ def measure(spec: ModelSpec, dtype: str, candidates: tuple[str, ...]) -> Tuning:
             try:
                 folder = Path(scratch) / engine
                 folder.mkdir()
-                engines[engine] = scratch_denoiser(engine, short, model, dtype, folder)
-                _seconds(engines[engine], inputs)  # the warm-up call compiles
+                with phase(f"measuring: building {engine} on a short model"):
+                    engines[engine] = scratch_denoiser(engine, short, model, dtype, folder)
+                    _seconds(engines[engine], inputs)  # the warm-up call compiles
             except Exception as e:  # e.g. inductor without a C++ compiler: measured as unable to run
                 if out_of_space(e):  # not the engine's failure: it would be cached as one
                     raise write_error(Path(scratch), e) from None
@@ -228,9 +227,9 @@ def tuned(spec: ModelSpec, dtype: str, candidates: tuple[str, ...]) -> Tuning:
     found = cached(spec, dtype, candidates)
     if found is not None:
         return found
-    log.info("measuring the CPU engines %s for %s %s on this CPU kind (once)",
-             ", ".join(candidates), spec.name, dtype)
-    tuning = measure(spec, dtype, candidates)
+    with phase(f"measuring the CPU engines {', '.join(candidates)} for {spec.name} {dtype} on this CPU "
+               "kind (once; cached)"):
+        tuning = measure(spec, dtype, candidates)
     path = _cache_file(spec, dtype, candidates)
     path.parent.mkdir(parents=True, exist_ok=True)
     write_text(path, json.dumps(tuning.to_json(), indent=1))

@@ -13,6 +13,7 @@ import json
 import math
 import pickle
 import re
+import sys
 import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -40,8 +41,20 @@ class RandomWeightsWarning(UserWarning):
 
 
 def warn_random_weights(what: str) -> None:
+    """A RandomWeightsWarning pointing at the line that made the pipeline (the first caller
+    outside copgen_rt, however deep the constructors nest), not at our own code."""
     warnings.warn(f"{what} has RANDOM weights: outputs are synthetic, not predictions "
-                  "(load released weights for a real model)", RandomWeightsWarning, stacklevel=3)
+                  "(load released weights for a real model)", RandomWeightsWarning,
+                  stacklevel=_outside_the_package())
+
+
+def _outside_the_package() -> int:
+    """`warnings.warn`'s stacklevel, counted from our caller, of the first frame outside copgen_rt."""
+    package = str(Path(__file__).parent)
+    frame, level = sys._getframe(1), 1  # level 1: the function that calls warnings.warn
+    while frame.f_back is not None and frame.f_code.co_filename.startswith(package):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 

@@ -40,7 +40,7 @@ def main() -> None:
             dst.write(cloud.astype(np.uint8)[None])
         subprocess.run([sys.executable, "-m", "copgen_rt", "fill", chip, "--mask", str(mask),
                         "--cond", f"S1RTC={S1}", "--out", tmp, "-q", "--dtype", "fp32"], check=True)
-        stem = f"{Path(chip).stem}_filled_S2L2A_B02_B03_B04_B08"
+        stem = f"{Path(chip).stem}_filled_S2L2A_B04_B03_B02_B08"
         with rasterio.open(Path(tmp) / f"{stem}.tif") as src:  # bands B04 B03 B02 B08
             filled = src.read([1, 2, 3])
         with rasterio.open(Path(tmp) / f"{stem}_generated.tif") as src:

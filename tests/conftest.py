@@ -8,6 +8,7 @@ import torch
 from safetensors.torch import load_file
 
 FIXTURES = Path(__file__).parent / "fixtures"
+
 TINY = FIXTURES / "copgen-tiny"
 BETA = FIXTURES / "copgen-beta-tiny"
 
@@ -42,6 +43,12 @@ def export_cache(tmp_path_factory) -> Path:
 
     if os.environ.get("COPGEN_RT_CACHE"):
         return Path(os.environ["COPGEN_RT_CACHE"])
+    if os.environ.get("PYTEST_XDIST_WORKER"):  # one cache for the workers: each export, compile and
+        # engine measurement made once (the cache publishes by rename; a second writer is harmless)
+        folder = tmp_path_factory.getbasetemp().parent / "copgen-rt-cache"
+        folder.mkdir(exist_ok=True)
+        os.environ["COPGEN_RT_CACHE"] = str(folder)
+        return folder
     folder = tmp_path_factory.mktemp("copgen-rt-cache")
     os.environ["COPGEN_RT_CACHE"] = str(folder)
     return folder

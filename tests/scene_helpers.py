@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 
 from copgen_rt import processing, specs
@@ -11,6 +12,10 @@ from copgen_rt.provenance import Provenance
 from copgen_rt.scenes.synthetic import smooth_s2, write_raster  # noqa: F401 (re-exported for tests)
 
 CHIPS = Path(__file__).parent / "data" / "majortom"
+# with pytest-xdist (`-n 2 --dist loadgroup`, see pyproject.toml), the tests that start Ray, measure
+# the engines, run the bench or calibrate int8 run in one worker, one after the other: two at once
+# would each want both CPUs (and Ray's kill tests wait on timeouts)
+HEAVY = pytest.mark.xdist_group("heavy")
 
 
 def interrupt_after_tiles(tiles: float):

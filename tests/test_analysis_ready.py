@@ -47,7 +47,7 @@ def _mtd_offset_and_quantification(safe: Path) -> tuple[float, float]:
 
 def test_mask_and_scale_gives_reflectance_backscatter_and_metres(runs):
     add, q = _mtd_offset_and_quantification(runs["safe"])  # the input's own rule: (DN + add) / q
-    for name in ("S2L1C_B02_B03_B04_B08", "S2L1C_B05_B06_B07_B11_B12_B8A", "S2L1C_B01_B09_B10"):
+    for name in ("S2L1C_B04_B03_B02_B08", "S2L1C_B05_B06_B07_B8A_B11_B12", "S2L1C_B01_B09_B10"):
         path = _output(runs["native"], name)
         with rasterio.open(path) as src:
             dn = src.read().astype(np.float64)
@@ -60,10 +60,10 @@ def test_mask_and_scale_gives_reflectance_backscatter_and_metres(runs):
             "inferred" in x.attrs["COPGEN_S2_DN_CONVENTION"]
             and "MTD_MSIL2A.xml" in x.attrs["COPGEN_S2_DN_CONVENTION"]
         )
-    std = rioxarray.open_rasterio(_output(runs["native"], "S2L1C_B02_B03_B04_B08_std"), mask_and_scale=True)
-    with rasterio.open(_output(runs["native"], "S2L1C_B02_B03_B04_B08_std")) as src:
+    std = rioxarray.open_rasterio(_output(runs["native"], "S2L1C_B04_B03_B02_B08_std"), mask_and_scale=True)
+    with rasterio.open(_output(runs["native"], "S2L1C_B04_B03_B02_B08_std")) as src:
         np.testing.assert_allclose(std.values, src.read() / q, rtol=1e-6)  # a spread has no offset
-    for name, unit in (("S1RTC_vh_vv", "dB"), ("DEM_DEM", "m")):
+    for name, unit in (("S1RTC_VV_VH", "dB"), ("DEM_DEM", "m")):
         path = _output(runs["native"], name)
         x = rioxarray.open_rasterio(path, mask_and_scale=True)
         with rasterio.open(path) as src:
@@ -91,8 +91,8 @@ def test_sample_statistics_are_named_and_described(runs):
     for path in runs["native"].glob("*.tif"):
         with rasterio.open(path) as src:
             described[path.stem.split("T170000_")[-1]] = (src.tags()["COPGEN_STATISTIC"], src.descriptions[0])
-    assert described["S1RTC_vh_vv"] == ("mean", "VV mean of 2 samples")
-    assert described["S1RTC_vh_vv_std"] == ("standard deviation", "VV standard deviation of 2 samples")
+    assert described["S1RTC_VV_VH"] == ("mean", "VV mean of 2 samples")
+    assert described["S1RTC_VV_VH_std"] == ("standard deviation", "VV standard deviation of 2 samples")
     assert described["LULC_LULC_confidence"][0].startswith("class confidence")
     assert described["LULC_LULC"][0].startswith("most likely class")
 

@@ -7,6 +7,7 @@ import sys
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from scene_helpers import CHIPS
 
 from copgen_rt.cli import main
 from copgen_rt.scenes.synthetic import write_raster
@@ -27,6 +28,9 @@ def _error_lines(output: str) -> list[str]:
     (["infer", "--steps", "0"], 2, "--steps"),
     (["infer", "--model", "copgen-nano"], 3, "unknown model spec 'copgen-nano'"),
     (["infer", "--generate", ""], 3, "--generate is empty"),
+    (["infer", "--generate", "S1"], 3, "not a modality or product of copgen-demo; choose products S2L2A, "),
+    (["info", "--cond", f"DEM={CHIPS / 'DEM_433D_629L_3_1.tif'}", "--generate", "S1"], 3, "or modalities"),
+    (["info", "--modality", "S3"], 3, "--modality and --bands describe SCENE"),
     (["infer", "--export", ".", "--model", "copgen-beta"], 3, "--export carries the spec"),
     (["infer", "a.tif", "--manifest", "scenes.txt"], 3, "not both"),
     (["export", "--batch", "1:4:100000000", "--out", "never-written"], 3, "MAX <= 4096"),
@@ -105,3 +109,32 @@ def test_info_plans_for_the_model_infer_runs(tmp_path):
         assert f.tags()["COPGEN_MODEL"] == "copgen-demo"
     base = _run(["info", *args, "--model", "copgen-base"])
     assert base.exit_code == 0 and base.output.startswith("model: copgen-base\n"), base.output
+
+
+def test_first_condition_is_the_scene_without_scene(tmp_path):
+    """`infer --cond S1RTC=s1 --cond DEM=dem` with no SCENE runs on the first condition's frame,
+    conditioned on both (it used to take the bundled S2 chip and fail on the overlap)."""
+    conds = ["--cond", f"S1RTC={CHIPS / 'S1RTC_433D_629L_3_1.tif'}",
+             "--cond", f"DEM={CHIPS / 'DEM_433D_629L_3_1.tif'}"]
+    info = _run(["info", *conds, "--generate", "LULC"])
+    assert info.exit_code == 0, info.output
+    assert "conditions: S1RTC_vh_vv, DEM_DEM" in info.output, info.output
+    assert "DEM (1 band: DEM)" in info.output and "S1RTC (2 bands: VV VH)" in info.output, info.output
+    assert "S1RTC_433D_629L_3_1_LULC_LULC.tif" in info.output, info.output
+    r = _run(["infer", *conds, "--generate", "LULC", "--steps", "1", "--engine", "torch", "-q",
+              "--out", str(tmp_path / "o")])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "o" / "S1RTC_433D_629L_3_1_LULC_LULC.tif").exists()
+    clash = _run(["info", *conds, "--modality", "S2L2A"])
+    assert clash.exit_code == 3 and "the first --cond is the scene" in clash.output, clash.output
+
+
+def test_help_shows_defaults_and_the_batch_never_exceeds_the_scene():
+    help_text = " ".join(_run(["infer", "--help"]).output.split())
+    assert "--preset [exact|fast|draft]" in help_text and "[default: (exact)]" in help_text
+    assert "[default: (the fastest measured on this CPU kind within the memory limit" in help_text
+    from copgen_rt.demo import default_scene
+
+    info = _run(["info", default_scene(), "--batch-size", "8", "--generate", "DEM"])  # 4 tiles
+    assert info.exit_code == 0, info.output
+    assert "= 200 denoiser evaluations, batch 4" in info.output, info.output

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import warnings
 
 import numpy as np
@@ -68,3 +69,13 @@ def test_random_weights_warn_once_from_the_api(tmp_path):
     assert not real.is_random and seen == []
     _, seen = _random_weight_warnings(lambda: real.vae("DEM_DEM"))
     assert real.is_random and len(seen) == 1 and seen[0].startswith("the DEM_DEM VAE of this")
+
+
+def test_random_weights_warning_points_at_the_callers_line():
+    """The warning names the line that made the pipeline, not copgen_rt's pipeline.py."""
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        Pipeline.demo()
+        line = sys._getframe().f_lineno - 1
+    (warning,) = [w for w in seen if issubclass(w.category, RandomWeightsWarning)]
+    assert (warning.filename, warning.lineno) == (__file__, line)

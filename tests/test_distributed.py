@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import rasterio
 from click.testing import CliRunner
-from scene_helpers import smooth_s2, write_raster
+from scene_helpers import HEAVY, smooth_s2, write_raster
 
 from copgen_rt import Pipeline, specs
 from copgen_rt.cli import main
@@ -94,6 +94,7 @@ def test_tile_ranges_start_on_batch_boundaries():
     assert tile_ranges(64, 4, 64) == [] and tile_ranges(10, 16, 8) == []  # whole scenes
 
 
+@HEAVY
 def test_ray_matches_single_process_and_a_rerun_skips_everything(ray_runtime, scenes, reference, tmp_path):
     out = tmp_path / "out"
     entries = expand([str(p) for p in scenes], None, (), str(out))
@@ -113,6 +114,7 @@ def test_ray_matches_single_process_and_a_rerun_skips_everything(ray_runtime, sc
     assert json.loads((out / RUN_MANIFEST).read_text())["scenes"] == records
 
 
+@HEAVY
 def test_a_killed_worker_loses_no_scene(ray_runtime, scenes, reference, tmp_path):
     out = tmp_path / "out"
     entries = expand([str(p) for p in scenes], None, (), str(out))
@@ -135,6 +137,7 @@ def test_a_killed_worker_loses_no_scene(ray_runtime, scenes, reference, tmp_path
     _assert_same_as_reference(out, reference)
 
 
+@HEAVY
 def test_cli_ray_flag_and_a_scene_failing_on_a_worker(ray_runtime, scenes, tmp_path):
     not_a_folder = tmp_path / "file"
     not_a_folder.write_text("")
@@ -194,9 +197,37 @@ def test_cli_manifest_csv_matches_single_scene_runs(tmp_path):
     (one, one_tags), (many, many_tags) = (_read(tmp_path / d / "a_DEM_DEM.tif") for d in ("single", "a_out"))
     assert np.array_equal(one, many) and one_tags == many_tags
     assert (tmp_path / "out" / "b_DEM_DEM.tif").exists()
-    scenes = json.loads((tmp_path / "out" / RUN_MANIFEST).read_text())["scenes"]
+    scenes = json.loads((tmp_path / "out" / f"scenes.{RUN_MANIFEST}").read_text())["scenes"]
     record = scenes[str(tmp_path / "a_out" / "a")]
     assert record["conds"] == [f"S1RTC={s1}"] and record["status"] == "done"
+
+
+def test_a_manifest_with_its_own_out_folders_keeps_its_record_beside_it(tmp_path, monkeypatch):
+    """Every row names its `out`: no ./copgen-out made only for the record; the record and the
+    Collection are named after the manifest, beside it; another manifest's record is never merged."""
+    monkeypatch.chdir(tmp_path)
+    for name in ("a", "b"):
+        write_raster(tmp_path / f"{name}.tif", smooth_s2(200, 200, seed=len(name)))
+    manifest = tmp_path / "scenes.csv"
+    manifest.write_text("scene,out\na.tif,a_out\nb.tif,b_out\n")
+    r = _cli(["--manifest", str(manifest), "-q"])
+    assert r.exit_code == 0, r.output
+    assert not (tmp_path / "copgen-out").exists()
+    record = json.loads((tmp_path / f"scenes.{RUN_MANIFEST}").read_text())
+    assert record["manifest"] == str(manifest) and set(record["scenes"]) == {
+        str(tmp_path / "a_out" / "a"), str(tmp_path / "b_out" / "b")}
+    collection = json.loads((tmp_path / "scenes.copgen-collection.json").read_text())
+    assert sorted(link["href"] for link in collection["links"] if link["rel"] == "item") == [
+        "a_out/a_item.json", "b_out/b_item.json"]
+    again = _cli(["--manifest", str(manifest), "-q"])
+    assert again.exit_code == 0 and "0 succeeded, 2 skipped" in again.output, again.output
+    # another manifest of the same name, writing to the same folder: refused before running
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "scenes.csv").write_text(f"scene,out\n{tmp_path / 'a.tif'},{tmp_path}\n")
+    clash = _cli(["--manifest", str(tmp_path / "other" / "scenes.csv"), "--out", str(tmp_path)])
+    assert clash.exit_code == 3, clash.output
+    assert f"the run record of --manifest {manifest}, not of --manifest {tmp_path / 'other'}" in clash.output
+    assert not (tmp_path / "a_DEM_DEM.tif").exists()
 
 
 def test_bad_scene_lists_fail_in_one_line(tmp_path):
@@ -220,6 +251,7 @@ def test_bad_scene_lists_fail_in_one_line(tmp_path):
         assert len(lines) == 1 and message in lines[0] and "Traceback" not in r.output
 
 
+@HEAVY
 def test_workers_that_could_never_start_are_refused(ray_runtime):
     with pytest.raises(ValueError, match="--cpus-per-worker 3: the Ray cluster has 2 CPU"):
         WorkerPool.start(_source(), cpus_per_worker=3)

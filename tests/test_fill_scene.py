@@ -24,6 +24,7 @@ from copgen_rt.scenes.run import run_scene
 DEMO = specs.get("copgen-demo")
 S1 = CHIPS / "S1RTC_433D_629L_3_1.tif"
 TEN_M = "S2L2A_B02_B03_B04_B08"
+TEN_M_FILE = "S2L2A_B04_B03_B02_B08"  # its files: the bands in stored order
 
 
 class RecordingEcho(EchoPipeline):
@@ -85,8 +86,9 @@ def test_real_chip_valid_pixels_kept_bit_for_bit_and_gap_generated(tmp_path, dem
     result = run_scene(job, demo)
     assert result.copied == 2  # the bottom row of tiles lies below the cloud
     for name in job.filled:
-        filled = _read(result, f"_filled_{name}.tif")
-        generated = _read(result, f"_filled_{name}_generated.tif")[0]
+        label = job.spec.modality(name).file_label  # the bands in stored order
+        filled = _read(result, f"_filled_{label}.tif")
+        generated = _read(result, f"_filled_{label}_generated.tif")[0]
         gap = generated == 1
         assert set(np.unique(generated)) == {0, 1} and gap.any()
         assert np.array_equal(filled[:, ~gap], _native(chip, name)[:, ~gap])  # bit for bit
@@ -109,7 +111,7 @@ def test_no_seam_at_tile_borders_and_a_feathered_edge(tmp_path):
     mask = _mask_like(tmp_path / "mask.tif", scene, gap)
     job = _fill_job(tmp_path, scene, FillOptions(mask=mask, feather=3), overlap_m=480.0)
     result = run_scene(job, EchoPipeline())
-    filled = _read(result, f"_filled_{TEN_M}.tif")[0].astype(np.float64)
+    filled = _read(result, f"_filled_{TEN_M_FILE}.tif")[0].astype(np.float64)
     original = data[3].astype(np.float64)  # B04, the first band of the 10 m modality
     assert np.array_equal(filled[~gap], original[~gap])
     inside = filled[:, 104:296]  # beyond the seam: the blended tile constants alone
@@ -139,7 +141,7 @@ def test_fully_masked_tile_is_generated_from_the_other_conditions(tmp_path):
     assert echo.known[0] == {}  # nothing valid in the first tile: the other conditions alone
     assert echo.jumps == (3, 2, "ddim")  # the last call, with a known region: RePaint resampling
     assert TEN_M in echo.known[1] and not echo.known[1][TEN_M][1][0, :38].any()  # rows 156-193: masked
-    filled = _read(result, f"_filled_{TEN_M}.tif")
+    filled = _read(result, f"_filled_{TEN_M_FILE}.tif")
     assert np.isfinite(filled).all() and np.array_equal(filled[0, 230:], data[3, 230:].astype(np.float32))
 
 
@@ -151,8 +153,8 @@ def test_empty_mask_gives_the_input_without_generating(tmp_path):
     result = run_scene(_fill_job(tmp_path, scene, FillOptions(mask=mask)), echo)
     assert echo.calls == 0 and result.copied == result.tiles == 4
     assert not any(result.generated_pixels.values())
-    assert np.array_equal(_read(result, f"_filled_{TEN_M}.tif"), data[[3, 2, 1, 7]].astype(np.float32))
-    assert not _read(result, f"_filled_{TEN_M}_generated.tif").any()
+    assert np.array_equal(_read(result, f"_filled_{TEN_M_FILE}.tif"), data[[3, 2, 1, 7]].astype(np.float32))
+    assert not _read(result, f"_filled_{TEN_M_FILE}_generated.tif").any()
 
 
 def test_nodata_is_filled_and_std_only_inside_the_gap(tmp_path):
@@ -164,8 +166,8 @@ def test_nodata_is_filled_and_std_only_inside_the_gap(tmp_path):
     result = run_scene(_fill_job(tmp_path, scene, FillOptions(), conds=[s1], samples=2), EchoPipeline())
     hole = np.zeros((260, 260), bool)
     hole[50:120, 80:200] = True
-    assert np.array_equal(_read(result, f"_filled_{TEN_M}_generated.tif")[0] == 1, hole)
-    filled, std = _read(result, f"_filled_{TEN_M}.tif"), _read(result, f"_filled_{TEN_M}_std.tif")
+    assert np.array_equal(_read(result, f"_filled_{TEN_M_FILE}_generated.tif")[0] == 1, hole)
+    filled, std = _read(result, f"_filled_{TEN_M_FILE}.tif"), _read(result, f"_filled_{TEN_M_FILE}_std.tif")
     assert np.isfinite(filled).all() and np.array_equal(filled[:, ~hole], data[[3, 2, 1, 7]][:, ~hole])
     assert np.isnan(std[:, ~hole]).all() and np.isfinite(std[:, hole]).all()
 
@@ -182,7 +184,7 @@ def test_scl_mask_on_another_grid_is_resampled(tmp_path):
     result = run_scene(_fill_job(tmp_path, scene, FillOptions(scl=scl_path)), EchoPipeline())
     expected = np.zeros((240, 240), bool)
     expected[20:80, 40:120] = True
-    assert np.array_equal(_read(result, f"_filled_{TEN_M}_generated.tif")[0] == 1, expected)
+    assert np.array_equal(_read(result, f"_filled_{TEN_M_FILE}_generated.tif")[0] == 1, expected)
 
 
 def test_bad_fill_input_is_one_line(tmp_path):
@@ -217,7 +219,7 @@ def test_cli_fill_rerun_and_infer_side_by_side(tmp_path):
     runner = CliRunner()
     first = runner.invoke(main, args)
     assert first.exit_code == 0, first.output
-    assert any(p.endswith("_filled_S2L2A_B02_B03_B04_B08_generated.tif") for p in first.output.split())
+    assert any(p.endswith("_filled_S2L2A_B04_B03_B02_B08_generated.tif") for p in first.output.split())
     again = runner.invoke(main, args[:-1])
     assert again.exit_code == 0 and "already complete" in again.output
     infer = runner.invoke(main, ["infer", chip, "--steps", "1", "--generate", "DEM", "--out", out, "-q"])
@@ -227,12 +229,17 @@ def test_cli_fill_rerun_and_infer_side_by_side(tmp_path):
 def test_cli_says_when_nothing_or_everything_is_a_gap(tmp_path):
     chip = default_scene()
     runner = CliRunner()
-    notes = {}
+    notes, summaries = {}, {}
     for name, gap in [("none", np.zeros((224, 224), bool)), ("all", np.ones((224, 224), bool))]:
         mask = _mask_like(tmp_path / f"{name}.tif", chip, gap)
         result = runner.invoke(main, ["fill", chip, "--mask", str(mask), "--cond", f"S1RTC={S1}",
                                       "--steps", "1", "--out", str(tmp_path / name)])
         assert result.exit_code == 0, result.output
         notes[name] = [line for line in result.output.splitlines() if line.startswith("note:")]
+        summaries[name] = next(line for line in result.output.splitlines() if " tiles in " in line)
+    # the tile counts agree with the note (it once said "0 copied, no gap" beside 100% generated)
+    assert "(0 with gaps, generated; 4 without, copied)" in summaries["none"], summaries
+    assert "(4 with gaps, generated; 0 without, copied)" in summaries["all"], summaries
+    assert "S2L2A_B02_B03_B04_B08 100.00%" in summaries["all"], summaries
     assert notes["none"] == ["note: no pixel of the scene is a gap: the outputs are the input"]
     assert notes["all"] == ["note: every pixel of the scene is a gap: generated from the other inputs alone"]

@@ -71,7 +71,7 @@ def test_planted_symlinks_change_nothing_outside_out(tmp_path):
     victim.write_text("precious")
     victim_dir = tmp_path / "victim_dir"
     victim_dir.mkdir()
-    stem, outputs = "scene", ["DEM_DEM", "S1RTC_vh_vv"]
+    stem, outputs = "scene", ["DEM_DEM", "S1RTC_VV_VH"]  # the files: bands in stored order
     planted = [f".{stem}_{m}.tif.partial.tif" for m in outputs] \
         + [f".{stem}_{m}.tif.cog.tmp" for m in outputs] \
         + [f".{stem}_tiles.json.tmp", ".copgen-run.json.lock", ".copgen-run.json.tmp"]
@@ -344,7 +344,7 @@ def test_a_full_disk_is_one_line(tmp_path):
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 9, err
     _one_error(err, "cannot write")
-    assert "scene_S1RTC_vh_vv.tif" in err and ("no space left" in err or "disk full" in err), err
+    assert "scene_S1RTC_VV_VH.tif" in err and ("no space left" in err or "disk full" in err), err
     assert "_tiffSeekProc" not in err and "TIFFAppendToStrip" not in err, err
     assert not list(out.glob(".copgen-tmp-*"))
 

@@ -50,7 +50,7 @@ def test_every_input_form_gives_the_stacked_outputs_bit_for_bit(forms, tmp_path)
     """infer end to end: the SAFE (both baselines, folder and zip), per-band files and STAC forms
     read every band from its own file on its native grid and give the stacked run's pixels."""
     reference = (_infer(forms["stacked"], tmp_path / "stacked"))
-    assert set(reference) == {"S1RTC_vh_vv.tif", "LULC_LULC.tif"}
+    assert set(reference) == {"S1RTC_VV_VH.tif", "LULC_LULC.tif"}
     for i, (form, scene) in enumerate(forms.items()):
         if form == "stacked":
             continue

@@ -1,6 +1,7 @@
 """Whole-scene outputs, pixel for pixel, against digests recorded before the scene code was split
 into stages (tests/data/scene_digests.json, made by the single-module scene runner of commit
-6ae3e85 with this very script). Restructuring the stages must not change a single bit.
+6ae3e85 with this very script; the file names since renamed to the bands in stored order, the
+pixels unchanged). Restructuring the stages must not change a single bit.
 
 Bits depend on the CPU kind (torch's fp32 kernels differ between vendors and ISAs), so the
 digests are recorded per CPU kind ("model name | torch CPU capability"): an Intel Xeon with AMX

@@ -66,7 +66,7 @@ def test_real_chip_end_to_end_georeferenced(tmp_path, demo):
         assert tags["COPGEN_MODEL"] == "copgen-demo" and tags["COPGEN_STEPS"] == "2"
         assert "S1RTC_vh_vv<-S1RTC_433D_629L_3_1.tif" in tags["COPGEN_CONDITIONS"]
         assert lulc.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG"
-    with rasterio.open(names["S2L2A_433D_629L_3_1_S2L1C_B05_B06_B07_B11_B12_B8A.tif"]) as s2:
+    with rasterio.open(names["S2L2A_433D_629L_3_1_S2L1C_B05_B06_B07_B8A_B11_B12.tif"]) as s2:
         assert s2.transform == Affine(20, 0, transform.c, 0, -20, transform.f)
         assert s2.descriptions == ("B05", "B06", "B07", "B8A", "B11", "B12")
         assert s2.dtypes[0] == "float32" and np.isnan(s2.nodata)
@@ -175,7 +175,7 @@ def test_outputs_of_the_same_run_are_rewritten_others_are_kept(tmp_path, demo):
     with pytest.raises(OutputExistsError):  # other settings: the user's earlier results stay
         run_scene(make(1), demo)
     write_raster(s1, smooth_s2(10, 10)[:2])  # a GeoTIFF of someone else's at that name
-    with pytest.raises(OutputExistsError, match="S1RTC_vh_vv.tif exists"):
+    with pytest.raises(OutputExistsError, match="S1RTC_VV_VH.tif exists"):
         run_scene(make(0), demo)
 
 
@@ -410,6 +410,17 @@ def test_s1_units_must_be_plausible_unless_forced(tmp_path):
     linear = write_raster(tmp_path / "s1_linear.tif", 10 ** (_s1_db(50, 50) / 10))
     assert open_input(linear).units == "linear"
     assert open_input(write_raster(tmp_path / "s1_db.tif", _s1_db(50, 50))).units == "db"
+
+
+def test_linear_s1_units_refused_for_negative_values(tmp_path):
+    """Negative power is never linear backscatter: `--s1-units linear` on dB values is one line,
+    exit 3, as other implausible units are."""
+    db = write_raster(tmp_path / "s1_db.tif", _s1_db(50, 50))
+    with pytest.raises(SceneError, match="--s1-units linear, but the S1 values are negative"):
+        open_input(db, s1_units="linear")
+    result = _cli(["infer", str(db), "--s1-units", "linear", "--out", str(tmp_path / "out")])
+    assert result.exit_code == 3 and "linear power is never negative" in result.output
+    assert len(result.output.strip().splitlines()) == 1
 
 
 def test_corrupt_pixels_mid_file_fail_in_one_line(tmp_path):

@@ -44,7 +44,7 @@ def test_each_scene_has_an_item_with_every_output_as_an_asset(tmp_path):
         assert d["file:size"] == path.stat().st_size
     lulc = next(a for k, a in item.assets.items() if k.endswith("LULC_LULC")).to_dict()
     assert [c["value"] for c in lulc["classification:classes"]] == [0, 1, 2, 4, 5, 7, 8, 9, 10, 11]
-    blue = next(a for k, a in item.assets.items() if k.endswith("S2L1C_B02_B03_B04_B08")).to_dict()
+    blue = next(a for k, a in item.assets.items() if k.endswith("S2L1C_B04_B03_B02_B08")).to_dict()
     assert [b["eo:common_name"] for b in blue["bands"]] == ["red", "green", "blue", "nir"]
     (source,) = [link for link in item.links if link.rel == "derived_from"]
     assert Path(source.href) == safe.resolve()

@@ -16,6 +16,7 @@ from copgen_rt.export.manifest import Manifest
 from copgen_rt.export.onnx import ParityRuntime
 from copgen_rt.files import write_error
 from copgen_rt.models import Autoencoder, Denoiser
+from copgen_rt.phases import phase
 from copgen_rt.specs import ModelSpec
 
 
@@ -39,7 +40,8 @@ def cached_export(spec: ModelSpec, component: str, module: nn.Module, checkpoint
     folder = cache_root() / "onnx" / _cache_key(spec, component, checkpoint)
     if not (folder / "manifest.json").exists():
         try:
-            _export_into(folder, spec, component, module, parity_runtime)
+            with phase(f"exporting the {component} of {spec.name} to ONNX (once per checkpoint; cached)"):
+                _export_into(folder, spec, component, module, parity_runtime)
         except OSError as e:  # a full disk or an unwritable cache: one line, not an internal error
             raise write_error(folder, e) from None
     return folder, Manifest.load(folder)

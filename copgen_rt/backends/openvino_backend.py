@@ -36,9 +36,11 @@ import torch
 from torch import Tensor
 
 from copgen_rt.backends.base import Engine
+from copgen_rt.cache_contents import note_source
 from copgen_rt.export.manifest import Component
 from copgen_rt.export.onnx import ParityRuntime
 from copgen_rt.files import onnx_sha256
+from copgen_rt.phases import phase
 
 PRECISION_HINTS = {"fp32": "f32", "bf16": "bf16"}
 # denoiser precisions compiled once per batch size (static shapes, each compile cached on disk)
@@ -140,7 +142,8 @@ def compile_onnx(path: Path, onnx_sha256: str, precision: str, batch: int | None
     if batch is not None:
         model.reshape({port.get_any_name(): [batch, *list(port.get_partial_shape())[1:]]
                        for port in model.inputs})
-    compiled = core.compile_model(model, "CPU", compile_config(precision))
+    with phase(f"compiling {path.name} with OpenVINO ({precision}; once; cached)"):
+        compiled = core.compile_model(model, "CPU", compile_config(precision))
     STATS.compiles += 1
     STATS.compile_seconds += time.perf_counter() - start
     blob.parent.mkdir(parents=True, exist_ok=True)
@@ -149,6 +152,7 @@ def compile_onnx(path: Path, onnx_sha256: str, precision: str, batch: int | None
         with os.fdopen(fd, "wb") as f:
             f.write(compiled.export_model().getbuffer())
         os.replace(tmp, blob)
+        note_source(blob, onnx_sha256)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -269,15 +273,17 @@ def quantize_int8(denoiser: OpenVinoDenoiser, calibration: Callable[[], list[lis
                          ).hexdigest()[:24]
     xml = cache_dir() / f"int8-{key}.xml"
     if not (xml.is_file() and xml.with_suffix(".bin").is_file()):
-        calls = [{n: t.detach().float().cpu().numpy() for n, t in zip(engine.input_names, call, strict=True)}
-                 for call in calibration()]
+        with phase("int8: sampling the calibration inputs on the bundled chip (once per model; cached)"):
+            calls = [{n: t.detach().float().cpu().numpy()
+                      for n, t in zip(engine.input_names, call, strict=True)} for call in calibration()]
         start = time.perf_counter()
-        with _quiet_nncf():
+        with _quiet_nncf(), phase(f"int8: quantizing the denoiser on {len(calls)} calibration calls"):
             model = nncf.quantize(_core().read_model(str(engine.path)), nncf.Dataset(calls),
                                   model_type=nncf.ModelType.TRANSFORMER, subset_size=len(calls),
                                   ignored_scope=nncf.IgnoredScope(patterns=list(keep), validate=False))
         STATS.compile_seconds += time.perf_counter() - start
         _save_ir(model, xml)
+        note_source(xml, engine.sha256)
     return OpenVinoDenoiser(_Engine(xml, key, engine.input_names, engine.output_names, denoiser.precision),
                             "int8")
 

@@ -17,6 +17,7 @@ from copgen_rt.backends.base import Engine
 from copgen_rt.backends.export_cache import cache_root
 from copgen_rt.backends.torch_backend import TorchDenoiser
 from copgen_rt.models import Denoiser
+from copgen_rt.phases import phase
 
 # set before this module loaded; else every engine points inductor at the cache root of its time (a
 # bench's scratch cache is removed when the bench ends)
@@ -32,7 +33,19 @@ class CompiledTorchDenoiser(TorchDenoiser):
             os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(cache_root() / "inductor")
         # a scene's batches take a few sizes (full batches, the last one, a split after OOM):
         # recompiling for each stays far below dynamo's limit, and static shapes are faster
-        self.forward = torch.compile(model, options={"freezing": True}, dynamic=False)
+        self.compiled = torch.compile(model, options={"freezing": True}, dynamic=False)
+        self.forward = self._forward
+        self.batches_compiled: set[int] = set()
+
+    def _forward(self, latents: list[torch.Tensor], timesteps: list[torch.Tensor]) -> list[torch.Tensor]:
+        batch = latents[0].shape[0]
+        if batch in self.batches_compiled:
+            return self.compiled(latents, timesteps)
+        # the first call of a batch size compiles (minutes for a large model): said, not silent
+        with phase(f"compiling the denoiser with torch.compile for batch {batch} (once per batch size)"):
+            out = self.compiled(latents, timesteps)
+        self.batches_compiled.add(batch)
+        return out
 
 
 ENGINE = Engine("torch-compile", devices=("cpu",), dtypes=("fp32", "bf16"),

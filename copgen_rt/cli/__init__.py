@@ -6,8 +6,20 @@ from __future__ import annotations
 
 import click
 
-from copgen_rt.cli import bench, build_engines, convert, export, fill, infer, info, make_random_weights, serve
+from copgen_rt.cli import (
+    bench,
+    build_engines,
+    cache,
+    convert,
+    export,
+    fill,
+    infer,
+    info,
+    make_random_weights,
+    serve,
+)
 from copgen_rt.cli.errors import OneLineUsageErrors, one_line_messages
+from copgen_rt.cli.progress import say_phases
 
 
 @click.group(cls=OneLineUsageErrors, context_settings={"help_option_names": ["-h", "--help"]})
@@ -15,7 +27,8 @@ from copgen_rt.cli.errors import OneLineUsageErrors, one_line_messages
 def main() -> None:
     """copgen-rt: run COP-GEN multimodal Copernicus generation in production."""
     one_line_messages()
+    say_phases()
 
 
-for module in (info, infer, fill, make_random_weights, convert, export, build_engines, bench, serve):
+for module in (info, infer, fill, make_random_weights, convert, export, build_engines, bench, serve, cache):
     main.add_command(module.command)

@@ -10,7 +10,7 @@ import click
 
 from copgen_rt import specs
 from copgen_rt.cli.errors import friendly_errors
-from copgen_rt.cli.options import pop_model_options, run_options, scene_request
+from copgen_rt.cli.options import first_condition_as_scene, pop_model_options, run_options, scene_request
 from copgen_rt.cli.scene_run import planned_job, run_scene_job
 from copgen_rt.errors import EXIT_SCENES_FAILED
 from copgen_rt.options import ModelOptions
@@ -30,7 +30,8 @@ from copgen_rt.options import ModelOptions
 @friendly_errors
 def command(scenes, solver, others, seed, overwrite, quiet, verbose, manifest, ray_address, cpus_per_worker,
             split_tiles, **p):
-    """Generate the missing modalities of SCENE (default: a bundled real chip) as COGs.
+    """Generate the missing modalities of SCENE as COGs. Without SCENE, the first --cond is the
+    scene (its grid and bounds frame the run); with neither, a bundled real chip.
 
     COP-GEN-Beta (--model copgen-beta) takes thumbnails instead: --cond s1_rtc=s1.png, PNGs out.
 
@@ -47,6 +48,9 @@ def command(scenes, solver, others, seed, overwrite, quiet, verbose, manifest, r
     if scenes and manifest:
         raise ValueError("give scenes on the command line or --manifest, not both")
     model.check()
+    spec = model.spec()
+    if not scenes and not manifest and p["conds"] and not takes_thumbnails(spec):
+        scenes = (first_condition_as_scene(p),)
     request = scene_request(p, solver, others, seed, overwrite)
     if ray_address is not None or manifest or len(scenes) > 1 or has_glob(scenes):
         summary = scheduler.run_from_options(scenes, manifest, p["conds"], p["out"], model, request,
@@ -54,7 +58,6 @@ def command(scenes, solver, others, seed, overwrite, quiet, verbose, manifest, r
                                               quiet, verbose)
         sys.exit(EXIT_SCENES_FAILED if summary.failed else 0)
     scene = scenes[0] if scenes else None
-    spec = model.spec()
     if takes_thumbnails(spec):
         return _infer_thumbnails(spec, scene, model, solver, others, seed, overwrite, quiet, p)
     job, plan = planned_job(request, spec, scene or demo.default_scene(), p, model)

@@ -8,7 +8,13 @@ from pathlib import Path
 import click
 
 from copgen_rt.cli.errors import friendly_errors
-from copgen_rt.cli.options import engine_option, scene_options, scene_request, spec_json_option
+from copgen_rt.cli.options import (
+    engine_option,
+    first_condition_as_scene,
+    scene_options,
+    scene_request,
+    spec_json_option,
+)
 from copgen_rt.options import ModelOptions
 from copgen_rt.plan import DTYPES
 
@@ -31,7 +37,11 @@ def command(scene, model, spec_json, weights, engine, device, dtype, **p):
     options = ModelOptions(model, spec_json, weights, engine=engine, device=device, dtype=dtype)
     spec = options.spec()
     plan = options.plan(spec, p["batch_size"], measure=False)  # info measures nothing
+    if scene is None and p["conds"]:
+        scene = first_condition_as_scene(p)  # as `infer`
     if scene is None:
+        if p["product"] or p["bands"]:
+            raise ValueError("--modality and --bands describe SCENE: give SCENE (or a --cond)")
         click.echo(describe_spec(spec))
         click.echo(plan.describe())
         return

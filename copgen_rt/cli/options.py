@@ -53,11 +53,14 @@ def scene_options(fn: F) -> F:
                      help="tile overlap in metres (multiple of 60)"),
         click.option("--samples", default=1, show_default=True, type=click.IntRange(1, 1000),
                      help="samples per tile; > 1 writes per-pixel mean and standard deviation"),
-        click.option("--preset", type=click.Choice(["exact", "fast", "draft"]),
+        click.option("--preset", type=click.Choice(["exact", "fast", "draft"]), show_default="exact",
                      help="exact = the reference sampler (50 steps); fast/draft = fewer steps "
                           "(docs/solvers.md); --solver/--steps override"),
         click.option("--steps", type=click.IntRange(1, 1000), help="network calls (default: preset's)"),
-        click.option("--batch-size", type=click.IntRange(1, MAX_ENGINE_BATCH), help="tiles per sampler call"),
+        click.option("--batch-size", type=click.IntRange(1, MAX_ENGINE_BATCH),
+                     show_default="the fastest measured on this CPU kind within the memory limit, at most "
+                                  "the scene's tiles; `info` says which",
+                     help="tiles per sampler call"),
         click.option("--s1-units", type=click.Choice(["auto", "db", "linear"]), default="auto",
                      show_default=True),
         click.option("--lulc-values", type=click.Choice(["auto", "index", "code"]), default="auto",
@@ -111,6 +114,20 @@ def run_options(fn: F) -> F:
 def pop_model_options(p: dict) -> ModelOptions:
     """The model options of `run_options`, taken out of a command's keyword arguments."""
     return ModelOptions(**{f.name: p.pop(f.name) for f in dataclasses.fields(ModelOptions)})
+
+
+def first_condition_as_scene(p: dict) -> str:
+    """With no SCENE, the first --cond PRODUCT=PATH is the scene (its grid, bounds and tiles are the
+    run's frame), the others stay conditions: what `--cond S1RTC=s1.tif --cond DEM=dem.tif` means."""
+    from copgen_rt.scenes.job import cond_pair
+
+    first, *rest = p["conds"]
+    product, path = cond_pair(first, "PRODUCT=PATH, e.g. S1RTC=s1.tif")
+    if p["product"] not in (None, product):
+        raise ValueError(f"--modality {p['product']} and --cond {first}: without SCENE, the first --cond "
+                         "is the scene and names its product")
+    p["product"], p["conds"] = product, tuple(rest)
+    return path
 
 
 def scene_request(p: dict, solver: str | None, others: str, seed: int, overwrite: bool,

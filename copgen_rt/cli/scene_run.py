@@ -4,6 +4,7 @@ lock, progress."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import click
@@ -22,12 +23,21 @@ def planned_job(request: SceneRequest, spec: specs.ModelSpec, scene: str, p: dic
     so that bad options fail at once, and again where the measured batch size differs."""
     plan = model.plan(spec, p["batch_size"], measure=False)
     job = request.job(spec, scene, p["conds"], Path(p["out"]), plan.batch_size)
-    if plan.measured:
-        return job, plan
-    measured = model.plan(spec, p["batch_size"])
-    if measured.batch_size != plan.batch_size:
-        job = request.job(spec, scene, p["conds"], Path(p["out"]), measured.batch_size)
-    return job, measured
+    if not plan.measured:
+        measured = model.plan(spec, p["batch_size"])
+        if measured.batch_size != plan.batch_size:
+            job = request.job(spec, scene, p["conds"], Path(p["out"]), measured.batch_size)
+        plan = measured
+    return job, scene_sized(plan, job)
+
+
+def scene_sized(plan: RuntimePlan, job: SceneJob) -> RuntimePlan:
+    """The plan with the batch the job runs: never more tiles per call than the scene has."""
+    if job.options.batch_size == plan.batch_size:
+        return plan
+    return dataclasses.replace(plan, batch_size=job.options.batch_size,
+                               batch_reason=f"the scene's {len(job.plan)} tiles ({plan.batch_size}: "
+                                            f"{plan.batch_reason})")
 
 
 def run_scene_job(job: SceneJob, model: ModelOptions, plan: RuntimePlan, quiet: bool, verbose: bool

@@ -3,13 +3,14 @@ outputs, provenance, run identity (`copgen_rt.scenes.state.run_key`) and error. 
 complete when the record says it was done by a run of the same identity and every output matches
 the sizes and sha256 of its own run record (`outputs_intact`); complete scenes are skipped,
 whatever `--overwrite` says. Several runs may share an output folder: the record is merged under a
-lock."""
+lock, but never two different manifests' records (`record_location`)."""
 
 from __future__ import annotations
 
 import json
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from copgen_rt import __version__
@@ -19,11 +20,25 @@ RUN_MANIFEST = "copgen-run.json"
 SAVE_INTERVAL_S = 2.0  # the run manifest is rewritten at most this often (and at the end)
 
 
-class RunManifest:
-    """`copgen-run.json`: per scene its status, outputs, provenance, settings and error."""
+def record_location(outs: Sequence[Path], out: Path, manifest: Path | None) -> Path:
+    """The run record of a many-scene run: `copgen-run.json` in `out` for scenes given on the
+    command line; `STEM.copgen-run.json` for a --manifest STEM.csv, in `out` where a scene writes
+    there, else (every row names its own `out`) beside the manifest file, so that no folder is
+    made only for the record. `outs` are the scenes' output folders."""
+    if manifest is None:
+        return out / RUN_MANIFEST
+    folder = out if out in outs else manifest.absolute().parent
+    return folder / f"{manifest.stem}.{RUN_MANIFEST}"
 
-    def __init__(self, path: Path):
+
+class RunManifest:
+    """`copgen-run.json`: per scene its status, outputs, provenance, settings and error. `source`
+    is the manifest file the scenes came from (None: the command line); a record of another source
+    is refused, never merged."""
+
+    def __init__(self, path: Path, source: Path | None = None):
         self.path = path
+        self.source = None if source is None else str(source.absolute())
         self.scenes = self._read()
         self._changed: set[str] = set()
         self._saved = 0.0
@@ -34,11 +49,18 @@ class RunManifest:
         if not is_regular_file(self.path):
             raise ValueError(f"{self.path}: not a plain file (a link?); move it away")
         try:
-            return dict(json.loads(self.path.read_text())["scenes"])
-        except (ValueError, KeyError, TypeError) as e:
+            data = json.loads(self.path.read_text())
+            scenes, source = dict(data["scenes"]), data.get("manifest")
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
             raise ValueError(
                 f"{self.path}: not a copgen-rt run manifest ({type(e).__name__}); move it away"
             ) from None
+        if source != self.source:
+            def named(s: str | None) -> str:
+                return "scenes given on the command line" if s is None else f"--manifest {s}"
+            raise ValueError(f"{self.path}: the run record of {named(source)}, not of {named(self.source)}: "
+                             "give another --out, or move the record away")
+        return scenes
 
     def done(self, key: str, run_key: str) -> bool:
         """Whether the scene `key` is recorded as done by a run of the same identity."""
@@ -61,6 +83,7 @@ class RunManifest:
             merged = {**self._read(), **{k: self.scenes[k] for k in self._changed}}
             write_text(
                 self.path,
-                json.dumps({"software": f"copgen-rt {__version__}", "scenes": merged}, indent=1) + "\n",
+                json.dumps({"software": f"copgen-rt {__version__}", "manifest": self.source,
+                            "scenes": merged}, indent=1) + "\n",
             )
         self.scenes, self._changed, self._saved = merged, set(), time.monotonic()

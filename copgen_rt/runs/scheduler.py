@@ -6,6 +6,7 @@ results in the run record (`record`).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -15,13 +16,13 @@ from copgen_rt.options import ModelOptions, say_if_random
 from copgen_rt.pipeline import Pipeline
 from copgen_rt.runs import ray_workers, scenelist
 from copgen_rt.runs.batch import Batch
-from copgen_rt.runs.record import RUN_MANIFEST, RunManifest
+from copgen_rt.runs.record import RUN_MANIFEST, RunManifest, record_location
 from copgen_rt.runs.report import Report, Summary
 from copgen_rt.runs.scenelist import SceneEntry
 from copgen_rt.runs.source import PipelineSource
 from copgen_rt.scenes.job import SceneJob, SceneRequest
 from copgen_rt.scenes.run import run_scene
-from copgen_rt.scenes.stac import write_collection
+from copgen_rt.scenes.stac import COLLECTION_FILE, write_collection
 from copgen_rt.scenes.thumbnail_job import takes_thumbnails
 
 
@@ -46,8 +47,11 @@ def run_from_options(scenes: Sequence[str], manifest: str | None, conds: Sequenc
     if ray_address is not None:
         ray_workers.check_address(ray_address)  # before the scenes: `--ray scene.tif` took one as ADDRESS
     entries = scenelist.expand(scenes, manifest, conds, out)
-    check_writable(Path(out))  # the run manifest's folder, before loading any weights; a scene
-    # whose own folder cannot be written fails alone
+    manifest_file = Path(manifest) if manifest else None
+    record = record_location([e.out for e in entries], Path(os.path.abspath(out)), manifest_file)
+    check_writable(record.parent)  # before loading any weights; a scene whose own folder cannot
+    # be written fails alone
+    RunManifest(record, manifest_file)  # a record of another source fails here, not after the run
     spec = model.spec()
     if takes_thumbnails(spec):
         raise ValueError(f"{spec.name} takes thumbnails (--cond MODALITY=FILE): run one job at a time")
@@ -59,17 +63,20 @@ def run_from_options(scenes: Sequence[str], manifest: str | None, conds: Sequenc
         return request.job(spec, str(entry.scene), entry.conds, entry.out, plan.batch_size)
 
     return run(entries, make_job, source, Path(out),
-               ray_address, cpus_per_worker, split_tiles, quiet, verbose)
+               ray_address, cpus_per_worker, split_tiles, quiet, verbose, manifest_file)
 
 
 def run(entries: Sequence[SceneEntry], make_job: Callable[[SceneEntry], SceneJob], source: PipelineSource,
         out: Path, ray_address: str | None = None, cpus_per_worker: int = 1, split_tiles: int = 64,
-        quiet: bool = False, verbose: bool = False) -> Summary:
+        quiet: bool = False, verbose: bool = False, manifest_file: Path | None = None) -> Summary:
     """Run every scene (in this process, or on Ray with `ray_address`: "local" starts a local
-    runtime) and print the summary. A failed scene is recorded and the others go on."""
+    runtime) and print the summary. A failed scene is recorded and the others go on. The run
+    record and the STAC Collection go where `record_location` says (`manifest_file`: the
+    --manifest the entries came from)."""
     if ray_address is not None:
         ray_workers.check_address(ray_address)
-    manifest = RunManifest(Path(out).absolute() / RUN_MANIFEST)
+    record = record_location([e.out for e in entries], Path(os.path.abspath(out)), manifest_file)
+    manifest = RunManifest(record, manifest_file)
     report = Report(len(entries), quiet)
     batch: Batch | None = None
     try:
@@ -89,7 +96,7 @@ def run(entries: Sequence[SceneEntry], make_job: Callable[[SceneEntry], SceneJob
             batch.close()
         manifest.save()
     write_collection(
-        manifest.path.parent,
+        manifest.path.with_name(manifest.path.name.replace(RUN_MANIFEST, COLLECTION_FILE)),
         [
             Path(p)
             for r in manifest.scenes.values()

@@ -26,7 +26,7 @@ from copgen_rt.scenes.inputs.scene_input import SceneInput
 from copgen_rt.scenes.reader import COARSE_FACTOR, CoarseInputWarning, SceneFrame
 from copgen_rt.scenes.tiling import TilingPlan, plan_tiles
 from copgen_rt.solvers import resolve_preset
-from copgen_rt.specs import Classes, Date, LatLon, Modality, ModelSpec
+from copgen_rt.specs import PRODUCTS, Classes, Date, LatLon, Modality, ModelSpec
 
 BASE_GSD = 10.0  # validity masks are kept on the finest grid
 MEMORY_FRACTION = 0.5  # of the available memory, for the blenders (weights, GDAL and tiles need the rest)
@@ -91,6 +91,8 @@ class SceneJob:
                              f"{self.frame.height_m:.3g} m, less than one {BASE_GSD:g} m output pixel; "
                              "check its pixel size (georeferencing)")
         self.plan = plan_tiles(self.frame, self.options.overlap_m)
+        if self.options.batch_size > len(self.plan):  # a batch is never larger than the scene
+            self.options = dataclasses.replace(self.options, batch_size=len(self.plan))
         self.conditions = {}
         first = self.inputs[0]
         for scene in self.inputs:
@@ -143,12 +145,14 @@ class SceneJob:
             m = self.spec.modality(name)
             if not m.is_image:
                 continue
-            self.outputs.append(OutputSpec(m, "mean", self.out_dir / f"{stem}_{name}.tif"))
+            label = m.file_label
+            self.outputs.append(OutputSpec(m, "mean", self.out_dir / f"{stem}_{label}.tif"))
             if self.options.samples > 1:
                 kind = "confidence" if isinstance(m.processing, Classes) else "std"
-                self.outputs.append(OutputSpec(m, kind, self.out_dir / f"{stem}_{name}_{kind}.tif"))
+                self.outputs.append(OutputSpec(m, kind, self.out_dir / f"{stem}_{label}_{kind}.tif"))
             if self.filled:
-                self.outputs.append(OutputSpec(m, "generated", self.out_dir / f"{stem}_{name}_generated.tif"))
+                generated = self.out_dir / f"{stem}_{label}_generated.tif"
+                self.outputs.append(OutputSpec(m, "generated", generated))
 
     def _plan_fill(self, fill: FillOptions) -> None:
         """The scene's modalities become the targets; its other inputs stay conditions."""
@@ -285,7 +289,9 @@ class SceneRequest:
             for token in parse_generate(self.generate, "modalities or products"):
                 matches = [m.name for m in spec.modalities if token in (m.name, m.product)]
                 if not matches:
-                    raise ValueError(f"--generate {token}: not a modality or product of {spec.name}")
+                    products = ", ".join(p for p in PRODUCTS if any(m.product == p for m in spec.modalities))
+                    raise ValueError(f"--generate {token}: not a modality or product of {spec.name}; choose "
+                                     f"products {products} or modalities {', '.join(spec.names)}")
                 wanted += matches
         options = dataclasses.replace(self.options, generate=None if wanted is None else tuple(wanted),
                                       date=day, batch_size=batch_size)

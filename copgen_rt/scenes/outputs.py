@@ -11,6 +11,7 @@ import torch
 
 from copgen_rt import processing
 from copgen_rt.files import Staging, write_text
+from copgen_rt.phases import step
 from copgen_rt.pipeline import Pipeline
 from copgen_rt.scenes.blend import RowBlender
 from copgen_rt.scenes.encoding import GENERATED, blend_channels, class_tags, colormap, encoding, to_file_units
@@ -71,8 +72,9 @@ class _Output:
             else f"{job.options.grid:g} m (native {m.gsd:g} m pixels repeated)",
         }
         if strips is not None and out.kind == "mean":
+            which = f"{job.stem}_{m.file_label}_generated.tif"
             file_tags["COPGEN_STATISTIC"] = (f"gap filled: input pixels kept where valid, a {enc.statistic} "
-                                             f"in the gap ({job.stem}_{m.name}_generated.tif says which)")
+                                             f"in the gap ({which} says which)")
         self.writer = CogWriter(
             staging,
             out.path,
@@ -181,7 +183,10 @@ class SceneOutputs:
         and its rerun finishes the set."""
         job = self.job
         self._close_strips()
-        staged = [out.writer.close() for out in self.files]
+        staged = []
+        for out in self.files:  # each finishes its COG (overviews, compression): seconds for a scene
+            staged.append(out.writer.close())
+            step("writing outputs", len(staged), len(self.files))
         record = {o.path.name: checksum(s) for o, s in zip(job.outputs, staged, strict=True)}
         pictures = []
         if job.options.quicklook:

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from copgen_rt.errors import SceneError
 from copgen_rt.files import Staging
+from copgen_rt.phases import phase
 from copgen_rt.pipeline import Pipeline
 from copgen_rt.scenes.job import SceneJob
 from copgen_rt.scenes.outputs import SceneOutputs, add_quicklooks, provenance_tags
@@ -109,7 +110,9 @@ def _run_locked(job: SceneJob, pipeline: Pipeline, progress: Callable[[float], N
         outputs = SceneOutputs(job, provenance_tags(job, pipeline, key), staging)
         try:
             with cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="copgen-read") as pool:
-                for batch, inputs in _prefetched_batches(pool, reader, tiles, job.options.batch_size):
+                size = job.options.batch_size
+                batches = _prefetched_batches(pool, reader, tiles, size)
+                for first, (batch, inputs) in zip(range(0, len(tiles), size), batches, strict=True):
                     present = [t for t in inputs if t is not None and not t.copy]
                     copies = [t for t in inputs if t is not None and t.copy]
                     skipped += len(batch) - len(present) - len(copies)
@@ -119,16 +122,20 @@ def _run_locked(job: SceneJob, pipeline: Pipeline, progress: Callable[[float], N
                         t0 = time.perf_counter()
                         latents, n_resumed = batch_latents(job, pipeline, present, work, progress)
                         resumed += n_resumed
-                        decoded = pipeline.decode(latents, physical_units=False)
-                        network += time.perf_counter() - t0
-                        outputs.add(present, latents, decoded)
+                        with phase(f"decoding and blending tiles {first + 1}-{first + len(batch)} of "
+                                   f"{len(tiles)}"):
+                            decoded = pipeline.decode(latents, physical_units=False)
+                            network += time.perf_counter() - t0
+                            outputs.add(present, latents, decoded)
                     outputs.flush(batch[-1])
                     if progress and len(present) < len(batch):
                         progress(len(batch) - len(present))  # tiles without data, or copied
             if skipped == len(tiles):
                 raise SceneError(f"{job.inputs[0].path.name}: no tile has input data (every pixel lacks at "
                                  "least one band): nothing to generate from")
-            paths = outputs.publish()
+            with phase(f"writing {len(job.outputs)} outputs (COGs with overviews), the STAC Item and the "
+                       "run record"):
+                paths = outputs.publish()
         except BaseException:
             outputs.abort()
             raise

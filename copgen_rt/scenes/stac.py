@@ -115,8 +115,9 @@ def write_item(path: Path, item: dict) -> None:
     write_text(path, json.dumps(item, indent=1) + "\n")
 
 
-def write_collection(out_dir: Path, items: list[Path]) -> Path | None:
-    """A Collection linking the Items of a many-scene run (relative hrefs), its extent their union."""
+def write_collection(target: Path, items: list[Path]) -> Path | None:
+    """The Collection file `target` linking the Items of a many-scene run (hrefs relative to its
+    folder), its extent their union."""
     import pystac
 
     loaded = [(p, json.loads(p.read_text())) for p in items if p.is_file()]
@@ -149,9 +150,8 @@ def write_collection(out_dir: Path, items: list[Path]) -> Path | None:
     )
     for p, d in loaded:
         collection.add_link(
-            pystac.Link("item", _relative(p, out_dir), media_type="application/geo+json", title=d["id"])
+            pystac.Link("item", _relative(p, target.parent), media_type="application/geo+json", title=d["id"])
         )
-    target = out_dir / COLLECTION_FILE
     text = json.dumps(collection.to_dict(include_self_link=False, transform_hrefs=False), indent=1) + "\n"
     if not (is_regular_file(target) and target.read_text() == text):  # a rerun that changed nothing
         write_text(target, text)

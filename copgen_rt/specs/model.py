@@ -36,6 +36,14 @@ class Modality:
         return not isinstance(self.processing, (LatLon, Date))
 
     @property
+    def file_label(self) -> str:
+        """What output files of this modality are named by: the product and the bands in the order
+        they are stored (S2L2A_B04_B03_B02_B08, S1RTC_VV_VH), so that stacking bands by file name
+        gets them right; the modality name for class rasters (the model's keys sort the bands
+        alphabetically: S2L2A_B02_B03_B04_B08 holds B04 first)."""
+        return f"{self.product}_{'_'.join(self.bands)}" if self.product and self.bands else self.name
+
+    @property
     def latent_size(self) -> int:
         c, h, w = self.latent_shape
         return c * h * w

@@ -97,12 +97,20 @@ def _sample(src, max_side: int = 256) -> np.ma.MaskedArray:
 
 def s1_units_of(src, requested: str) -> str:
     """The units of an S1 raster, "db" or "linear": `requested` unless "auto", else told by the
-    metadata and the values (implausible values are a SceneError)."""
-    if requested != "auto":
+    metadata and the values (implausible values are a SceneError; so is "linear" for negative
+    values: power is never negative, so those are dB)."""
+    if requested == "db":
         return requested  # the user's word, even for odd values
-    text = " ".join(filter(None, [*src.descriptions, *(src.units or ()), *src.tags().values()])).lower()
     values = _sample(src).compressed().astype(np.float64)
     values = values[np.isfinite(values)]
+    if requested == "linear":
+        # the 1st percentile, as below: a few negative pixels (noise removal) are no evidence
+        if values.size and (low := float(np.percentile(values, 1))) < 0:
+            raise SceneError(f"{src.name}: --s1-units linear, but the S1 values are negative (1st "
+                             f"percentile {low:g}): linear power is never negative; these look like dB "
+                             "(pass --s1-units db or auto)")
+        return requested
+    text = " ".join(filter(None, [*src.descriptions, *(src.units or ()), *src.tags().values()])).lower()
     if not values.size:
         return "linear"
     # linear gamma0 is positive and mostly < 1; dB backscatter is mostly negative

@@ -71,7 +71,8 @@ class SceneInput:
             extra += f", DN offset {self.dn_offset:+g}" + (
                 f" (metadata BOA_ADD_OFFSET {self.boa_offset:g})" if self.boa_offset is not None else "")
         form = "" if not self.sources else f" [{self.form}, {len({h for _, h, _ in self.sources})} files]"
-        return (f"{self.path.name}{form}: {self.product} ({len(self.bands)} bands: {' '.join(self.bands)}), "
+        bands = f"{len(self.bands)} band{'s' * (len(self.bands) != 1)}: {' '.join(self.bands)}"
+        return (f"{self.path.name}{form}: {self.product} ({bands}), "
                 f"{self.width}x{self.height} px at {res}, {self.crs.to_string()}{extra}{when}")
 
 
