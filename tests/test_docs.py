@@ -15,6 +15,9 @@ ROOT = Path(__file__).parents[1]
 README = ROOT / "README.md"
 PAGES = [README, *sorted((ROOT / "docs").glob("*.md"))]
 NEEDS_REAL_WEIGHTS = "# needs real weights"
+# a client of `copgen-rt serve`: tests/test_serve.py drives a real server with the same OWSLib calls
+NEEDS_A_SERVER = "# needs a running server"
+COMPILE_ONLY = (NEEDS_REAL_WEIGHTS, NEEDS_A_SERVER)
 FENCE = re.compile(r"^```.*?^```$", flags=re.MULTILINE | re.DOTALL)
 INLINE_CODE = re.compile(r"`[^`\n]*`")
 LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)\)")
@@ -38,7 +41,7 @@ def run_blocks(page: Path) -> None:
     namespace: dict = {"__name__": f"__{page.stem}__"}
     for i, block in enumerate(python_blocks(page.read_text())):
         code = compile(block, f"{name(page)} python block {i + 1}", "exec")
-        if not block.startswith(NEEDS_REAL_WEIGHTS):
+        if not block.startswith(COMPILE_ONLY):
             exec(code, namespace)  # noqa: S102 - the page's own examples
 
 
