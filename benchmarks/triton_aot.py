@@ -16,7 +16,6 @@ writes benchmarks/results/triton-aot.json and .md. The per-target autotune lists
 (`copgen_rt.kernels.attention.CONFIGS_UNFIT`) are what this run found spilling or unable to run.
 """
 
-from __future__ import annotations
 
 import argparse
 import json
