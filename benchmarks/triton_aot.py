@@ -13,7 +13,7 @@ occupancy those give under the target's limits (TARGETS below).
     python benchmarks/triton_aot.py --models copgen-base --targets 87 --dtypes bf16
 
 writes benchmarks/results/triton-aot.json and .md. The per-target autotune lists
-(`copgen_rt.kernels.attention.CONFIGS_UNFIT`) are what this run found spilling or unable to run.
+(`copgen_rt.kernels.attention.UNFIT`) are what this run found spilling or unable to run.
 """
 
 
