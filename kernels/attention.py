@@ -71,7 +71,8 @@ UNFIT: dict[tuple[int, int], dict[tuple[int, int], frozenset[str]]] = {(8, 0): _
 
 def fits(cfg: triton.Config, capability: tuple[int, int], head_block: int, element_bytes: int) -> bool:
     """Whether `cfg` stays in the autotune list on a GPU of this compute capability."""
-    return config_name(cfg) not in UNFIT.get(tuple(capability), {}).get((head_block, element_bytes), ())
+    unfit = UNFIT.get((capability[0], capability[1]), {}).get((head_block, element_bytes), frozenset())
+    return config_name(cfg) not in unfit
 
 
 def _prune_for_target(configs: list[triton.Config], named_args: dict,
