@@ -57,7 +57,7 @@ def info_cmd(scene, model, spec_json, **p):
         return
     batch = p["batch_size"] or default_batch_size(spec, choice.device, measured)
     job = job_planner(p, None, "reference", 0, True)(spec, scene, p["conds"], Path(p["out"]), batch)
-    click.echo(describe_plan(job))
+    click.echo(describe_plan(job, engines, choice.device))
 
 
 def _planned_and_measured(plan: JobPlanner, spec: specs.ModelSpec, scene: str, p: dict, model: ModelOptions,
@@ -92,7 +92,7 @@ def _run_scene_job(job: SceneJob, model: ModelOptions, choice: Choice, engines: 
             click.echo(choice.describe(), err=True)
             if engines:
                 click.echo(engines.describe(), err=True)
-            click.echo(describe_plan(job), err=True)
+            click.echo(describe_plan(job, engines, choice.device), err=True)
         with progress_bar(len(job.plan), quiet) as bar:
             result = run_scene(job, pipeline, progress=bar, locked=True)
     if not quiet and result.already_complete:

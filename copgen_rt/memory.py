@@ -85,10 +85,10 @@ class MemoryEstimate:
                  "activations": self.activations, "VAE weights": self.vae_weights,
                  "VAE decoder maps": self.vae_activations, "blending buffers": self.blending,
                  "workspace": self.workspace}
-        return ", ".join(f"{k} {_size(v)}" for k, v in parts.items() if v) + f"; peak {_size(self.peak)}"
+        return ", ".join(f"{k} {size(v)}" for k, v in parts.items() if v) + f"; peak {size(self.peak)}"
 
 
-def _size(n: int) -> str:
+def size(n: int) -> str:
     return f"{n / GIB:.1f} GiB" if n >= GIB else f"{n / MIB:.0f} MiB"
 
 
@@ -233,9 +233,9 @@ def edge_batch_check(spec: ModelSpec, jetson: Jetson, precision: str, engine: st
     batch = edge_batch_limit(spec, jetson.total_bytes, precision, engine, device)
     if batch == 0:
         need = estimate(spec, precision, engine, 1, device=device).peak
-        raise ValueError(f"{spec.name} on {engine} {precision} needs about {_size(need)} at batch 1; this "
-                         f"{jetson.model} has {_size(jetson.total_bytes)} shared by CPU and GPU (about "
-                         f"{_size(JETSON_OS)} kept by Jetson Linux): see docs/edge.md for what fits")
+        raise ValueError(f"{spec.name} on {engine} {precision} needs about {size(need)} at batch 1; this "
+                         f"{jetson.model} has {size(jetson.total_bytes)} shared by CPU and GPU (about "
+                         f"{size(JETSON_OS)} kept by Jetson Linux): see docs/edge.md for what fits")
     return batch
 
 
@@ -251,7 +251,7 @@ def edge_plan_markdown(models: tuple[str, ...] = ("copgen-base", "copgen-large",
             one = estimate(spec, precision, engine, 1, device="cuda").peak
             batches = [edge_batch_limit(spec, gb * 10**9, precision, engine) for gb in ORIN_SIZES_GB]
             cells = " | ".join(str(b) if b else "does not fit" for b in batches)
-            lines.append(f"| {name} | {engine} | {precision} | {_size(one)} | {cells} |")
+            lines.append(f"| {name} | {engine} | {precision} | {size(one)} | {cells} |")
     return "\n".join(lines) + "\n"
 
 

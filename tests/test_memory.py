@@ -103,3 +103,16 @@ def test_edge_doc_python_runs(capsys):
     for block in re.findall(r"^```python\n(.*?)^```$", (ROOT / "docs" / "edge.md").read_text(), re.M | re.S):
         exec(compile(block, "docs/edge.md", "exec"), {})  # noqa: S102 - the page's own example
     assert "peak" in capsys.readouterr().out
+
+
+def test_info_states_the_whole_process_estimate():
+    from click.testing import CliRunner
+
+    from copgen_rt.cli import main
+    from copgen_rt.demo import default_scene
+
+    args = ["info", default_scene(), "--model", "copgen-base", "--batch-size", "2"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    line = next(ln for ln in result.output.splitlines() if ln.startswith("memory: the whole process"))
+    assert "VAE weights 3.1 GiB" in line and "blending buffers" in line and "peak" in line
