@@ -25,26 +25,19 @@ from pathlib import Path
 
 import torch
 
-from copgen_rt import Pipeline, demo, specs
-from copgen_rt.backends import TorchVAE
+from copgen_rt import specs
 from copgen_rt.backends import openvino_backend as ov
 from copgen_rt.bench.environment import machine_load
-from copgen_rt.bench.models import call_error, denoiser_flops, export_denoiser, mid_spec, random_denoiser
+from copgen_rt.bench.models import (
+    call_error,
+    denoiser_flops,
+    export_denoiser,
+    mid_spec,
+    random_denoiser,
+    random_vae_pipeline,
+    tile_drift,
+)
 from copgen_rt.files import write_text
-from copgen_rt.models import Autoencoder
-from copgen_rt.provenance import Provenance
-from copgen_rt.weights import random_state_dict
-
-
-def _pipeline(spec, denoiser) -> Pipeline:
-    def load_vae(modality: str):
-        with torch.device("meta"):
-            shapes = Autoencoder(spec, modality)
-        model = Autoencoder(spec, modality)
-        model.load_state_dict(random_state_dict(shapes, 7))
-        return TorchVAE(model.eval())
-
-    return Pipeline(spec, denoiser, load_vae, Provenance(spec.name, random=True), "cpu")
 
 
 def errors(fn, reference, calls, n: int) -> list[float]:
@@ -104,22 +97,6 @@ def speed(spec, bf16, fp32, pipe, calls, batch: int, rounds: int, out: Path, loa
     write_text(out / f"int8-openvino-{spec.name}.json", json.dumps(result, indent=1) + "\n")
 
 
-def tile_drift(pipe: Pipeline, variants: dict) -> dict[str, float]:
-    """One tile sampled with the `exact` preset (50 calls) through each denoiser, the same noise:
-    the final latents' relative distance from the fp32 tile."""
-    given = {m.name: demo.read_chip(m.name) for m in pipe.spec.modalities if m.product == "S2L2A"}
-    given["3d_cartesian_lat_lon"] = demo.chip_location()
-    inner, tiles = pipe.denoiser, {}
-    for name, fn in variants.items():
-        pipe.denoiser = fn
-        out = pipe.generate([n for n in pipe.spec.names if n not in given], given, preset="exact", seed=[7],
-                            decode=False)
-        tiles[name] = torch.cat([z.double().flatten() for z in out.values()])
-    pipe.denoiser = inner
-    reference = tiles["openvino-fp32"]
-    return {name: float((z - reference).norm() / reference.norm()) for name, z in tiles.items()}
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--spec", default=None, help="default: copgen-base, copgen-mid with --sensitivity")
@@ -135,7 +112,7 @@ def main() -> None:
     folder, component = export_denoiser(spec, random_denoiser(spec, "cpu", torch.float32))
     bf16 = ov.OpenVinoDenoiser.of_component(folder, component, "bf16")
     fp32 = ov.OpenVinoDenoiser.of_component(folder, component, "fp32")
-    pipe = _pipeline(spec, bf16)
+    pipe = random_vae_pipeline(spec, bf16)
     calls = pipe.chip_calls(seeds=range(100, 100 + args.batch))  # held out: not the calibration's seeds
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

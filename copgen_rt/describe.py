@@ -3,9 +3,14 @@ a scene that ran (`infer`, `fill`)."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from copgen_rt import specs
 from copgen_rt.scenes.job import SceneJob
 from copgen_rt.scenes.run import SceneResult
+
+if TYPE_CHECKING:
+    from copgen_rt.plan import RuntimePlan
 
 
 def describe_spec(spec: specs.ModelSpec) -> str:
@@ -26,12 +31,22 @@ def describe_spec(spec: specs.ModelSpec) -> str:
     return "\n".join(lines)
 
 
-def describe_plan(job: SceneJob) -> str:
-    """The model a scene job is planned for, then the job's plan."""
+def describe_plan(job: SceneJob, plan: RuntimePlan | None = None) -> str:
+    """The model a scene job is planned for, then the job's plan; with the RuntimePlan, the whole
+    process's estimated memory (`copgen_rt.memory`) as the plan's last line."""
     model = f"model: {job.spec.name}"
     if job.spec.name == "copgen-demo":
         model += " (the bundled random demo model: infer's default without --weights)"
-    return f"{model}\n{job.describe()}"
+    text = f"{model}\n{job.describe()}"
+    if plan is None:
+        return text
+    from copgen_rt import memory
+
+    used = [*job.generate, *job.conditions]
+    vaes = sorted({m.vae for m in job.spec.modalities if m.name in used and m.vae is not None})
+    estimate = memory.estimate(job.spec, plan.dtype, plan.engines.denoiser, job.options.batch_size,
+                               device=plan.device, blending=job.blend_bytes, vae_keys=vaes)
+    return f"{text}\nmemory: the whole process, estimated: {estimate.describe()}"
 
 
 def describe_result(result: SceneResult) -> str:

@@ -125,13 +125,19 @@ def available_host_memory() -> int | None:
     return min(available) if available else None
 
 
-def memory_batch_limit(spec: ModelSpec, device: str) -> int:
-    """The most tiles per sampler call that free memory allows: ~40 activations of (tokens x
-    width) floats per sample; at most 64 on GPUs, 8 on CPUs (which saturate at small batches)."""
-    per_sample = 4 * spec.num_tokens * spec.denoiser.embed_dim * 40 + 4 * spec.denoiser.num_heads * \
-        spec.num_tokens ** 2 * 2
+def memory_batch_limit(spec: ModelSpec, device: str, precision: str, engine: str) -> int:
+    """The most tiles per sampler call that memory allows (`copgen_rt.memory`: the whole process
+    at `precision` on `engine`, as the RuntimePlan names them; at most 64 on GPUs, 8 on CPUs, which
+    saturate at small batches). On a Jetson Orin, whose CPU and GPU share one memory, the edge
+    plan of docs/edge.md: the largest batch whose whole-process peak fits the module's memory."""
+    from copgen_rt import memory
+
+    jetson = memory.detect_orin()
+    if jetson is not None:
+        return memory.edge_batch_check(spec, jetson, precision, engine, device)
+    per_sample = memory.per_sample(spec, precision, engine, device)
     if device.startswith("cuda"):
         free, _ = torch.cuda.mem_get_info(torch.device(device))
-        return max(1, min(64, int(free * 0.5 // per_sample)))
+        return max(1, min(memory.DENOISER_BATCH_CAP["cuda"], int(free * 0.5 // per_sample)))
     free = available_host_memory() or 0
-    return max(1, min(8, int(free * 0.25 // per_sample)))
+    return max(1, min(memory.DENOISER_BATCH_CAP["cpu"], int(free * 0.25 // per_sample)))

@@ -63,7 +63,7 @@ class ModelOptions:
             manifest = Manifest.load(Path(self.export))
             chosen = device.choose(self.device)
             engines = EngineChoice(manifest.format, manifest.format, "fp32", "the export's own engine")
-            batch = batch_size or device.memory_batch_limit(spec, chosen.device)
+            batch = batch_size or device.memory_batch_limit(spec, chosen.device, "fp32", manifest.format)
             return RuntimePlan(chosen.device, chosen.hardware, engines, "fp32", batch,
                                "requested" if batch_size else "the most the free memory allows")
         plan = resolve(spec, self.device, self.engine, self.dtype, batch_size=batch_size, measure=False)

@@ -201,7 +201,7 @@ def resolve(spec: ModelSpec, device_name: str | None = None, requested: str | Ma
     if batch_size is not None:
         batch, why = batch_size, "requested"
     else:
-        batch = default_batch_size(spec, choice.device, tuning)
+        batch = default_batch_size(spec, choice.device, engines.dtype, engines.denoiser, tuning)
         why = ("the fastest per tile measured on this CPU kind within the memory limit" if tuning is not None
                else "the most the free memory allows")
     return RuntimePlan(choice.device, choice.hardware, engines, vae_dtype, batch, why, tuning,

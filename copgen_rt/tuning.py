@@ -236,8 +236,10 @@ def tuned(spec: ModelSpec, dtype: str, candidates: tuple[str, ...]) -> Tuning:
     return tuning
 
 
-def default_batch_size(spec: ModelSpec, device: str, tuning: Tuning | None = None) -> int:
+def default_batch_size(spec: ModelSpec, device: str, precision: str, engine: str,
+                       tuning: Tuning | None = None) -> int:
     """Tiles per sampler call: the fastest per tile this CPU kind measured, within the memory
-    limit; the memory limit where nothing was measured (GPUs, engines named explicitly)."""
-    limit = memory_batch_limit(spec, device)
+    limit of `engine` at `precision`; the memory limit where nothing was measured (GPUs, engines
+    named explicitly)."""
+    limit = memory_batch_limit(spec, device, precision, engine)
     return tuning.batch(limit) if tuning is not None else limit

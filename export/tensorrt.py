@@ -6,6 +6,12 @@ flags, the layers kept in fp32 (LayerNormalization, Softmax) and the cache key. 
 then runs the TensorRT builder (import-guarded) with a timing cache and an engine cache keyed
 by (ONNX hash, precision, profiles, TensorRT version, GPU compute capability), so a stale engine
 is never loaded.
+
+int8 is explicit quantization: the export's denoiser is then the Q/DQ graph of `export/int8.py`,
+and TensorRT runs int8 exactly where the graph says; the layers it leaves unquantized run fp16
+(LayerNorm and Softmax fp32). It needs int8 tensor cores: compute capability 7.2 on (Xavier,
+Turing, Ampere with Jetson Orin's sm_87, Ada, Hopper). No int8 engine has been built yet: the
+machine this was written on had no GPU and no TensorRT.
 """
 
 from __future__ import annotations
@@ -18,7 +24,8 @@ from pathlib import Path
 from copgen_rt.errors import MissingDependencyError
 from copgen_rt.export.manifest import Component, Manifest
 
-PRECISIONS = ("fp32", "fp16", "bf16")
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+INT8_TENSOR_CORES = (7, 2)  # the first compute capability with int8 tensor-core MMA (Xavier)
 FP32_LAYERS = ("LayerNormalization", "Softmax")  # ONNX ops whose TensorRT layers stay in fp32
 
 
@@ -39,6 +46,9 @@ def profile_shapes(component: Component, batch: list[int]) -> dict[str, list[lis
 def build_plan(manifest: Manifest, precision: str, batch: list[int] | None = None) -> dict:
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; choose {', '.join(PRECISIONS)}")
+    if precision == "int8" and manifest.component("denoiser").precision != "int8":
+        raise ValueError("int8 engines are built from the Q/DQ denoiser of `copgen-rt export --dtype int8`; "
+                         "this export's denoiser is fp32")
     batch = list(batch or manifest.batch)
     if not (1 <= batch[0] <= batch[1] <= batch[2]):
         raise ValueError(f"batch must be MIN:OPT:MAX with 1 <= MIN <= OPT <= MAX, got {batch}")
@@ -54,7 +64,15 @@ def build_plan(manifest: Manifest, precision: str, batch: list[int] | None = Non
 
 def _flags(precision: str) -> list[str]:
     return {"fp32": [], "fp16": ["FP16", "OBEY_PRECISION_CONSTRAINTS"],
-            "bf16": ["BF16", "OBEY_PRECISION_CONSTRAINTS"]}[precision]
+            "bf16": ["BF16", "OBEY_PRECISION_CONSTRAINTS"],
+            "int8": ["INT8", "FP16", "OBEY_PRECISION_CONSTRAINTS"]}[precision]
+
+
+def check_capability(precision: str, capability: tuple[int, int]) -> None:
+    """Refuse an int8 build on a GPU without int8 tensor cores."""
+    if precision == "int8" and tuple(capability) < INT8_TENSOR_CORES:
+        raise ValueError(f"int8 engines need int8 tensor cores (compute capability >= 7.2); this GPU is "
+                         f"sm_{capability[0]}{capability[1]}: build fp16")
 
 
 def cache_key(entry: dict, plan: dict, trt_version: str, capability: tuple[int, int]) -> str:
@@ -73,6 +91,7 @@ def build_engines(folder: Path, precision: str, batch: list[int] | None = None,
     manifest = Manifest.load(folder)
     plan = build_plan(manifest, precision, batch)
     capability = torch.cuda.get_device_capability()
+    check_capability(precision, capability)
     logger = trt.Logger(trt.Logger.WARNING)
     timing_path = folder / "timing.cache"
     cache_dir = folder / "engine-cache"

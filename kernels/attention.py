@@ -33,11 +33,56 @@ MAX_HEAD_DIM = 128
 DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
 
+def all_configs() -> list[triton.Config]:
+    """Every GPU launch configuration the autotuner may try (before the per-target pruning)."""
+    return [triton.Config({"BLOCK_M": m, "BLOCK_N": n}, num_warps=w, num_stages=s)
+            for m, n, w, s in ((128, 64, 8, 3), (128, 32, 4, 3), (64, 64, 4, 3), (64, 32, 4, 2))]
+
+
+def config_name(cfg: triton.Config) -> str:
+    return f"M{cfg.kwargs['BLOCK_M']} N{cfg.kwargs['BLOCK_N']} w{cfg.num_warps} s{cfg.num_stages}"
+
+
+def block_d(head_dim: int) -> int:
+    """The head dim as the kernel runs it: the next power of two, at least 16 (tl.dot's minimum)."""
+    return max(16, triton.next_power_of_2(head_dim))
+
+
 def _configs() -> list[triton.Config]:
     if interpreting():  # a few large numpy programs; no CUDA timing for autotuning
         return [triton.Config({"BLOCK_M": 128, "BLOCK_N": 128})]
-    return [triton.Config({"BLOCK_M": m, "BLOCK_N": n}, num_warps=w, num_stages=s)
-            for m, n, w, s in ((128, 64, 8, 3), (128, 32, 4, 3), (64, 64, 4, 3), (64, 32, 4, 2))]
+    return all_configs()
+
+
+# Configs left out of the autotune list on a compute capability, by (BLOCK_D, element bytes of q/k/v):
+# the ones that spill registers or cannot run there when compiled ahead of time at the copgen
+# base/large/huge shapes (benchmarks/triton_aot.py prints this table; benchmarks/results/
+# triton-aot.md). fp16 and bf16 compile to the same tensor-core shapes (2 bytes). With fp32 inputs
+# (4 bytes, IEEE fp32 dots lowered to FMAs) every config spills on every target, down to 16 x 16
+# tiles on one warp: there only the configs that cannot run at all (shared memory over the sm_80/87
+# per-block limit) are left out; fp32 on the GPU is the reference path, bf16 the fast one.
+# sm_90 keeps every config.
+_SM8X_UNFIT = {(64, 2): frozenset({"M128 N32 w4 s3"}),
+               (128, 2): frozenset({"M128 N32 w4 s3", "M64 N32 w4 s2", "M64 N64 w4 s3"}),
+               (128, 4): frozenset({"M128 N64 w8 s3", "M64 N64 w4 s3"})}
+UNFIT: dict[tuple[int, int], dict[tuple[int, int], frozenset[str]]] = {(8, 0): _SM8X_UNFIT,
+                                                                      (8, 7): _SM8X_UNFIT}
+
+
+def fits(cfg: triton.Config, capability: tuple[int, int], head_block: int, element_bytes: int) -> bool:
+    """Whether `cfg` stays in the autotune list on a GPU of this compute capability."""
+    unfit = UNFIT.get((capability[0], capability[1]), {}).get((head_block, element_bytes), frozenset())
+    return config_name(cfg) not in unfit
+
+
+def _prune_for_target(configs: list[triton.Config], named_args: dict,
+                      **kwargs: object) -> list[triton.Config]:
+    """Triton's early_config_prune: the configs that fit this GPU (at least one, the smallest)."""
+    qkv = named_args["qkv_ptr"]
+    capability = torch.cuda.get_device_capability(qkv.device)
+    head_block = int(kwargs.get("BLOCK_D", named_args.get("BLOCK_D", 0)))  # type: ignore[call-overload]
+    kept = [c for c in configs if fits(c, capability, head_block, qkv.element_size())]
+    return kept or configs[-1:]
 
 
 @triton.jit
@@ -76,7 +121,8 @@ def _attend_block(acc, m_i, l_i, q, kt_ptrs, v_ptrs, start_n, seq_len, stride_l,
     return acc, m_new, l_i
 
 
-@triton.autotune(configs=_configs(), key=["seq_len", "batch", "num_heads", "HEAD_DIM"])
+@triton.autotune(configs=_configs(), key=["seq_len", "batch", "num_heads", "HEAD_DIM"],
+                 prune_configs_by=None if interpreting() else {"early_config_prune": _prune_for_target})
 @triton.jit
 def _attention_fwd(qkv_ptr, out_ptr, seq_len, batch, num_heads, qk_scale,
                    s_qkv_b, s_qkv_l, s_qkv_f, s_out_b, s_out_l, s_out_f,
@@ -148,6 +194,6 @@ def attention_from_qkv(qkv: Tensor, num_heads: int, out: Tensor | None = None) -
 
     _attention_fwd[grid](
         qkv, out, seq_len, batch, num_heads, head_dim ** -0.5 * LOG2E, *qkv.stride(), *out.stride(),
-        HEAD_DIM=head_dim, BLOCK_D=max(16, triton.next_power_of_2(head_dim)),
+        HEAD_DIM=head_dim, BLOCK_D=block_d(head_dim),
         UPCAST=interpreting() and qkv.dtype == torch.bfloat16)
     return out

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -67,3 +68,41 @@ def call_error(out: list[torch.Tensor], ref: list[torch.Tensor]) -> float:
     """Relative L2 error of one call's outputs against a reference call's, all outputs together."""
     a, b = (torch.cat([t.double().flatten() for t in ts]) for ts in (out, ref))
     return float((a - b).norm() / b.norm())
+
+
+def tile_drift(pipe: Any, variants: dict[str, Any], preset: str = "exact") -> dict[str, float]:
+    """One tile on the bundled chip's S2 L2A groups and location, sampled with `preset` (`exact`:
+    50 calls) through each denoiser with the same noise: the final latents' relative distance
+    from those of the first variant (the reference). `pipe` is a Pipeline; its denoiser is restored."""
+    from copgen_rt import demo
+
+    given = {m.name: demo.read_chip(m.name) for m in pipe.spec.modalities if m.product == "S2L2A"}
+    given["3d_cartesian_lat_lon"] = demo.chip_location()
+    inner, tiles = pipe.denoiser, {}
+    try:
+        for name, fn in variants.items():
+            pipe.denoiser = fn
+            out = pipe.generate([n for n in pipe.spec.names if n not in given], given, preset=preset,
+                                seed=[7], decode=False)
+            tiles[name] = torch.cat([z.double().flatten() for z in out.values()])
+    finally:
+        pipe.denoiser = inner
+    reference = next(iter(tiles.values()))
+    return {name: float((z - reference).norm() / reference.norm()) for name, z in tiles.items()}
+
+
+def random_vae_pipeline(spec: ModelSpec, denoiser: Any) -> Any:
+    """A CPU Pipeline around `denoiser` whose VAEs (torch) have random weights."""
+    from copgen_rt import Pipeline
+    from copgen_rt.backends import TorchVAE
+    from copgen_rt.models import Autoencoder
+    from copgen_rt.provenance import Provenance
+
+    def load_vae(modality: str) -> TorchVAE:
+        with torch.device("meta"):
+            shapes = Autoencoder(spec, modality)
+        model = Autoencoder(spec, modality)
+        model.load_state_dict(random_state_dict(shapes, 7))
+        return TorchVAE(model.eval())
+
+    return Pipeline(spec, denoiser, load_vae, Provenance(spec.name, random=True), "cpu")

@@ -33,7 +33,8 @@ def check_targets(results: dict, device: str, base: ModelSpec) -> list[dict]:
         per_tile = {r["batch"]: r["ms"] / r["batch"] for r in results.get("batches", [])
                     if r["spec"] == base.name and r["variant"] == auto}
         if low in results.get("tuning", {}) and per_tile:
-            batch = Tuning.from_json(results["tuning"][low]).batch(memory_batch_limit(base, device))
+            measured = Tuning.from_json(results["tuning"][low])
+            batch = measured.batch(memory_batch_limit(base, device, low, measured.engine))
             if batch in per_tile:
                 add(f"the default batch ({batch} tiles per call) vs the fastest measured, tiles per second",
                     min(per_tile.values()) / per_tile[batch], 0.95, "")

@@ -12,8 +12,10 @@ from copgen_rt.cli.options import parse_batch_range
 
 @click.command("build-engines")
 @click.argument("folder", type=click.Path(file_okay=False, exists=True))
-@click.option("--dtype", "--precision", "precision", type=click.Choice(["fp32", "fp16", "bf16"]),
-              default="fp16", show_default=True, help="engine precision; --precision is its old name")
+@click.option("--dtype", "--precision", "precision", type=click.Choice(["fp32", "fp16", "bf16", "int8"]),
+              default="fp16", show_default=True,
+              help="engine precision (int8: needs an export made with --dtype int8); --precision is its "
+                   "old name")
 @click.option("--batch", help="MIN:OPT:MAX (default: the export's)")
 @friendly_errors
 def command(folder, precision, batch):

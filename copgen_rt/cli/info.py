@@ -47,4 +47,4 @@ def command(scene, model, spec_json, weights, engine, device, dtype, **p):
         return
     request = scene_request(p, None, "reference", 0, True)
     job = request.job(spec, scene, p["conds"], Path(p["out"]), plan.batch_size)
-    click.echo(describe_plan(job))
+    click.echo(describe_plan(job, plan))

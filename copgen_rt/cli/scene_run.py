@@ -54,7 +54,7 @@ def run_scene_job(job: SceneJob, model: ModelOptions, plan: RuntimePlan, quiet: 
         pipeline = model.load(job.spec, plan)
         if verbose:
             click.echo(plan.describe(), err=True)
-            click.echo(describe_plan(job), err=True)
+            click.echo(describe_plan(job, plan), err=True)
         with progress_bar(len(job.plan), quiet) as bar:
             result = run_scene(job, pipeline, progress=bar, locked=True)
     if not quiet and result.already_complete:
