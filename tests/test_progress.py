@@ -16,8 +16,8 @@ from copgen_rt.scenes.run import run_scene
 def test_the_bundled_chip_reports_every_network_call(tmp_path):
     demo = Pipeline.demo()
     job = SceneJob(specs.get("copgen-demo"), [open_input(default_scene())], tmp_path / "out",
-                   SceneOptions(steps=3, batch_size=8, generate=("DEM_DEM",)))
-    assert len(job.plan) == 4  # one batch
+                   SceneOptions(steps=3, batch_size=9, generate=("DEM_DEM",)))
+    assert len(job.plan) == 9  # one batch: 3 x 3 Earth-anchored tiles touch the 2.24 km chip
     reports: list[float] = []
     run_scene(job, demo, progress=reports.append)
     assert len(reports) == 3 and abs(sum(reports) - len(job.plan)) < 1e-9
@@ -29,4 +29,4 @@ def test_logs_get_plain_lines_not_carriage_returns(tmp_path):
     )
     assert r.exit_code == 0, r.output
     assert "\r" not in r.output
-    assert "copgen-rt: 4.0/4 tiles (100%)" in r.output
+    assert "copgen-rt: 9.0/9 tiles (100%)" in r.output  # 3 x 3 Earth-anchored tiles

@@ -65,6 +65,7 @@ def run_key_of(job: SceneJob, pipeline: Pipeline) -> str:
         parts["files"] = files
     if o.grid:
         parts["grid"] = o.grid
+    parts["tiling"] = o.tiling  # always: work folders of earlier versions (scene-anchored) are stale
     if o.fill:
         f = o.fill
         mask = f.mask or f.scl
