@@ -7,7 +7,7 @@ import pytest
 import rasterio
 from affine import Affine
 from rasterio.crs import CRS
-from scene_helpers import EchoPipeline, smooth_s2, write_raster
+from scene_helpers import EchoPipeline, only_inside, smooth_s2, write_raster
 
 from copgen_rt import Pipeline, specs
 from copgen_rt.demo import demo_weights
@@ -15,7 +15,7 @@ from copgen_rt.scenes.inputs.open import open_input
 from copgen_rt.scenes.job import SceneJob, SceneOptions
 from copgen_rt.scenes.reader import SceneFrame
 from copgen_rt.scenes.run import run_scene
-from copgen_rt.scenes.tiling import TilingPlan, plan_tiles
+from copgen_rt.scenes.tiling import plan_tiles
 
 DEMO = specs.get("copgen-demo")
 # a corner on the 60 m lattice, 600 m before a lattice tile in x and y (320 and 3333 strides)
@@ -36,28 +36,11 @@ def _run(tmp_path, pipeline, path, name: str, generate: str, **options):
         return job.plan, out.read(1), out.transform
 
 
-def _only_inside(plan: TilingPlan, transform: Affine, shape: tuple[int, int], gsd: float,
-                 box: tuple[float, float, float, float]) -> np.ndarray:
-    """Pixels of an output grid every covering tile of which lies fully inside `box` (CRS
-    left, bottom, right, top)."""
-    covering, inside = np.zeros(shape, int), np.zeros(shape, int)
-    size = round(plan.footprint_m / gsd)
-    for t in plan.tiles:
-        col, row = round((t.left - transform.c) / gsd), round((transform.f - t.top) / gsd)
-        window = (slice(max(row, 0), max(row + size, 0)), slice(max(col, 0), max(col + size, 0)))
-        covering[window] += 1
-        left, bottom, right, top = box
-        if left <= t.left and t.left + plan.footprint_m <= right and bottom <= t.top - plan.footprint_m \
-                and t.top <= top:
-            inside[window] += 1
-    return (covering > 0) & (covering == inside)
-
-
 def _shared(a, b, gsd: float, box) -> tuple[np.ndarray, np.ndarray]:
     """Values of runs a and b at the pixels that only tiles fully inside `box` cover in a."""
     plan, values, transform = a
     _, other, other_transform = b
-    mask = _only_inside(plan, transform, values.shape, gsd, box)
+    mask = only_inside(plan, transform, values.shape, gsd, box)
     dr, dc = round((transform.f - other_transform.f) / gsd), round((other_transform.c - transform.c) / gsd)
     rows, cols = np.nonzero(mask)
     return values[rows, cols], other[rows - dr, cols - dc]
