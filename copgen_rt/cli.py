@@ -39,15 +39,25 @@ def main():
 @click.option("--model", "--spec", "model", default=None,
               help="model spec (default: copgen-demo, as `infer` without --weights)")
 @spec_json_option
+@click.option("--mlm", "mlm_path", type=click.Path(dir_okay=False),
+              help="write the model's STAC MLM Item (docs/chains.md) to this JSON file")
+@click.option("--weights", help="with --mlm: weights directory or hub id, listed with their checksums")
+@click.option("--export", "export_dir", type=click.Path(file_okay=False, exists=True),
+              help="with --mlm: an export folder (copgen-rt export) whose ONNX files are listed")
 @scene_options
 @friendly_errors
-def info_cmd(scene, model, spec_json, **p):
+def info_cmd(scene, model, spec_json, mlm_path, weights, export_dir, **p):
     """Print a spec's modality table, or what `infer SCENE` would read, tile and write."""
     from copgen_rt.describe import describe_plan, describe_spec
     from copgen_rt.device import choose, choose_engine
     from copgen_rt.tuning import default_batch_size, measured_choice
 
     spec = ModelOptions(model, spec_json).spec()
+    if mlm_path:
+        from copgen_rt.mlm import write_mlm_item
+
+        click.echo(write_mlm_item(Path(mlm_path), spec, weights, Path(export_dir) if export_dir else None))
+        return
     choice = choose()
     engines, measured = measured_choice(spec, choose_engine(choice.device), measure=False)
     if scene is None:
