@@ -298,8 +298,11 @@ def _array(values: Any, transform: Affine, crs: CRS, o: OutputSpec, options: Sce
     if enc.classes is not None:
         da.attrs["class_codes"] = list(enc.classes.codes)
         da.attrs["class_names"] = list(enc.classes.names)
-    da = da.rio.set_spatial_dims(x_dim=xdim, y_dim=ydim).rio.write_crs(crs)
-    return da.rio.write_transform(transform).rio.write_nodata(enc.nodata, encoded=False)
+    # a grid mapping per grid: variables on the 10, 20, 30 and 60 m grids share a Dataset
+    mapping = f"spatial_ref{suffix}"
+    da = da.rio.set_spatial_dims(x_dim=xdim, y_dim=ydim).rio.write_crs(crs, grid_mapping_name=mapping)
+    da = da.rio.write_transform(transform, grid_mapping_name=mapping)
+    return da.rio.write_nodata(enc.nodata, encoded=False)
 
 
 def _attrs(job: SceneJob, pipeline: Pipeline) -> dict[str, str]:
