@@ -70,7 +70,8 @@ def generate(inputs: Any, generate: Sequence[str] | None = None, *, pipeline: Pi
     copgen-base, as `infer --weights`), or None for the bundled demo model (as `infer` without
     --weights); weights are loaded with `dtype`, once per process (per dask worker). Returns an
     `xarray.Dataset`: a variable per output (its bands as a coordinate) on its native grid or on
-    `grid=10`, lazy when any input is dask-backed. Bad input raises `CubeError`."""
+    `grid=10`, lazy when any input is dask-backed. `time` picks one time of the inputs, whose
+    date conditions the model (`date` overrides it). Bad input raises `CubeError`."""
     import xarray as xr
 
     from copgen_rt import specs
@@ -176,8 +177,10 @@ def _one_time(array: Any, time: Any, what: str) -> Any:
 
 
 def _date(inputs: Any, time: Any) -> dt.date | None:
-    """The acquisition date from the cube's time coordinate (as infer takes it from metadata)."""
-    coord = getattr(inputs, "coords", {}).get("time") if hasattr(inputs, "coords") else None
+    """The acquisition date from the time coordinate of the cube (of a mapping: of its first
+    array), as infer takes it from metadata."""
+    holder: Any = next(iter(inputs.values()), None) if isinstance(inputs, Mapping) else inputs
+    coord = holder.coords.get("time") if hasattr(holder, "coords") else None
     if coord is None:
         return None
     values = np.atleast_1d(coord.sel(time=time).values if time is not None else coord.values)
