@@ -43,7 +43,7 @@ from copgen_rt.backends import openvino_backend as ovb
 from copgen_rt.bench.environment import cpu_tag, machine_load
 from copgen_rt.bench.models import denoiser_flops, export_denoiser, mid_spec, random_denoiser
 from copgen_rt.device import cpu_flags, cpu_name
-from copgen_rt.export.onnx import _DenoiserIO
+from copgen_rt.export.onnx import DenoiserIO
 from copgen_rt.files import write_text
 
 PRECISIONS = ("bf16", "fp32")
@@ -62,7 +62,7 @@ def converted_model(model, example: list[torch.Tensor]):
 
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the tracer's, on unpacking q, k, v
-        return ov.convert_model(_DenoiserIO(model).eval(), example_input=tuple(example),
+        return ov.convert_model(DenoiserIO(model).eval(), example_input=tuple(example),
                                 input=[tuple(t.shape) for t in example])
 
 
@@ -98,7 +98,7 @@ class Compiled:
     """One compiled variant, with perf counters on, and its infer request."""
 
     def __init__(self, ov_model, precision: str, stateful: bool):
-        config = {**ovb._config(precision), "PERF_COUNT": True}
+        config = {**ovb.compile_config(precision), "PERF_COUNT": True}
         start = time.perf_counter()
         self.compiled = ovb._core().compile_model(ov_model, "CPU", config)
         self.compile_s = time.perf_counter() - start
@@ -170,7 +170,7 @@ def denoiser_variants(spec, batch: int, rounds: int) -> dict:
     example = [torch.randn(batch, *m.latent_shape, generator=g) for m in spec.modalities]
     example += [torch.rand(batch, generator=g) * 1000 for _ in spec.modalities]
     with torch.no_grad():
-        want = _DenoiserIO(model)(*example)
+        want = DenoiserIO(model)(*example)
     feeds = [t.numpy() for t in example]
     graphs = {"onnx": (onnx_model(spec, model, batch), False),
               "convert-sdpa": (converted_model(model, example), False),

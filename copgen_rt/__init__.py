@@ -1,6 +1,6 @@
 """copgen-rt: a production runtime for the COP-GEN family of multimodal diffusion models.
 
-The public names load on first use, so that `copgen-rt` (and `import copgen_rt.entry`) can
+The public names load on first use, so that `copgen-rt` (and `import copgen_rt.__main__`) can
 handle signals before torch is imported.
 """
 

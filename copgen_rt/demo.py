@@ -35,6 +35,22 @@ def default_scene() -> str:
     return str(chip_path())
 
 
+def write_tile(path: Path) -> Path:
+    """The chip's top-left 1.92 km footprint (192 px) as a one-tile scene GeoTIFF at `path`
+    (tests and benchmarks of one-tile requests)."""
+    import rasterio
+    from rasterio.windows import Window
+
+    with rasterio.open(chip_path()) as src:
+        size = int(FOOTPRINT_M // 10)  # px at 10 m
+        window = Window(0, 0, size, size)
+        profile = src.profile | {"width": window.width, "height": window.height,
+                                 "transform": src.window_transform(window)}
+        with rasterio.open(path, "w", **profile) as dst:
+            dst.write(src.read(window=window))
+    return path
+
+
 def demo_weights() -> str:
     """The demo weights directory as the commands take it without --weights."""
     return str(weights_path())

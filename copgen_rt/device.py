@@ -13,10 +13,8 @@ does not run) are a ValueError before any weights load.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import platform
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,12 +72,13 @@ def choose(device: str | None = None, dtype: str | None = None) -> Choice:
         native, why = ("bf16", "native bf16 tensor cores") if major >= 8 else \
             ("fp16", "fp16 tensor cores (no bf16 before sm_80)")
     elif device == "cpu":
-        flags = cpu_flags()
         hardware = f"{cpu_name()}, {torch.get_num_threads()} threads"
-        if _native_bf16(flags):
+        if native_bf16():
             native, why = "bf16", "native bf16 (AVX512-BF16/AMX)"
         else:
             native, why = "fp32", "no native bf16 units (AVX512-BF16/AMX absent): bf16 would be emulated"
+    elif device == "meta":  # shapes only, no data (checks of a checkpoint against a spec)
+        hardware, native, why = "no data", "fp32", "shapes only"
     else:
         raise ValueError(f"unknown device {device!r}; use cpu, cuda or cuda:N")
     if dtype is not None and dtype != native:
@@ -87,142 +86,19 @@ def choose(device: str | None = None, dtype: str | None = None) -> Choice:
     return Choice(device, native, hardware, why)
 
 
-ENGINES = ("torch", "torch-compile", "triton", "onnxruntime", "openvino")
-# what each engine runs: devices, denoiser precisions, and whether it serves the VAEs too
-_ENGINE_DEVICES = {"torch": ("cpu", "cuda"), "torch-compile": ("cpu",), "triton": ("cuda",),
-                   "onnxruntime": ("cpu", "cuda"), "openvino": ("cpu",)}
-_ENGINE_DTYPES = {"torch": ("fp32", "fp16", "bf16"), "torch-compile": ("fp32", "bf16"),
-                  "triton": ("fp32", "fp16", "bf16"), "onnxruntime": ("fp32",),
-                  "openvino": ("fp32", "bf16", "int8")}
-_SERVES_VAES = {"torch": True, "torch-compile": False, "triton": False, "onnxruntime": True,
-                "openvino": True}
-# what "auto" measures on CPUs, in order of preference where the measurement is not yet made or
-# two engines are equally fast
-CPU_CANDIDATES = ("openvino", "torch-compile", "torch")
+def native_bf16() -> bool:
+    """Whether this CPU computes bf16 in hardware (AVX512-BF16 or AMX)."""
+    return bool({"avx512_bf16", "amx_bf16"} & cpu_flags())
 
 
-@dataclass(frozen=True)
-class EngineChoice:
-    denoiser: str  # an engine of ENGINES
-    vae: str
-    dtype: str  # the denoiser's precision
-    reason: str
-    # for "auto" on CPUs: the engines able to run `dtype` here, `denoiser` the first of them;
-    # which is fastest is measured (copgen_rt.tuning). Empty when there is nothing to measure.
-    candidates: tuple[str, ...] = ()
-
-    def describe(self) -> str:
-        return f"engine {self.denoiser} (VAEs {self.vae}), denoiser precision {self.dtype}: {self.reason}"
-
-
-def openvino_installed() -> bool:
-    return importlib.util.find_spec("openvino") is not None
-
-
-def _device_type(device: str) -> str:
-    return "cuda" if device.startswith("cuda") else device
-
-
-def _triton_interpreted() -> bool:
-    return os.environ.get("TRITON_INTERPRET") == "1"  # Triton's CPU interpreter (tests only)
-
-
-def choose_engine(device: str, backend: str | Mapping[str, str] | None = None, dtype: str | None = None,
-                  vae_dtype: str = "fp32") -> EngineChoice:
-    """The engine of each component and the denoiser precision for `device`.
-
-    backend: None or "auto", one engine name for every component it serves, or
-    {"denoiser": ..., "vae": ...} (a missing or "auto" entry is chosen). dtype None: the device's
-    native precision, narrowed to what the engine runs. Raises ValueError for a bad pair.
-    """
-    wanted = dict(backend) if isinstance(backend, Mapping) else \
-        {"denoiser": backend, "vae": backend if backend is None or _SERVES_VAES.get(backend, True) else None}
-    unknown = set(wanted) - {"denoiser", "vae"}
-    if unknown:
-        raise ValueError(f"backend for {', '.join(sorted(unknown))}: the components are denoiser and vae")
-    kind = _device_type(device)
-    reasons = []
-    den = wanted.get("denoiser") or "auto"
-    candidates: tuple[str, ...] = ()
-    if den == "auto":
-        if kind == "cpu" and openvino_installed() and dtype in (None, *_ENGINE_DTYPES["openvino"]):
-            den, why = "openvino", "auto: OpenVINO is installed"
-        elif kind == "cpu":
-            den, why = "torch", ("auto: OpenVINO is not installed (pip install openvino)" if not
-                                 openvino_installed() else f"auto: OpenVINO does not run {dtype}")
-        else:
-            den, why = "torch", f"auto: torch on {kind}" + (" with CUDA graphs" if kind == "cuda" else "")
-        if kind == "cpu":
-            runs = dtype or choose(device).dtype
-            candidates = tuple(e for e in CPU_CANDIDATES if runs in _ENGINE_DTYPES[e]
-                               and (e != "openvino" or openvino_installed()))
-        reasons.append(why)
-    else:
-        _check_engine(den, kind, device)
-        reasons.append("requested")
-    if dtype is None:
-        native = choose(device).dtype
-        dtype = native if native in _ENGINE_DTYPES[den] else "fp32"
-        reasons.append(f"precision {dtype}" + (" (the device's native precision)" if dtype == native else
-                                              f" ({den} does not run {native})"))
-    elif dtype not in _ENGINE_DTYPES[den]:
-        raise ValueError(f"--backend {den} runs {_alternatives(_ENGINE_DTYPES[den])}, not --dtype {dtype}")
-    else:
-        reasons.append(f"precision {dtype} requested")
-    if den == "openvino" and dtype == "bf16" and not _native_bf16(cpu_flags()):
-        raise ValueError("--backend openvino --dtype bf16 needs native bf16 units (AVX512-BF16/AMX), "
-                         "which this CPU lacks: use --dtype fp32")
-    if dtype == "int8" and not _native_int8(cpu_flags()):
-        raise ValueError("--dtype int8 needs integer dot-product units (AVX512-VNNI, AVX-VNNI or AMX), "
-                         "which this CPU lacks: use the default precision")
-    _require_installed(den)
-    vae = wanted.get("vae") or "auto"
-    if vae == "auto":
-        vae = "openvino" if kind == "cpu" and openvino_installed() and \
-            vae_dtype in _vae_dtypes("openvino") else "torch"
-    else:
-        _check_engine(vae, kind, device)
-        if not _SERVES_VAES[vae]:
-            raise ValueError(f"the {vae} backend runs the denoiser only; VAEs run on torch, onnxruntime "
-                             "or openvino")
-        if vae_dtype not in _vae_dtypes(vae):
-            raise ValueError(f"VAE backend {vae} runs {_alternatives(_vae_dtypes(vae))}, not {vae_dtype}")
-        _require_installed(vae)
-    return EngineChoice(den, vae, dtype, "; ".join(reasons), candidates if len(candidates) > 1 else ())
-
-
-def _vae_dtypes(engine: str) -> tuple[str, ...]:
-    return tuple(d for d in _ENGINE_DTYPES[engine] if d != "int8")  # int8 is the denoiser's only
-
-
-def _alternatives(names: tuple[str, ...]) -> str:
-    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
-
-
-def _check_engine(name: str, kind: str, device: str) -> None:
-    if name not in ENGINES:
-        raise ValueError(f"unknown backend {name!r}; choose auto, {', '.join(ENGINES)}")
-    if kind not in _ENGINE_DEVICES[name] and not (name == "triton" and _triton_interpreted()):
-        runs_on = " or ".join("a CUDA GPU" if d == "cuda" else "the CPU" for d in _ENGINE_DEVICES[name])
-        raise ValueError(f"--backend {name} runs on {runs_on}, not on device {device}")
-
-
-def _require_installed(name: str) -> None:
-    if name == "openvino" and not openvino_installed():
-        raise ImportError("--backend openvino needs OpenVINO: pip install openvino")
-
-
-def _native_bf16(flags: set[str]) -> bool:
-    return bool({"avx512_bf16", "amx_bf16"} & flags)
-
-
-def _native_int8(flags: set[str]) -> bool:
-    return bool({"avx512_vnni", "avx_vnni", "amx_int8"} & flags)
+def native_int8() -> bool:
+    """Whether this CPU has integer dot-product units (AVX512-VNNI, AVX-VNNI or AMX)."""
+    return bool({"avx512_vnni", "avx_vnni", "amx_int8"} & cpu_flags())
 
 
 def int8_rest_precision() -> str:
     """What an int8 denoiser runs its unquantized layers in: bf16 where native, else fp32."""
-    return "bf16" if _native_bf16(cpu_flags()) else "fp32"
+    return "bf16" if native_bf16() else "fp32"
 
 
 def available_host_memory() -> int | None:

@@ -27,13 +27,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-
-class OutputWriteError(Exception):
-    """An output cannot be written: the folder is not writable, the disk is full, ... (one line)."""
-
-
-class OutputBusyError(Exception):
-    """Another run is writing the same outputs right now."""
+from copgen_rt.errors import OutputBusyError, OutputWriteError
 
 
 def _umask() -> int:
@@ -205,6 +199,17 @@ def waiting_lock(path: Path) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
+
+
+def onnx_sha256(path: Path) -> str:
+    """sha256 of an ONNX file and its external data file (`<name>.data`, written above 2 GB)."""
+    h = hashlib.sha256()
+    data = path.with_name(path.name + ".data")
+    for p in [path, *([data] if data.exists() else [])]:
+        with open(p, "rb") as f:
+            while block := f.read(1 << 22):
+                h.update(block)
+    return h.hexdigest()
 
 
 def file_sha256(path: Path) -> str:

@@ -1,6 +1,6 @@
-"""What `Pipeline.from_weights` and `from_pretrained` load: the device, the precision names, the
-engines chosen (and measured, with "auto" on a CPU), the denoiser backend, VAEs loaded on first
-use, the provenance of every file; where the weights of a spec are."""
+"""What `Pipeline.from_weights` and `from_pretrained` load: the device and precision names, the
+denoiser backend and the VAEs (on first use) that a RuntimePlan names, the provenance of every
+file; where the weights of a spec are."""
 
 from __future__ import annotations
 
@@ -9,14 +9,13 @@ from pathlib import Path
 
 import torch
 
-from copgen_rt.backends import DenoiserBackend, VAEBackend
-from copgen_rt.device import EngineChoice, int8_rest_precision
+from copgen_rt.backends import DenoiserBackend, VAEBackend, denoiser_backend, engine, vae_backend
+from copgen_rt.errors import CheckpointError
+from copgen_rt.plan import RuntimePlan
 from copgen_rt.provenance import Provenance
 from copgen_rt.specs import ModelSpec
-from copgen_rt.tuning import Tuning, measured_choice
 from copgen_rt.weights import (
     Checkpoint,
-    CheckpointError,
     load_autoencoder,
     load_denoiser,
     parse_dtype,
@@ -43,37 +42,27 @@ def torch_device(device: str | torch.device | None) -> torch.device:
 
 def load_weights(
     spec: ModelSpec,
-    denoiser: str | Path,
+    ckpt: Checkpoint,
     vaes: Mapping[str, str | Path] | None,
     device: torch.device,
-    dtype: torch.dtype | str,
-    vae_dtype: torch.dtype | str,
-    backend: str | Mapping[str, str],
+    plan: RuntimePlan,
     cuda_graphs: bool,
-) -> tuple[DenoiserBackend, Callable[[str], VAEBackend], Provenance, EngineChoice, Tuning | None]:
-    """-> (denoiser backend, VAE loader by modality, provenance, engines, tuning); see
+) -> tuple[DenoiserBackend, Callable[[str], VAEBackend], Provenance]:
+    """-> (denoiser backend, VAE loader by modality, provenance): what `plan` names, loaded; see
     `Pipeline.from_weights` for the arguments."""
-    from copgen_rt.backends import EXPORTED_ENGINES, denoiser_backend, vae_backend
-    from copgen_rt.device import choose_engine
-
-    requested = None if dtype == "auto" else "int8" if dtype == "int8" else dtype_name(dtype)
-    engines = choose_engine(str(device), backend, requested, dtype_name(vae_dtype))
-    ckpt = read_checkpoint(denoiser)
-    engines, tuning = measured_choice(spec, engines)  # after the checkpoint read: it may be broken
-    exported = engines.denoiser in EXPORTED_ENGINES  # exports are fp32 graphs
-    # int8: the layers it leaves unquantized run in the engine's best float precision
-    den_dtype = int8_rest_precision() if engines.dtype == "int8" else engines.dtype
-    model = load_denoiser(spec, ckpt, device, torch.float32 if exported else parse_dtype(den_dtype))
-    engine = f"{engines.denoiser} {engines.dtype} (VAEs {engines.vae} {dtype_name(vae_dtype)})"
-    provenance = Provenance(spec.name, {"denoiser": str(ckpt.path)}, ckpt.is_random, engine)
-    den_backend = denoiser_backend(engines.denoiser, spec, model, ckpt.path, den_dtype, cuda_graphs)
+    den_engine, vae_engine = engine(plan.engines.denoiser), engine(plan.engines.vae)
+    # exported engines run fp32 graphs whatever precision they compute in
+    model = load_denoiser(spec, ckpt, device, torch.float32 if den_engine.exported else
+                          parse_dtype(plan.denoiser_dtype))
+    described = f"{plan.engines.denoiser} {plan.dtype} (VAEs {plan.engines.vae} {plan.vae_dtype})"
+    provenance = Provenance(spec.name, {"denoiser": str(ckpt.path)}, ckpt.is_random, described)
+    den_backend = denoiser_backend(den_engine.name, spec, model, ckpt.path, plan.denoiser_dtype, cuda_graphs)
     vae_files: dict[str, Path] = {}
     for name, path in (vaes or {}).items():
         key = spec.modality(name).vae if name in spec.names else name
         if key is None or key not in spec.vaes:
             raise ValueError(f"{name}: not a modality with a VAE in {spec.name}")
         vae_files[key] = Path(path)
-    vae_precision = dtype_name(vae_dtype)
     # every file the pipeline may load, known up front: provenance does not change as VAEs load
     provenance.files.update({f"vae/{k}": str(p) for k, p in vae_files.items()})
 
@@ -85,11 +74,11 @@ def load_weights(
         if vckpt.is_random and not provenance.random:
             warn_random_weights(f"the {modality} VAE of this {spec.name} pipeline")
         provenance.random = provenance.random or vckpt.is_random
-        load_dtype = torch.float32 if engines.vae in EXPORTED_ENGINES else parse_dtype(vae_dtype)
+        load_dtype = torch.float32 if vae_engine.exported else parse_dtype(plan.vae_dtype)
         vae = load_autoencoder(spec, modality, vckpt, device, load_dtype)
-        return vae_backend(engines.vae, spec, key, vae, vckpt.path, vae_precision)
+        return vae_backend(vae_engine.name, spec, key, vae, vckpt.path, plan.vae_dtype)
 
-    return den_backend, load_vae, provenance, engines, tuning
+    return den_backend, load_vae, provenance
 
 
 def pretrained_files(spec: ModelSpec, weights: str | Path | None) -> tuple[Path, dict[str, Path]]:

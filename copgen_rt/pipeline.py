@@ -25,16 +25,17 @@ from copgen_rt.conditions import (
     known_cells,
     known_values,
 )
-from copgen_rt.device import EngineChoice
-from copgen_rt.loading import load_weights, pretrained_files, torch_device
+from copgen_rt.errors import CheckpointError
+from copgen_rt.loading import dtype_name, load_weights, pretrained_files, torch_device
 from copgen_rt.models.autoencoder import posterior_sample
+from copgen_rt.plan import RuntimePlan
+from copgen_rt.plan import resolve as resolve_plan
 from copgen_rt.provenance import Provenance
 from copgen_rt.sampler import NoiseSource, row_seeds, sample
 from copgen_rt.schedule import NoiseSchedule
 from copgen_rt.solvers import build_program, resolve_preset
 from copgen_rt.specs import LatLon, ModelSpec
-from copgen_rt.tuning import Tuning
-from copgen_rt.weights import CheckpointError, warn_random_weights
+from copgen_rt.weights import read_checkpoint, warn_random_weights
 
 
 class _Reporting:
@@ -89,8 +90,7 @@ class Pipeline:
         self._moments = MomentsCache()
         if self.provenance.random:
             warn_random_weights(f"this {spec.name} pipeline")
-        self.engines: EngineChoice | None = None  # from_weights: what runs what, and why
-        self.tuning: Tuning | None = None  # from_weights with "auto" on a CPU: what was measured
+        self.plan: RuntimePlan | None = None  # from_weights: what runs where, and why
 
     # --- construction -------------------------------------------------------------------------
 
@@ -99,27 +99,32 @@ class Pipeline:
                      vaes: Mapping[str, str | Path] | None = None, device: str | torch.device | None = None,
                      dtype: torch.dtype | str = torch.float32,
                      vae_dtype: torch.dtype | str = torch.float32,
-                     backend: str | Mapping[str, str] = "auto", cuda_graphs: bool = True) -> Pipeline:
+                     backend: str | Mapping[str, str] = "auto", cuda_graphs: bool = True,
+                     plan: RuntimePlan | None = None) -> Pipeline:
         """Checkpoint files: the denoiser and {modality: VAE file} (VAEs load on first use).
 
-        `backend` is one name for every component or {"denoiser": ..., "vae": ...}: "auto"
-        (OpenVINO on CPUs where it is installed, else torch), "torch", "triton" (denoiser only),
-        "onnxruntime" or "openvino" (exported on first use into a cache folder, compiled once);
-        `copgen_rt.device.choose_engine` decides and refuses bad pairs. `dtype="auto"` picks what
-        the device runs natively. On CUDA the torch denoiser replays CUDA graphs per batch bucket
-        unless `cuda_graphs=False`.
+        `plan` (`copgen_rt.plan.resolve`) says what runs where; without one it is resolved here
+        from `device`, `dtype` ("auto": what the device runs natively; "int8": W8A8 OpenVINO on
+        CPUs), `vae_dtype` and `backend`: one engine name for every component or {"denoiser":
+        ..., "vae": ...}: "auto" (on CPUs the fastest measured on this CPU kind), "torch",
+        "torch-compile", "triton" (denoiser only), "onnxruntime" or "openvino" (exported on first
+        use into a cache folder, compiled once). Bad pairs are refused before anything loads. On
+        CUDA the torch denoiser replays CUDA graphs per batch bucket unless `cuda_graphs=False`.
         """
         spec = specs.get(spec) if isinstance(spec, str) else spec
-        device = torch_device(device)
-        den_backend, load_vae, provenance, engines, tuning = load_weights(
-            spec, denoiser, vaes, device, dtype, vae_dtype, backend, cuda_graphs
-        )
-        pipeline = cls(spec, den_backend, load_vae, provenance, device)
-        pipeline.engines, pipeline.tuning = engines, tuning
-        if engines.dtype == "int8":
+        ckpt = read_checkpoint(denoiser)  # before any engine is measured: it may be broken
+        if plan is None:
+            requested = dtype if dtype in ("auto", "int8") else dtype_name(dtype)
+            plan = resolve_plan(spec, None if device is None else str(torch_device(device)), backend,
+                                str(requested), dtype_name(vae_dtype))
+        den_backend, load_vae, provenance = load_weights(spec, ckpt, vaes, torch_device(plan.device), plan,
+                                                         cuda_graphs)
+        pipeline = cls(spec, den_backend, load_vae, provenance, plan.device)
+        pipeline.plan = plan
+        if plan.dtype == "int8":
             from copgen_rt.backends.openvino_backend import OpenVinoDenoiser, quantize_int8
 
-            assert isinstance(den_backend, OpenVinoDenoiser)  # choose_engine: int8 is openvino's
+            assert isinstance(den_backend, OpenVinoDenoiser)  # the plan: int8 is openvino's
             pipeline.denoiser = quantize_int8(den_backend, pipeline.chip_calls)
         return pipeline
 

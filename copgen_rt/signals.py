@@ -1,6 +1,6 @@
 """Ctrl-C and SIGTERM: from `install()` on, either ends the program with one line and the
 conventional exit code (130, 143) after the temporary files are removed, wherever it is. Imports
-nothing but the standard library, so that `copgen_rt.entry` installs it before torch loads."""
+nothing but the standard library, so that `copgen_rt.__main__` installs it before torch loads."""
 
 from __future__ import annotations
 

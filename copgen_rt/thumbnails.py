@@ -14,6 +14,7 @@ import numpy as np
 from PIL import Image, ImageFile
 from PIL.PngImagePlugin import PngInfo
 
+from copgen_rt.errors import first_line
 from copgen_rt.files import atomic_write
 
 _ALPHA_MODES = {"RGBA", "RGBa", "LA", "La", "PA"}
@@ -42,9 +43,9 @@ def read_thumbnail(path: str | Path) -> np.ndarray:
     except Image.UnidentifiedImageError:
         raise ValueError(f"{path}: not a readable image (unknown or corrupt format)") from None
     except Image.DecompressionBombError as e:
-        raise ValueError(f"{path}: image too large ({_first_line(e)})") from None
+        raise ValueError(f"{path}: image too large ({first_line(e)})") from None
     except (OSError, SyntaxError, EOFError, ValueError) as e:  # truncated or damaged data
-        raise ValueError(f"{path}: not a readable image ({_first_line(e)})") from None
+        raise ValueError(f"{path}: not a readable image ({first_line(e)})") from None
     if problem is not None:
         raise ValueError(f"{path}: {problem}; 8-bit RGB expected")
     return rgb
@@ -73,11 +74,6 @@ def _is_high_bit_depth(img: Image.Image) -> bool:
         if ";16" in rawmode:
             return True
     return False
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0][:160] if text else type(e).__name__
 
 
 def write_png(path: str | Path, image: np.ndarray, tags: Mapping[str, str] | None = None) -> None:

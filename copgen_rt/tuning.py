@@ -28,11 +28,11 @@ from torch import Tensor
 from copgen_rt import __version__
 from copgen_rt.backends import DenoiserBackend, scratch_denoiser
 from copgen_rt.backends.export_cache import cache_root
-from copgen_rt.device import EngineChoice, cpu_kind, memory_batch_limit
+from copgen_rt.device import cpu_kind, memory_batch_limit
+from copgen_rt.errors import first_line
 from copgen_rt.files import out_of_space, write_error, write_text
 from copgen_rt.models import Denoiser
 from copgen_rt.specs import ModelSpec
-from copgen_rt.weights import first_line
 
 log = logging.getLogger(__name__)
 
@@ -223,33 +223,18 @@ def _per_tile(backend: DenoiserBackend, spec: ModelSpec, batches: list[int]) -> 
     return {b: statistics.median(t) / b for b, t in times.items()}
 
 
-def tuned(spec: ModelSpec, choice: EngineChoice) -> Tuning:
+def tuned(spec: ModelSpec, dtype: str, candidates: tuple[str, ...]) -> Tuning:
     """The measurement for this machine kind, model shape and precision: cached, else made now."""
-    found = cached(spec, choice.dtype, choice.candidates)
+    found = cached(spec, dtype, candidates)
     if found is not None:
         return found
     log.info("measuring the CPU engines %s for %s %s on this CPU kind (once)",
-             ", ".join(choice.candidates), spec.name, choice.dtype)
-    tuning = measure(spec, choice.dtype, choice.candidates)
-    path = _cache_file(spec, choice.dtype, choice.candidates)
+             ", ".join(candidates), spec.name, dtype)
+    tuning = measure(spec, dtype, candidates)
+    path = _cache_file(spec, dtype, candidates)
     path.parent.mkdir(parents=True, exist_ok=True)
     write_text(path, json.dumps(tuning.to_json(), indent=1))
     return tuning
-
-
-def measured_choice(spec: ModelSpec, choice: EngineChoice, measure: bool = True
-                    ) -> tuple[EngineChoice, Tuning | None]:
-    """`choice` with "auto"'s denoiser engine replaced by the measured fastest, and the measurement
-    (None where there was nothing to measure). `measure=False` only looks in the cache."""
-    if not choice.candidates:
-        return choice, None
-    tuning = tuned(spec, choice) if measure else cached(spec, choice.dtype, choice.candidates)
-    if tuning is None:
-        return dataclasses.replace(choice, reason=f"{choice.reason}; not measured on this CPU kind yet: "
-                                   f"the first run measures {', '.join(choice.candidates)}"), None
-    rest = choice.reason.split("; ", 1)[1:]  # the precision's reason stays
-    return dataclasses.replace(choice, denoiser=tuning.engine,
-                               reason="; ".join([tuning.describe(), *rest])), tuning
 
 
 def default_batch_size(spec: ModelSpec, device: str, tuning: Tuning | None = None) -> int:

@@ -22,6 +22,7 @@ from typing import TypeVar
 import torch
 from torch import Tensor, nn
 
+from copgen_rt.errors import CheckpointError, first_line
 from copgen_rt.files import atomic_write, file_sha256, write_text
 from copgen_rt.models import Autoencoder, Denoiser
 from copgen_rt.specs import ModelSpec
@@ -31,12 +32,6 @@ ModelT = TypeVar("ModelT", bound=nn.Module)
 RANDOM_KEY = "copgen_rt.random"
 DTYPES = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16,
           "float16": torch.float16, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
-
-
-def first_line(e: BaseException) -> str:
-    """The first line of an exception's message (libraries raise long multi-line ones)."""
-    text = str(e).strip()
-    return text.splitlines()[0][:160] if text else type(e).__name__
 
 
 class RandomWeightsWarning(UserWarning):
@@ -49,8 +44,6 @@ def warn_random_weights(what: str) -> None:
                   "(load released weights for a real model)", RandomWeightsWarning, stacklevel=3)
 
 
-class CheckpointError(Exception):
-    """A checkpoint is missing, unreadable, or does not fit the spec (message is one line)."""
 
 
 def parse_dtype(name: str | torch.dtype) -> torch.dtype:

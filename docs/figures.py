@@ -1,4 +1,4 @@
-"""A row of labelled 224 px panels with a caption: the README pictures (`demo_figure.py`,
+"""A row of labelled 224 px panels with a caption: the pictures of docs/cli.md (`demo_figure.py`,
 `fill_figure.py`)."""
 
 from __future__ import annotations

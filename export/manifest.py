@@ -63,7 +63,7 @@ class Manifest:
     def load(cls, folder: Path) -> Manifest:
         path = Path(folder) / MANIFEST
         if not path.is_file():
-            from copgen_rt.weights import CheckpointError
+            from copgen_rt.errors import CheckpointError
 
             raise CheckpointError(f"{folder}: no {MANIFEST}; not an export folder (made by copgen-rt export)")
         try:
@@ -71,6 +71,6 @@ class Manifest:
             d["components"] = [Component.from_dict(c) for c in d.get("components", [])]
             return cls(**d)
         except (ValueError, TypeError, KeyError, AttributeError) as e:
-            from copgen_rt.weights import CheckpointError
+            from copgen_rt.errors import CheckpointError
 
             raise CheckpointError(f"{path}: not a valid export manifest ({type(e).__name__}: {e})") from None

@@ -10,7 +10,6 @@ fresh random inputs through onnxruntime; an export that fails parity raises `Exp
 from __future__ import annotations
 
 import functools
-import hashlib
 import importlib
 import os
 import tempfile
@@ -23,8 +22,10 @@ import torch
 from torch import Tensor, nn
 
 from copgen_rt import __version__, specs
+from copgen_rt.errors import ExportError, TensorRTIncompatible
 from copgen_rt.export.manifest import Component, Manifest, TensorInfo
-from copgen_rt.export.tensorrt_support import TensorRTIncompatible, check_tensorrt_compatible
+from copgen_rt.export.tensorrt_support import check_tensorrt_compatible
+from copgen_rt.files import onnx_sha256
 from copgen_rt.models import Autoencoder, Denoiser
 from copgen_rt.specs import ModelSpec
 
@@ -33,8 +34,6 @@ PARITY_TOL = {"fp32": 1e-3}
 TWO_GB = 2 * 1024**3
 
 
-class ExportError(Exception):
-    """An export is invalid or does not match the torch component (message is one line)."""
 
 
 def require_onnx():
@@ -54,7 +53,7 @@ def require_onnx():
                       "pip install 'copgen-rt[onnx]'")
 
 
-class _DenoiserIO(nn.Module):
+class DenoiserIO(nn.Module):
     """Flat positional inputs (latents then timesteps) -> tuple of eps, for the exporter."""
 
     def __init__(self, model: Denoiser):
@@ -196,12 +195,12 @@ def _run_onnxruntime(path: Path, output_names: list[str], feeds: dict[str, np.nd
     return session.run(output_names, feeds)
 
 
-def _parity_runtime(name: str) -> tuple[Callable, str]:
-    """(run(path, output names, feeds) -> outputs, description) of an fp32 ONNX runtime."""
-    if name == "openvino":
-        from copgen_rt.backends import openvino_backend
+# (run(path, output names, feeds) -> outputs, description) of an fp32 ONNX runtime: onnxruntime
+# by default; an engine that runs the export checks it on its own runtime (openvino's run_fp32)
+ParityRuntime = tuple[Callable[[Path, list[str], dict[str, np.ndarray]], list[np.ndarray]], str]
 
-        return openvino_backend.run_fp32, f"openvino {openvino_backend.version()} CPU fp32"
+
+def onnxruntime_parity() -> ParityRuntime:
     import onnxruntime as ort
 
     return _run_onnxruntime, f"onnxruntime {ort.__version__} CPU"
@@ -209,10 +208,10 @@ def _parity_runtime(name: str) -> tuple[Callable, str]:
 
 def check_parity(path: Path, inputs: list[TensorInfo], outputs: list[TensorInfo],
                  reference: Callable[[list[Tensor]], Sequence[Tensor]], batch: int, precision: str,
-                 runtime: str = "onnxruntime") -> dict:
-    """The ONNX file through `runtime` (onnxruntime or openvino, fp32) vs torch on fresh random
+                 runtime: ParityRuntime | None = None) -> dict:
+    """The ONNX file through `runtime` (default onnxruntime; fp32) vs torch on fresh random
     inputs; raises ExportError above the tolerance."""
-    run, description = _parity_runtime(runtime)
+    run, description = runtime or onnxruntime_parity()
     seed = int.from_bytes(os.urandom(4), "little")
     feeds = _random_inputs(inputs, batch, torch.Generator().manual_seed(seed))
     got = run(
@@ -226,18 +225,10 @@ def check_parity(path: Path, inputs: list[TensorInfo], outputs: list[TensorInfo]
     )
     tol = PARITY_TOL[precision]
     if not err <= tol:
-        raise ExportError(f"{path.name}: {runtime} differs from torch by {err:.2e} (relative), above {tol:g}")
+        raise ExportError(f"{path.name}: {description.split()[0]} differs from torch by {err:.2e} "
+                          f"(relative), above {tol:g}")
     return {"max_rel_err": err, "batch": batch, "runtime": description, "tolerance": tol}
 
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    data = path.with_name(path.name + ".data")
-    for p in [path, *([data] if data.exists() else [])]:
-        with open(p, "rb") as f:
-            while block := f.read(1 << 22):
-                h.update(block)
-    return h.hexdigest()
 
 
 def export_models(
@@ -252,11 +243,12 @@ def export_models(
     check: str = "parity",
     parity_batch: int = 2,
     progress: Callable[[str], None] = lambda s: None,
-    parity_runtime: str = "onnxruntime",
+    parity_runtime: ParityRuntime | None = None,
 ) -> Manifest:
     """Export the given torch components (fp32 graphs) into `out` and write the manifest.
 
-    check: "parity" (graph checks and `parity_runtime` vs torch), "graph" (checks only) or "none".
+    check: "parity" (graph checks and `parity_runtime`, default onnxruntime, vs torch), "graph"
+    (checks only) or "none".
     """
     onnx = require_onnx()
     if precision not in PARITY_TOL:
@@ -282,7 +274,7 @@ def export_models(
     jobs: list[tuple[str, nn.Module, list, list]] = []
     if denoiser is not None:
         ins, outs = denoiser_io(spec)
-        jobs.append(("denoiser", _DenoiserIO(denoiser), ins, outs))
+        jobs.append(("denoiser", DenoiserIO(denoiser), ins, outs))
     for key, vae in vaes.items():
         io = vae_io(spec, key)
         jobs.append((f"vae_encoder/{key}", _Encoder(vae), *io["encoder"]))
@@ -308,7 +300,7 @@ def export_models(
                 )
             )
         manifest.components.append(
-            Component(name, str(path.relative_to(out)), ins, outs, precision, parity, file_sha256(path))
+            Component(name, str(path.relative_to(out)), ins, outs, precision, parity, onnx_sha256(path))
         )
     manifest.save(out)
     return manifest
@@ -346,8 +338,9 @@ def export_weights(
 ) -> Manifest:
     """Export from checkpoint files (a `copgen_rt.weights.WeightFiles`), one component in memory
     at a time; `modalities` limits which VAEs are exported (default: every VAE found)."""
-    from copgen_rt.weights import CheckpointError, load_autoencoder, load_denoiser, read_checkpoint
+    from copgen_rt.errors import CheckpointError
     from copgen_rt.weights import file_sha256 as ckpt_sha
+    from copgen_rt.weights import load_autoencoder, load_denoiser, read_checkpoint
 
     require_onnx()  # before loading any weights
     if files.denoiser is None:

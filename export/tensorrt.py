@@ -15,21 +15,18 @@ import json
 import os
 from pathlib import Path
 
+from copgen_rt.errors import MissingDependencyError
 from copgen_rt.export.manifest import Component, Manifest
 
 PRECISIONS = ("fp32", "fp16", "bf16")
 FP32_LAYERS = ("LayerNormalization", "Softmax")  # ONNX ops whose TensorRT layers stay in fp32
 
 
-class TensorRTUnavailable(ImportError):
-    pass
-
-
-def _require_tensorrt():
+def require_tensorrt():
     try:
         import tensorrt as trt
     except ImportError:
-        raise TensorRTUnavailable("TensorRT is not installed (pip install copgen-rt[tensorrt] on a "
+        raise MissingDependencyError("TensorRT is not installed (pip install copgen-rt[tensorrt] on a "
                                   "machine with an NVIDIA GPU)") from None
     return trt
 
@@ -69,7 +66,7 @@ def cache_key(entry: dict, plan: dict, trt_version: str, capability: tuple[int, 
 def build_engines(folder: Path, precision: str, batch: list[int] | None = None,
                   workspace_gb: float = 8.0, log=print) -> Manifest:
     """Build (or reuse from the engine cache) one engine per component; updates the manifest."""
-    trt = _require_tensorrt()
+    trt = require_tensorrt()
     import torch
 
     folder = Path(folder)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from copgen_rt.errors import TensorRTIncompatible
+
 SUPPORTED_OPS = frozenset("""
 Abs Add And ArgMax ArgMin Cast Ceil Clip Concat Constant ConstantOfShape Conv Cos CumSum Div Einsum
 Equal Erf Exp Expand Flatten Floor Gather GatherElements Gemm Gelu GlobalAveragePool Greater
@@ -22,8 +24,6 @@ Sum Tanh Tile Transpose Trilu Unsqueeze Where
 RESIZE_MODES = {"nearest", "linear"}
 
 
-class TensorRTIncompatible(Exception):
-    pass
 
 
 def check_tensorrt_compatible(path: Path) -> dict[str, int]:

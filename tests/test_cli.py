@@ -27,7 +27,7 @@ def _error_lines(output: str) -> list[str]:
     (["infer", "--steps", "0"], 2, "--steps"),
     (["infer", "--model", "copgen-nano"], 3, "unknown model spec 'copgen-nano'"),
     (["infer", "--generate", ""], 3, "--generate is empty"),
-    (["infer", "--engine", ".", "--model", "copgen-beta"], 3, "--engine carries the spec"),
+    (["infer", "--export", ".", "--model", "copgen-beta"], 3, "--export carries the spec"),
     (["infer", "a.tif", "--manifest", "scenes.txt"], 3, "not both"),
     (["export", "--batch", "1:4:100000000", "--out", "never-written"], 3, "MAX <= 4096"),
 ])

@@ -17,10 +17,14 @@ from scene_helpers import smooth_s2, write_raster
 from copgen_rt import Pipeline, specs
 from copgen_rt.cli import main
 from copgen_rt.demo import demo_weights
-from copgen_rt.distributed import WorkerPool, run_on_ray, tile_ranges
-from copgen_rt.driver import RUN_MANIFEST, Batch, PipelineSource, Report, RunManifest
-from copgen_rt.multiscene import run
-from copgen_rt.scenelist import SceneEntry, expand, read_manifest
+from copgen_rt.plan import resolve
+from copgen_rt.runs.batch import Batch
+from copgen_rt.runs.ray_workers import WorkerPool, run_on_ray, tile_ranges
+from copgen_rt.runs.record import RUN_MANIFEST, RunManifest
+from copgen_rt.runs.report import Report
+from copgen_rt.runs.scenelist import SceneEntry, expand, read_manifest
+from copgen_rt.runs.scheduler import run
+from copgen_rt.runs.source import PipelineSource
 from copgen_rt.scenes.inputs.open import open_input
 from copgen_rt.scenes.job import SceneJob, SceneOptions
 from copgen_rt.scenes.run import run_scene
@@ -35,7 +39,8 @@ def _make_job(entry: SceneEntry) -> SceneJob:
 
 
 def _source() -> PipelineSource:
-    return PipelineSource.create(DEMO, demo_weights(), None, device="cpu", dtype="fp32")  # as the reference
+    # the plan the reference's Pipeline.from_pretrained resolves for itself
+    return PipelineSource.create(DEMO, demo_weights(), None, resolve(DEMO, "cpu", dtype="fp32"))
 
 
 @pytest.fixture(scope="module")
@@ -223,7 +228,7 @@ def test_workers_that_could_never_start_are_refused(ray_runtime):
 def test_an_address_without_a_ray_head_fails_fast():
     """Checked before ray.init, which would retry a dead address for minutes (connect() itself
     cannot be tried here: this module's Ray runtime is already initialised)."""
-    from copgen_rt.distributed import _check_reachable
+    from copgen_rt.runs.ray_workers import _check_reachable
 
     start = time.monotonic()
     for address in ("127.0.0.1:1", "no-such-host.invalid:6379"):

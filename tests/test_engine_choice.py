@@ -1,4 +1,4 @@
-"""Which engine runs what (`copgen_rt.device.choose_engine`), and the pairs that are refused: through
+"""Which engine runs what (`copgen_rt.plan.choose_engine`), and the pairs that are refused: through
 the function and through the CLI (exit 3, one line, before any weights load)."""
 
 from __future__ import annotations
@@ -8,8 +8,9 @@ import torch
 from click.testing import CliRunner
 
 from copgen_rt import device as device_module
+from copgen_rt import plan as plan_module
 from copgen_rt.cli import main
-from copgen_rt.device import choose_engine
+from copgen_rt.plan import choose_engine
 
 BF16_CPU, AVX2_CPU = {"avx2", "avx512f", "avx512_bf16"}, {"avx2", "fma"}
 
@@ -25,7 +26,9 @@ def cpu(monkeypatch):
     """A CPU with or without native bf16, with or without OpenVINO installed."""
     def make(flags: set[str], openvino: bool) -> None:
         monkeypatch.setattr(device_module, "cpu_flags", lambda: flags)
-        monkeypatch.setattr(device_module, "openvino_installed", lambda: openvino)
+        installed = plan_module.engine_installed
+        monkeypatch.setattr(plan_module, "engine_installed",
+                            lambda name: openvino if name == "openvino" else installed(name))
     return make
 
 
@@ -65,14 +68,14 @@ def test_cuda_keeps_torch(cpu, fake_gpu):
 
 
 @pytest.mark.parametrize("device, backend, dtype, message", [
-    ("cpu", "triton", None, "--backend triton runs on a CUDA GPU, not on device cpu"),
-    ("cpu", "openvino", "fp16", "--backend openvino runs fp32, bf16 or int8, not --dtype fp16"),
-    ("cpu", "onnxruntime", "bf16", "--backend onnxruntime runs fp32, not --dtype bf16"),
-    ("cuda", "openvino", "fp32", "--backend openvino runs on the CPU, not on device cuda"),
-    ("cuda", "onnxruntime", "fp16", "--backend onnxruntime runs fp32, not --dtype fp16"),
+    ("cpu", "triton", None, "--engine triton runs on a CUDA GPU, not on device cpu"),
+    ("cpu", "openvino", "fp16", "--engine openvino runs fp32, bf16 or int8, not --dtype fp16"),
+    ("cpu", "onnxruntime", "bf16", "--engine onnxruntime runs fp32, not --dtype bf16"),
+    ("cuda", "openvino", "fp32", "--engine openvino runs on the CPU, not on device cuda"),
+    ("cuda", "onnxruntime", "fp16", "--engine onnxruntime runs fp32, not --dtype fp16"),
     ("cuda", {"denoiser": "torch", "vae": "triton"}, None, "runs the denoiser only"),
     ("cpu", {"decoder": "torch"}, None, "the components are denoiser and vae"),
-    ("cpu", "tensorrt", None, "unknown backend 'tensorrt'"),
+    ("cpu", "tensorrt", None, "unknown engine 'tensorrt'"),
 ])
 def test_bad_pairs_are_refused(cpu, fake_gpu, device, backend, dtype, message):
     cpu(BF16_CPU, True)
@@ -97,14 +100,14 @@ def _run(args):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--backend", "triton"], "--backend triton runs on a CUDA GPU, not on device cpu"),
+    (["--backend", "triton"], "--engine triton runs on a CUDA GPU, not on device cpu"),
     (["--backend", "openvino", "--dtype", "fp16"],
-     "--backend openvino runs fp32, bf16 or int8, not --dtype fp16"),
-    (["--backend", "onnxruntime", "--dtype", "bf16"], "--backend onnxruntime runs fp32, not --dtype bf16"),
-    (["--device", "cuda", "--backend", "openvino"], "--backend openvino runs on the CPU, not on device cuda"),
+     "--engine openvino runs fp32, bf16 or int8, not --dtype fp16"),
+    (["--backend", "onnxruntime", "--dtype", "bf16"], "--engine onnxruntime runs fp32, not --dtype bf16"),
+    (["--device", "cuda", "--backend", "openvino"], "--engine openvino runs on the CPU, not on device cuda"),
     (["--device", "cuda", "--backend", "onnxruntime", "--dtype", "bf16"], "onnxruntime runs fp32"),
-    (["--engine", "export-folder", "--backend", "torch"], "--engine runs the export's own engine"),
-    (["--engine", "export-folder", "--dtype", "fp32"], "--engine runs the export's own engine"),
+    (["--export", "export-folder", "--engine", "torch"], "--export runs the export's own engine"),
+    (["--export", "export-folder", "--dtype", "fp32"], "--export runs the export's own engine"),
 ])
 def test_bad_pairs_through_the_cli_exit_3_in_one_line(request, cpu, tmp_path, args, message):
     """Refused before any weights load or any output is written."""

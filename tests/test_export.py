@@ -8,10 +8,11 @@ import torch
 from conftest import TINY, rel_err
 
 from copgen_rt import Pipeline, specs
+from copgen_rt.errors import TensorRTIncompatible
 from copgen_rt.export.manifest import Manifest
 from copgen_rt.export.onnx import export_weights
 from copgen_rt.export.tensorrt import build_plan, cache_key
-from copgen_rt.export.tensorrt_support import SUPPORTED_OPS, TensorRTIncompatible, check_tensorrt_compatible
+from copgen_rt.export.tensorrt_support import SUPPORTED_OPS, check_tensorrt_compatible
 from copgen_rt.weights import find_weights, make_random_weights
 
 pytest.importorskip("onnxruntime", reason="onnxruntime not installed (pip install copgen-rt[onnx])")
@@ -179,7 +180,7 @@ def test_cli_export_then_infer_with_engine(tmp_path):
                              "S2L2A_B02_B03_B04_B08,S2L2A_B01_B09,S2L2A_B05_B06_B07_B11_B12_B8A,DEM_DEM"])
     assert r.exit_code == 0, r.output
     args = ["--generate", "DEM_DEM", "--steps", "3", "-q"]
-    a = runner.invoke(main, ["infer", "--engine", str(tmp_path / "x"), "--out", str(tmp_path / "a"), *args])
+    a = runner.invoke(main, ["infer", "--export", str(tmp_path / "x"), "--out", str(tmp_path / "a"), *args])
     b = runner.invoke(main, ["infer", "--dtype", "fp32", "--out", str(tmp_path / "b"), *args])
     assert a.exit_code == 0 and b.exit_code == 0, a.output + b.output
     import rasterio
@@ -196,7 +197,7 @@ def test_cli_export_then_infer_with_engine(tmp_path):
 def test_corrupt_export_folders_are_checkpoint_errors(tmp_path, tiny_export):
     import shutil
 
-    from copgen_rt.weights import CheckpointError
+    from copgen_rt.errors import CheckpointError
 
     broken = tmp_path / "broken"
     shutil.copytree(tiny_export, broken)

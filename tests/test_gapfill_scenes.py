@@ -7,11 +7,11 @@ import pytest
 from affine import Affine
 from rasterio.crs import CRS
 
+from copgen_rt.errors import MaskError
 from copgen_rt.scenes.composite import composite, seam_offset, tile_action
 from copgen_rt.scenes.masks import (
     DEFAULT_SCL_GAP_CLASSES,
     Grid,
-    MaskError,
     PartialMaskWarning,
     mask_from_raster,
     mask_from_scl,

@@ -10,7 +10,8 @@ import torch
 
 from copgen_rt import Pipeline, device
 from copgen_rt.demo import demo_weights
-from copgen_rt.device import choose_engine, cpu_flags
+from copgen_rt.device import cpu_flags
+from copgen_rt.plan import choose_engine
 
 pytest.importorskip("openvino", reason="OpenVINO is not installed (pip install openvino)")
 pytest.importorskip("nncf", reason="NNCF is not installed (pip install 'copgen-rt[int8]')")
@@ -41,7 +42,7 @@ def test_int8_quantizes_all_but_the_kept_layers_and_stays_near_fp32(fresh_cache,
     monkeypatch.setattr(Pipeline, "chip_calls", lambda self: calibrations.append(1) or calibrate(self))
     int8 = _demo("int8")
     assert calibrations == [1] and int8.denoiser.precision == "int8"
-    assert int8.provenance.engine.startswith("openvino int8") and int8.engines.dtype == "int8"
+    assert int8.provenance.engine.startswith("openvino int8") and int8.plan.dtype == "int8"
     model = openvino_backend._core().read_model(str(int8.denoiser.engine.path))
     quantized = {next(iter(op.output(0).get_target_inputs())).get_node().get_friendly_name()
                  for op in model.get_ops() if op.get_type_name() == "FakeQuantize"}

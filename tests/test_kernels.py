@@ -249,7 +249,7 @@ def test_triton_denoiser_low_precision_drift(tiny_spec, gen, dtype, factor):
 
 
 def test_unknown_backend_name(tiny_spec):
-    with pytest.raises(ValueError, match="unknown denoiser backend 'cuda'"):
+    with pytest.raises(ValueError, match="unknown engine 'cuda'"):
         make_denoiser_backend("cuda", Denoiser(tiny_spec))
 
 

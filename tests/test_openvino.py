@@ -50,7 +50,7 @@ def _net_inputs(spec, golden):
 
 
 def test_golden_network_and_vaes_through_openvino_fp32(ov_fp32, tiny_spec, golden):
-    assert ov_fp32.denoiser.name == "openvino" and ov_fp32.engines.vae == "openvino"
+    assert ov_fp32.denoiser.name == "openvino" and ov_fp32.plan.engines.vae == "openvino"
     out = ov_fp32.denoiser(*_net_inputs(tiny_spec, golden))
     for name, o in zip(tiny_spec.names, out, strict=True):
         assert rel_err(o, golden[f"denoiser/out/{name}"]) < NET_TOL, name
@@ -83,7 +83,7 @@ def test_golden_sampler_cases_through_openvino_fp32(ov_fp32, tiny_json, golden, 
 @native_bf16
 def test_bf16_stays_within_3e2_of_fp32_per_call(ov_fp32, tiny_spec, golden):
     ov_bf16 = _pipeline(tiny_spec, "bf16")
-    assert ov_bf16.engines.dtype == "bf16"
+    assert ov_bf16.plan.dtype == "bf16"
     inputs = _net_inputs(tiny_spec, golden)
     reference, low = (torch.cat([o.flatten() for o in b.denoiser(*inputs)]) for b in (ov_fp32, ov_bf16))
     error = float((low - reference).norm() / reference.norm())  # over the whole call's output
@@ -197,8 +197,8 @@ def test_k_transpose_is_folded_into_the_scores_matmul(ov_fp32, tiny_spec):
     engine = ov_fp32.denoiser.engine
     model = openvino_backend._core().read_model(str(engine.path))
     model.reshape({p.get_any_name(): [2, *list(p.get_partial_shape())[1:]] for p in model.inputs})
-    compiled = openvino_backend._core().compile_model(model, "CPU", {**openvino_backend._config("bf16"),
-                                                                     "PERF_COUNT": True})
+    config = {**openvino_backend.compile_config("bf16"), "PERF_COUNT": True}
+    compiled = openvino_backend._core().compile_model(model, "CPU", config)
     request = compiled.create_infer_request()
     request.infer([np.zeros(list(p.get_shape()), np.float32) for p in compiled.inputs])
     transposes = [p.node_name for p in request.profiling_info

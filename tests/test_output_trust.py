@@ -23,11 +23,11 @@ from scene_helpers import interrupt_after_tiles, smooth_s2, write_raster
 from copgen_rt import Pipeline, specs
 from copgen_rt.cli import main
 from copgen_rt.demo import demo_weights
-from copgen_rt.files import OutputBusyError, exclusive
+from copgen_rt.errors import OutputBusyError, SceneError
+from copgen_rt.files import exclusive
 from copgen_rt.scenes import run as run_module
 from copgen_rt.scenes import sampling, state
 from copgen_rt.scenes.inputs.open import open_input
-from copgen_rt.scenes.inputs.scene_input import SceneError
 from copgen_rt.scenes.job import SceneJob, SceneOptions
 from copgen_rt.scenes.run import run_scene
 from copgen_rt.scenes.state import DamagedFileWarning
@@ -405,7 +405,7 @@ def test_a_fifo_as_the_scene_is_refused(tmp_path):
 
 def test_export_and_weights_problems_are_checkpoint_errors(tmp_path):
     (tmp_path / "empty").mkdir()
-    r = _cli(["infer", "--engine", tmp_path / "empty", "-q"])
+    r = _cli(["infer", "--export", tmp_path / "empty", "-q"])
     assert r.exit_code == 4, r.output
     _one_error(r.output, "not an export folder")
 
@@ -427,7 +427,8 @@ def test_a_pickle_with_code_is_refused_in_one_line(tmp_path):
 
     path = tmp_path / "evil.pth"
     torch.save({"w": Evil()}, path)
-    from copgen_rt.weights import CheckpointError, read_checkpoint
+    from copgen_rt.errors import CheckpointError
+    from copgen_rt.weights import read_checkpoint
 
     with pytest.raises(CheckpointError, match=r"refused, the pickle holds more than weights \(it would run "
                                               r"posix.system\)"):

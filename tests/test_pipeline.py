@@ -5,7 +5,7 @@ import functools
 import pytest
 import torch
 
-from copgen_rt.weights import CheckpointError
+from copgen_rt.errors import CheckpointError
 
 
 def _s1(batch: int, seed: int = 0) -> torch.Tensor:

@@ -151,3 +151,36 @@ def test_a_low_dem_as_per_band_files_is_not_taken_for_s2_values(tmp_path):
         warnings.simplefilter("error", ImplausibleDNWarning)
         scene = open_input(str(folder))
     assert scene.product == "DEM"
+
+
+@pytest.mark.parametrize("form", ["band folder", "STAC Item"])
+def test_a_many_scene_rerun_notices_a_band_file_rewritten_in_place(form, tmp_path):
+    """One run identity for single and many scenes: every file of every input form is in it, so a
+    band rewritten in place is run again, and the scene whose files did not change is skipped."""
+    import shutil
+
+    stacked = stacked_chip(tmp_path)
+    bands = make_band_folder(tmp_path, stacked)
+    folders = [shutil.copytree(bands, tmp_path / name) for name in ("bands-a", "bands-b")]
+    if form == "band folder":
+        scenes = [str(f) for f in folders]
+    else:  # Items named apart: a scene's outputs are named by its file's stem
+        scenes = [str(make_stac_item(tmp_path, f).rename(tmp_path / "stac" / f"{f.name}.json"))
+                  for f in folders]
+
+    def run(*extra: str, code: int = 0) -> str:
+        r = CliRunner().invoke(main, ["infer", *scenes, "--out", str(tmp_path / "out"), *RUN, *extra])
+        assert r.exit_code == code, r.output
+        return r.output
+
+    assert "2 succeeded, 0 skipped" in run()
+    assert "0 succeeded, 2 skipped" in run()
+    band = folders[0] / "B04.tif"
+    with rasterio.open(band, "r+", IGNORE_COG_LAYOUT_BREAK="YES") as f:  # in place: same name, other values
+        f.write(f.read() + 1)
+    # as a single-scene run: outputs of other inputs are not replaced without --overwrite ...
+    changed = run(code=8)
+    assert "0 succeeded, 1 skipped (already complete), 1 failed" in changed
+    assert "bands-a_LULC_LULC.tif exists; pass --overwrite" in changed
+    # ... and with it, only the changed scene runs again (complete scenes are skipped regardless)
+    assert "1 succeeded, 1 skipped" in run("--overwrite")

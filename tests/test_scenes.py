@@ -13,13 +13,12 @@ from scene_helpers import CHIPS, EchoPipeline, interrupt_after_tiles, smooth_s2,
 from copgen_rt import Pipeline, processing, specs
 from copgen_rt.cli import main
 from copgen_rt.demo import default_scene, demo_weights
+from copgen_rt.errors import OutputExistsError, SceneError
 from copgen_rt.scenes import job as scene_job
 from copgen_rt.scenes.inputs.open import open_input
-from copgen_rt.scenes.inputs.scene_input import SceneError
 from copgen_rt.scenes.job import SceneJob, SceneOptions
 from copgen_rt.scenes.reader import CoarseInputWarning
 from copgen_rt.scenes.run import run_scene
-from copgen_rt.scenes.state import OutputExistsError
 from copgen_rt.scenes.tile_inputs import TileReader
 from copgen_rt.scenes.tiling import blend_ramp
 
@@ -181,7 +180,7 @@ def test_outputs_of_the_same_run_are_rewritten_others_are_kept(tmp_path, demo):
 
 
 def test_run_manifests_of_concurrent_runs_merge(tmp_path):
-    from copgen_rt.driver import RunManifest
+    from copgen_rt.runs.record import RunManifest
 
     path = tmp_path / "copgen-run.json"
     a, b = RunManifest(path), RunManifest(path)

@@ -36,7 +36,7 @@ def test_png_in_png_out_with_samples(tmp_path, beta):
         assert img.info["COPGEN_RANDOM_WEIGHTS"] == "false"
     single = run_thumbnails(beta, {"s1_rtc": tmp_path / "s1.png"}, tmp_path / "p", steps=2)
     assert sorted(p.name for p in single) == ["dem.png", "s2_l1c.png", "s2_l2a.png"]
-    from copgen_rt.scenes.state import OutputExistsError
+    from copgen_rt.errors import OutputExistsError
 
     with pytest.raises(OutputExistsError):
         run_thumbnails(beta, {"s1_rtc": tmp_path / "s1.png"}, tmp_path / "p", steps=2)

@@ -10,7 +10,7 @@ from conftest import TINY, rel_err
 
 from copgen_rt import Pipeline, specs, tuning
 from copgen_rt.backends import make_denoiser_backend
-from copgen_rt.device import EngineChoice
+from copgen_rt.plan import EngineChoice, measured_choice
 from copgen_rt.weights import load_denoiser, read_checkpoint
 
 
@@ -59,7 +59,7 @@ def _choice(*candidates: str) -> EngineChoice:
 def test_the_fastest_engine_and_the_fastest_batch_per_tile_are_chosen(engines):
     engines({"openvino": (0.5, 0.2), "torch-compile": (0.1, 0.2), "torch": (0.5, 0.25)})
     spec = specs.get("copgen-demo")
-    choice, measured = tuning.measured_choice(spec, _choice("openvino", "torch-compile", "torch"))
+    choice, measured = measured_choice(spec, _choice("openvino", "torch-compile", "torch"))
     assert choice.denoiser == "torch-compile" and measured is not None
     assert measured.seconds == pytest.approx({"openvino": 0.9, "torch-compile": 0.5, "torch": 1.0})
     assert "torch-compile 500 ms, openvino 900 ms, torch 1000 ms" in choice.reason
@@ -73,7 +73,7 @@ def test_noise_does_not_replace_the_preferred_engine_or_grow_the_batch(engines):
     # 3% faster is within the margin: the first candidate stays; batches whose per-tile cost is
     # within the margin of the best give the smallest of them
     engines({"openvino": (0.0, 1.0), "torch-compile": (0.0, 0.97)})
-    choice, measured = tuning.measured_choice(specs.get("copgen-demo"), _choice("openvino", "torch-compile"))
+    choice, measured = measured_choice(specs.get("copgen-demo"), _choice("openvino", "torch-compile"))
     assert choice.denoiser == "openvino" and measured is not None
     assert measured.batch(8) == 1
 
@@ -81,7 +81,7 @@ def test_noise_does_not_replace_the_preferred_engine_or_grow_the_batch(engines):
 def test_torch_compile_is_not_built_where_eager_torch_is_far_behind(engines):
     # eager torch at 2.2x the fastest: torch.compile would have to gain more than it does over eager
     engines({"openvino": (0.5, 0.2), "torch-compile": "must not be built", "torch": (1.0, 0.5)})
-    choice, measured = tuning.measured_choice(specs.get("copgen-demo"), _choice("openvino", "torch-compile",
+    choice, measured = measured_choice(specs.get("copgen-demo"), _choice("openvino", "torch-compile",
                                                                                  "torch"))
     assert choice.denoiser == "openvino" and measured is not None
     assert set(measured.seconds) == {"openvino", "torch"} and not measured.failed
@@ -98,7 +98,7 @@ def test_torch_compile_is_not_built_where_eager_torch_is_far_behind(engines):
 def test_torch_compile_replaces_another_engine_only_15_percent_faster(engines):
     # it compiles in every new process: 10% faster per call is not enough, 20% is
     engines({"openvino": (0.0, 1.0), "torch-compile": (0.0, 0.9), "torch": (0.0, 1.1)})
-    choice, measured = tuning.measured_choice(specs.get("copgen-demo"), _choice("openvino", "torch-compile",
+    choice, measured = measured_choice(specs.get("copgen-demo"), _choice("openvino", "torch-compile",
                                                                                  "torch"))
     assert choice.denoiser == "openvino" and measured is not None and set(measured.seconds) == {
         "openvino", "torch-compile", "torch"}
@@ -112,7 +112,7 @@ def test_torch_compile_replaces_another_engine_only_15_percent_faster(engines):
 
 def test_an_engine_that_cannot_run_is_reported_not_chosen(engines):
     engines({"openvino": (0.5, 0.2), "torch-compile": "no C++ compiler found", "torch": (0.5, 0.25)})
-    choice, measured = tuning.measured_choice(specs.get("copgen-demo"), _choice("openvino", "torch-compile",
+    choice, measured = measured_choice(specs.get("copgen-demo"), _choice("openvino", "torch-compile",
                                                                                  "torch"))
     assert choice.denoiser == "openvino" and measured is not None
     assert measured.failed == {"torch-compile": "no C++ compiler found"}
@@ -128,19 +128,19 @@ def test_measured_once_per_cpu_kind_and_model_shape(engines, monkeypatch):
     measured = []
     real_measure = tuning.measure
     monkeypatch.setattr(tuning, "measure", lambda *a: measured.append(a) or real_measure(*a))
-    assert tuning.measured_choice(demo, candidates)[0].denoiser == "torch"
-    assert tuning.measured_choice(demo, candidates)[0].denoiser == "torch"
+    assert measured_choice(demo, candidates)[0].denoiser == "torch"
+    assert measured_choice(demo, candidates)[0].denoiser == "torch"
     assert len(measured) == 1  # the second came from the cache
-    tuning.measured_choice(demo.replace(name="renamed"), candidates)
+    measured_choice(demo.replace(name="renamed"), candidates)
     assert len(measured) == 1  # the same shapes under another name
     monkeypatch.setattr(tuning, "cpu_kind", lambda: "Another CPU | AVX512")
-    tuning.measured_choice(demo, candidates)
+    measured_choice(demo, candidates)
     assert len(measured) == 2
 
 
 def test_nothing_to_measure_for_a_single_engine():
     choice = EngineChoice("openvino", "openvino", "int8", "requested")
-    assert tuning.measured_choice(specs.get("copgen-demo"), choice) == (choice, None)
+    assert measured_choice(specs.get("copgen-demo"), choice) == (choice, None)
 
 
 def test_the_short_model_keeps_width_heads_and_tokens():
@@ -157,17 +157,19 @@ def test_the_short_model_keeps_width_heads_and_tokens():
 
 def test_auto_measures_the_real_engines_on_this_machine():
     pipe = Pipeline.demo()
-    assert pipe.engines is not None and pipe.tuning is not None
-    assert pipe.engines.denoiser == pipe.tuning.engine
+    assert pipe.plan is not None and pipe.plan.tuning is not None
+    engines, measured_here = pipe.plan.engines, pipe.plan.tuning
+    assert engines.denoiser == measured_here.engine
     # every candidate is accounted for: measured, unable to run, or not built by the rule that
     # skips torch.compile where eager torch is far behind (which engines land where depends on
     # this machine's speed, so only the partition is asserted; the rule itself is tested above)
-    measured, failed, skipped = set(pipe.tuning.seconds), set(pipe.tuning.failed), set(pipe.tuning.skipped)
-    assert measured | failed | skipped == set(pipe.engines.candidates)
+    measured, failed = set(measured_here.seconds), set(measured_here.failed)
+    skipped = set(measured_here.skipped)
+    assert measured | failed | skipped == set(engines.candidates)
     assert not (measured & failed or measured & skipped or failed & skipped)
-    assert skipped <= {tuning.COMPILED} and pipe.tuning.engine in measured
-    assert "measured on this CPU kind" in pipe.engines.reason
-    assert sorted(pipe.tuning.per_tile) == list(tuning.BATCHES)
+    assert skipped <= {tuning.COMPILED} and measured_here.engine in measured
+    assert "measured on this CPU kind" in engines.reason
+    assert sorted(measured_here.per_tile) == list(tuning.BATCHES)
 
 
 def test_torch_compile_matches_the_golden_network_output_in_fp32(tiny_spec, golden):
@@ -182,7 +184,7 @@ def test_torch_compile_matches_the_golden_network_output_in_fp32(tiny_spec, gold
 def test_a_full_disk_while_measuring_is_a_write_error_not_an_engine_that_cannot_run(engines, monkeypatch):
     import errno
 
-    from copgen_rt.files import OutputWriteError
+    from copgen_rt.errors import OutputWriteError
 
     def full(*args):
         raise RuntimeError("compile failed") from OSError(errno.ENOSPC, "No space left on device")
@@ -191,5 +193,5 @@ def test_a_full_disk_while_measuring_is_a_write_error_not_an_engine_that_cannot_
     monkeypatch.setattr(tuning, "scratch_denoiser", full)
     spec = specs.get("copgen-demo")
     with pytest.raises(OutputWriteError, match="no space left"):
-        tuning.measured_choice(spec, _choice("openvino", "torch"))
+        measured_choice(spec, _choice("openvino", "torch"))
     assert tuning.cached(spec, "fp32", ("openvino", "torch")) is None  # nothing recorded

@@ -11,9 +11,9 @@ from conftest import TINY
 from safetensors.torch import load_file, save_file
 
 from copgen_rt import Denoiser, Pipeline, specs
+from copgen_rt.errors import CheckpointError
 from copgen_rt.weights import (
     Checkpoint,
-    CheckpointError,
     convert,
     find_weights,
     load_denoiser,

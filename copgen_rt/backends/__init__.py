@@ -1,54 +1,41 @@
-"""Backends: one interface behind which each component runs.
+"""Backends: one interface behind which each component runs (`base`), built by the engine that
+`copgen_rt.plan` chose for it from the records in `registry`.
 
 A denoiser backend is called as `backend(latents, timesteps) -> list of eps` with lists in
 canonical modality order, float32 in and out; a VAE backend has `encode_moments(x)` and
-`decode(z)`. The sampler and pipeline only see these interfaces. Implementations: torch (eager),
-torch-compile (inductor), triton (fused kernels), onnxruntime, openvino and tensorrt (exported
-components). Which engine
-runs what is chosen in `copgen_rt.device.choose_engine`.
+`decode(z)`. The sampler and pipeline only see these interfaces; nothing here branches on an
+engine's name.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from copgen_rt.backends.base import DenoiserBackend, VAEBackend
+from copgen_rt.backends.base import DenoiserBackend, Engine, VAEBackend
+from copgen_rt.backends.registry import ENGINES, engine
 from copgen_rt.backends.torch_backend import TorchDenoiser, TorchVAE
 from copgen_rt.export.manifest import Component
 from copgen_rt.models import Autoencoder, Denoiser
 from copgen_rt.specs import ModelSpec
 
-DENOISER_BACKENDS = ("torch", "torch-compile", "triton")
-
 
 def make_denoiser_backend(name: str, model: Denoiser) -> DenoiserBackend:
-    """A backend running a loaded `copgen_rt.Denoiser` (onnxruntime goes through an export)."""
-    if name == "torch":
-        return TorchDenoiser(model)
-    if name == "torch-compile":
-        from copgen_rt.backends.torch_compile_backend import CompiledTorchDenoiser
-
-        return CompiledTorchDenoiser(model)
-    if name == "triton":
-        from copgen_rt.backends.triton_backend import TritonDenoiser
-
-        return TritonDenoiser(model)
-    raise ValueError(f"unknown denoiser backend {name!r}; choose {', '.join(DENOISER_BACKENDS)}")
+    """A backend running a loaded `copgen_rt.Denoiser` on an engine that runs the module."""
+    build = engine(name).make_denoiser
+    if build is None:
+        runs = ", ".join(e.name for e in ENGINES.values() if e.make_denoiser is not None)
+        raise ValueError(f"the {name} engine runs an export, not a module; choose {runs}")
+    return build(model)
 
 
-def denoiser_backend(engine: str, spec: ModelSpec, model: Denoiser, checkpoint: Path, dtype: str,
+def denoiser_backend(name: str, spec: ModelSpec, model: Denoiser, checkpoint: Path, dtype: str,
                      cuda_graphs: bool = True) -> DenoiserBackend:
-    """The denoiser on `engine` (see `copgen_rt.device.choose_engine`); exported engines export the
-    (fp32) model on first use and run it in `dtype`."""
-    if engine == "onnxruntime":
-        from copgen_rt.backends.onnxruntime_backend import cached_onnx_denoiser
-
-        return cached_onnx_denoiser(spec, model, checkpoint)
-    if engine == "openvino":
-        from copgen_rt.backends.openvino_backend import cached_denoiser
-
-        return cached_denoiser(spec, model, checkpoint, dtype)
-    backend = make_denoiser_backend(engine, model)
+    """The denoiser on engine `name`: exported engines export the (fp32) model once per
+    checkpoint and run it in `dtype`; on CUDA the torch module replays CUDA graphs."""
+    chosen = engine(name)
+    if chosen.cached_denoiser is not None:
+        return chosen.cached_denoiser(spec, model, checkpoint, dtype)
+    backend = make_denoiser_backend(name, model)
     if cuda_graphs and isinstance(backend, TorchDenoiser) and backend.device.type == "cuda":
         from copgen_rt.backends.cuda_graphs import CudaGraphDenoiser
 
@@ -56,18 +43,14 @@ def denoiser_backend(engine: str, spec: ModelSpec, model: Denoiser, checkpoint: 
     return backend
 
 
-def exported_denoiser(engine: str, folder: Path, component: Component, dtype: str,
+def exported_denoiser(name: str, folder: Path, component: Component, dtype: str,
                       static_batch: bool | None = None) -> DenoiserBackend:
-    """The denoiser component of an export folder on onnxruntime (fp32) or openvino (`dtype`;
-    `static_batch` None: the precision's default)."""
-    if engine == "openvino":
-        from copgen_rt.backends.openvino_backend import OpenVinoDenoiser
-
-        return OpenVinoDenoiser.of_component(folder, component, dtype, static_batch)
-    from copgen_rt.backends.onnxruntime_backend import OrtDenoiser
-
-    return OrtDenoiser(folder / component.file, [t.name for t in component.inputs],
-                       [t.name for t in component.outputs])
+    """The denoiser component of an export folder on engine `name` (`static_batch` None: the
+    engine's default for `dtype`)."""
+    build = engine(name).component_denoiser
+    if build is None:
+        raise ValueError(f"the {name} engine does not run exports")
+    return build(folder, component, dtype, static_batch)
 
 
 def scratch_export(spec: ModelSpec, model: Denoiser, folder: Path) -> Component:
@@ -79,36 +62,28 @@ def scratch_export(spec: ModelSpec, model: Denoiser, folder: Path) -> Component:
                          check="none").component("denoiser")
 
 
-def scratch_denoiser(engine: str, spec: ModelSpec, model: Denoiser, dtype: str, folder: Path
+def scratch_denoiser(name: str, spec: ModelSpec, model: Denoiser, dtype: str, folder: Path
                      ) -> DenoiserBackend:
-    """`engine` running an in-memory fp32 model in `dtype`, with no checkpoint behind it (engine
-    measurements): exported engines export it into `folder`, the others run a copy in `dtype`."""
-    if engine in EXPORTED_ENGINES:
-        return exported_denoiser(engine, folder, scratch_export(spec, model, folder), dtype)
+    """Engine `name` running an in-memory fp32 model in `dtype`, with no checkpoint behind it
+    (engine measurements): exported engines export it into `folder`, the others run a copy in
+    `dtype`."""
+    if engine(name).exported:
+        return exported_denoiser(name, folder, scratch_export(spec, model, folder), dtype)
     from copgen_rt.weights import Checkpoint, load_denoiser, parse_dtype
 
     weights = Checkpoint(folder, dict(model.state_dict()))
-    return make_denoiser_backend(engine, load_denoiser(spec, weights, next(model.parameters()).device,
-                                                       parse_dtype(dtype)))
+    return make_denoiser_backend(name, load_denoiser(spec, weights, next(model.parameters()).device,
+                                                     parse_dtype(dtype)))
 
 
-def vae_backend(engine: str, spec: ModelSpec, key: str, vae: Autoencoder, checkpoint: Path,
+def vae_backend(name: str, spec: ModelSpec, key: str, vae: Autoencoder, checkpoint: Path,
                 dtype: str) -> VAEBackend:
-    if engine == "onnxruntime":
-        from copgen_rt.backends.onnxruntime_backend import cached_onnx_vae
-
-        return cached_onnx_vae(spec, key, vae, checkpoint)
-    if engine == "openvino":
-        from copgen_rt.backends.openvino_backend import cached_vae
-
-        return cached_vae(spec, key, vae, checkpoint, dtype)
-    if engine != "torch":
-        raise ValueError(f"unknown VAE backend {engine!r}; choose torch, onnxruntime or openvino")
-    return TorchVAE(vae)
+    build = engine(name).make_vae
+    if build is None:
+        raise ValueError(f"the {name} engine runs the denoiser only")
+    return build(spec, key, vae, checkpoint, dtype)
 
 
-EXPORTED_ENGINES = ("onnxruntime", "openvino")  # run an fp32 ONNX export, whatever their precision
-
-__all__ = ["DenoiserBackend", "VAEBackend", "TorchDenoiser", "TorchVAE", "make_denoiser_backend",
-           "denoiser_backend", "exported_denoiser", "scratch_export", "scratch_denoiser", "vae_backend",
-           "EXPORTED_ENGINES"]
+__all__ = ["DenoiserBackend", "VAEBackend", "Engine", "ENGINES", "engine", "TorchDenoiser", "TorchVAE",
+           "make_denoiser_backend", "denoiser_backend", "exported_denoiser", "scratch_export",
+           "scratch_denoiser", "vae_backend"]

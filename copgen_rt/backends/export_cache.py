@@ -13,7 +13,9 @@ from pathlib import Path
 from torch import nn
 
 from copgen_rt.export.manifest import Manifest
+from copgen_rt.export.onnx import ParityRuntime
 from copgen_rt.files import write_error
+from copgen_rt.models import Autoencoder, Denoiser
 from copgen_rt.specs import ModelSpec
 
 
@@ -31,7 +33,7 @@ def _cache_key(spec: ModelSpec, component: str, checkpoint: Path) -> str:
 
 
 def cached_export(spec: ModelSpec, component: str, module: nn.Module, checkpoint: Path,
-                  parity_runtime: str = "onnxruntime") -> tuple[Path, Manifest]:
+                  parity_runtime: ParityRuntime | None = None) -> tuple[Path, Manifest]:
     """The export folder of `component` ("denoiser" or "vae/<key>") and its manifest; exported
     (fp32, parity-checked through `parity_runtime`) on first use."""
     folder = cache_root() / "onnx" / _cache_key(spec, component, checkpoint)
@@ -43,17 +45,21 @@ def cached_export(spec: ModelSpec, component: str, module: nn.Module, checkpoint
     return folder, Manifest.load(folder)
 
 
-def _export_into(folder: Path, spec: ModelSpec, component: str, module: nn.Module, parity_runtime: str
-                 ) -> None:
+def _export_into(folder: Path, spec: ModelSpec, component: str, module: nn.Module,
+                 parity_runtime: ParityRuntime | None) -> None:
     """Exported beside `folder`, then renamed into place: processes exporting at once never mix files."""
     from copgen_rt.export.onnx import export_models
 
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}-"))
     try:
-        denoiser, vaes = (module, {}) if component == "denoiser" else (None, {component[4:]: module})
-        export_models(spec, denoiser, vaes, staging, weights={}, random_weights=False,
-                      parity_batch=1, parity_runtime=parity_runtime)
+        if isinstance(module, Denoiser):
+            export_models(spec, module, {}, staging, weights={}, random_weights=False, parity_batch=1,
+                          parity_runtime=parity_runtime)
+        else:
+            assert isinstance(module, Autoencoder) and component.startswith("vae/")
+            export_models(spec, None, {component[4:]: module}, staging, weights={}, random_weights=False,
+                          parity_batch=1, parity_runtime=parity_runtime)
         try:
             os.rename(staging, folder)
         except OSError:  # another process published it first (or left a broken folder: replace it)

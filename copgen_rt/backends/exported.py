@@ -31,9 +31,9 @@ def load_export(folder: Path, providers: Sequence[str] | None = None):
         def make_vae(key: str) -> VAEBackend:
             return TrtVAE(engines.get(f"vae_encoder/{key}"), engines.get(f"vae_decoder/{key}"))
     else:
-        from copgen_rt.backends.onnxruntime_backend import OrtVAE, _denoiser_from_manifest
+        from copgen_rt.backends.onnxruntime_backend import OrtVAE, denoiser_from_export
 
-        denoiser = _denoiser_from_manifest(folder, providers)
+        denoiser = denoiser_from_export(folder, providers)
 
         def make_vae(key: str) -> VAEBackend:
             enc, dec = (folder / f"vae_{part}/{key}.onnx" for part in ("encoder", "decoder"))

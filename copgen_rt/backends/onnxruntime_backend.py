@@ -10,7 +10,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from copgen_rt.backends.base import Engine
+
 if TYPE_CHECKING:
+    from copgen_rt.export.manifest import Component
     from copgen_rt.models import Autoencoder, Denoiser
     from copgen_rt.specs import ModelSpec
 
@@ -28,7 +31,7 @@ def _session(path: Path, providers: Sequence[str] | None) -> Any:  # an onnxrunt
     try:
         return ort.InferenceSession(str(path), options, providers=chosen)
     except Exception as e:  # onnxruntime raises its own types for missing, truncated or invalid files
-        from copgen_rt.weights import CheckpointError, first_line
+        from copgen_rt.errors import CheckpointError, first_line
 
         raise CheckpointError(f"{path}: not a loadable ONNX model ({first_line(e)})") from None
 
@@ -78,7 +81,7 @@ def cached_onnx_denoiser(spec: ModelSpec, model: Denoiser, checkpoint: Path) -> 
     from copgen_rt.backends.export_cache import cached_export
 
     folder, _ = cached_export(spec, "denoiser", model, checkpoint)
-    return _denoiser_from_manifest(folder, None)
+    return denoiser_from_export(folder, None)
 
 
 def cached_onnx_vae(spec: ModelSpec, key: str, vae: Autoencoder, checkpoint: Path) -> OrtVAE:
@@ -88,8 +91,22 @@ def cached_onnx_vae(spec: ModelSpec, key: str, vae: Autoencoder, checkpoint: Pat
     return OrtVAE(folder / f"vae_encoder/{key}.onnx", folder / f"vae_decoder/{key}.onnx")
 
 
-def _denoiser_from_manifest(folder: Path, providers: Sequence[str] | None) -> OrtDenoiser:
+def denoiser_from_export(folder: Path, providers: Sequence[str] | None) -> OrtDenoiser:
     from copgen_rt.export.manifest import Manifest
 
     c = Manifest.load(folder).component("denoiser")
     return OrtDenoiser(folder / c.file, [t.name for t in c.inputs], [t.name for t in c.outputs], providers)
+
+
+def _component_denoiser(folder: Path, component: Component, dtype: str, static_batch: bool | None
+                        ) -> OrtDenoiser:
+    """onnxruntime runs the fp32 graph with a dynamic batch whatever is asked."""
+    return OrtDenoiser(folder / component.file, [t.name for t in component.inputs],
+                       [t.name for t in component.outputs])
+
+
+ENGINE = Engine("onnxruntime", devices=("cpu", "cuda"), dtypes=("fp32",), vae_dtypes=("fp32",),
+                requires="onnxruntime", install="pip install 'copgen-rt[onnx]'",
+                cached_denoiser=lambda spec, model, ckpt, dtype: cached_onnx_denoiser(spec, model, ckpt),
+                component_denoiser=_component_denoiser,
+                make_vae=lambda spec, key, vae, ckpt, dtype: cached_onnx_vae(spec, key, vae, ckpt))

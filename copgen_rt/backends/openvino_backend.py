@@ -35,7 +35,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from copgen_rt.backends.base import Engine
 from copgen_rt.export.manifest import Component
+from copgen_rt.export.onnx import ParityRuntime
+from copgen_rt.files import onnx_sha256
 
 PRECISION_HINTS = {"fp32": "f32", "bf16": "bf16"}
 # denoiser precisions compiled once per batch size (static shapes, each compile cached on disk)
@@ -109,7 +112,7 @@ def compile_key(onnx_sha256: str, precision: str, batch: int | None) -> str:
     return hashlib.sha256(data.encode()).hexdigest()[:24]
 
 
-def _config(precision: str) -> dict:
+def compile_config(precision: str) -> dict:
     return {"INFERENCE_PRECISION_HINT": PRECISION_HINTS[precision], "PERFORMANCE_HINT": "LATENCY",
             "NUM_STREAMS": 1, "INFERENCE_NUM_THREADS": threads()}
 
@@ -122,7 +125,7 @@ def compile_onnx(path: Path, onnx_sha256: str, precision: str, batch: int | None
     if blob.is_file():
         try:
             data = np.memmap(blob, dtype=np.uint8, mode="r")  # no copy of a large blob in memory
-            compiled = core.import_model(require_openvino().Tensor(data), "CPU", _config(precision))
+            compiled = core.import_model(require_openvino().Tensor(data), "CPU", compile_config(precision))
             STATS.cache_hits += 1
             return compiled
         except RuntimeError:  # a blob from an interrupted or foreign write: compile it again
@@ -131,13 +134,13 @@ def compile_onnx(path: Path, onnx_sha256: str, precision: str, batch: int | None
     try:
         model = core.read_model(str(path))
     except RuntimeError as e:
-        from copgen_rt.weights import CheckpointError, first_line
+        from copgen_rt.errors import CheckpointError, first_line
 
         raise CheckpointError(f"{path}: not a loadable ONNX model ({first_line(e)})") from None
     if batch is not None:
         model.reshape({port.get_any_name(): [batch, *list(port.get_partial_shape())[1:]]
                        for port in model.inputs})
-    compiled = core.compile_model(model, "CPU", _config(precision))
+    compiled = core.compile_model(model, "CPU", compile_config(precision))
     STATS.compiles += 1
     STATS.compile_seconds += time.perf_counter() - start
     blob.parent.mkdir(parents=True, exist_ok=True)
@@ -221,12 +224,15 @@ class OpenVinoVAE:
 
 def run_fp32(path: Path, output_names: list[str], feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
     """One fp32 call of an ONNX file (the export's parity check), through the compile cache."""
-    from copgen_rt.export.onnx import file_sha256
-
-    request = compile_onnx(path, file_sha256(path), "fp32").create_infer_request()
+    request = compile_onnx(path, onnx_sha256(path), "fp32").create_infer_request()
     result = request.infer(feeds)
     by_name = {port.get_any_name(): value for port, value in result.items()}
     return [np.array(by_name[n]) for n in output_names]
+
+
+def parity_runtime() -> ParityRuntime:
+    """An export's parity check through OpenVINO, for the exports this engine runs."""
+    return run_fp32, f"openvino {version()} CPU fp32"
 
 
 def cached_denoiser(spec, model, checkpoint: Path, precision: str) -> OpenVinoDenoiser:
@@ -234,7 +240,7 @@ def cached_denoiser(spec, model, checkpoint: Path, precision: str) -> OpenVinoDe
     from copgen_rt.backends.export_cache import cached_export
 
     require_openvino()
-    folder, manifest = cached_export(spec, "denoiser", model, checkpoint, parity_runtime="openvino")
+    folder, manifest = cached_export(spec, "denoiser", model, checkpoint, parity_runtime=parity_runtime())
     return OpenVinoDenoiser.of_component(folder, manifest.component("denoiser"), precision)
 
 
@@ -242,7 +248,7 @@ def cached_vae(spec, key: str, vae, checkpoint: Path, precision: str) -> OpenVin
     from copgen_rt.backends.export_cache import cached_export
 
     require_openvino()
-    folder, manifest = cached_export(spec, f"vae/{key}", vae, checkpoint, parity_runtime="openvino")
+    folder, manifest = cached_export(spec, f"vae/{key}", vae, checkpoint, parity_runtime=parity_runtime())
     return OpenVinoVAE(
         folder, manifest.component(f"vae_encoder/{key}"), manifest.component(f"vae_decoder/{key}"), precision
     )
@@ -301,3 +307,7 @@ def _save_ir(model, xml: Path) -> None:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
+
+ENGINE = Engine("openvino", devices=("cpu",), dtypes=("fp32", "bf16", "int8"), vae_dtypes=("fp32", "bf16"),
+                requires="openvino", install="pip install openvino", cached_denoiser=cached_denoiser,
+                component_denoiser=OpenVinoDenoiser.of_component, make_vae=cached_vae)

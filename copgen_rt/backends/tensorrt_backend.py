@@ -15,9 +15,9 @@ from torch import Tensor
 
 class _Engine:
     def __init__(self, path: Path):
-        from copgen_rt.export.tensorrt import _require_tensorrt
+        from copgen_rt.export.tensorrt import require_tensorrt
 
-        trt = _require_tensorrt()
+        trt = require_tensorrt()
         if not torch.cuda.is_available():
             raise RuntimeError("TensorRT engines need a CUDA GPU")
         self.trt = trt

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
+from copgen_rt.backends.base import Engine
 from copgen_rt.models import Autoencoder, Denoiser
+
+if TYPE_CHECKING:
+    from copgen_rt.specs import ModelSpec
 
 
 class TorchDenoiser:
@@ -65,3 +71,11 @@ class TorchVAE:
     @torch.inference_mode()
     def decode(self, z: Tensor) -> Tensor:
         return self.model.decode(z.to(self.device, self.dtype)).float()
+
+
+def _vae(spec: ModelSpec, key: str, vae: Autoencoder, checkpoint: Path, dtype: str) -> TorchVAE:
+    return TorchVAE(vae)  # loaded in `dtype` already
+
+
+ENGINE = Engine("torch", devices=("cpu", "cuda"), dtypes=("fp32", "fp16", "bf16"),
+                vae_dtypes=("fp32", "fp16", "bf16"), make_denoiser=TorchDenoiser, make_vae=_vae)

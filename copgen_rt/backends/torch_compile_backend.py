@@ -13,6 +13,7 @@ import os
 
 import torch
 
+from copgen_rt.backends.base import Engine
 from copgen_rt.backends.export_cache import cache_root
 from copgen_rt.backends.torch_backend import TorchDenoiser
 from copgen_rt.models import Denoiser
@@ -32,3 +33,7 @@ class CompiledTorchDenoiser(TorchDenoiser):
         # a scene's batches take a few sizes (full batches, the last one, a split after OOM):
         # recompiling for each stays far below dynamo's limit, and static shapes are faster
         self.forward = torch.compile(model, options={"freezing": True}, dynamic=False)
+
+
+ENGINE = Engine("torch-compile", devices=("cpu",), dtypes=("fp32", "bf16"),
+                make_denoiser=CompiledTorchDenoiser)

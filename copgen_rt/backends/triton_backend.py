@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from copgen_rt.backends.base import Engine
 from copgen_rt.models import Denoiser
 from copgen_rt.models.denoiser import Block
 
@@ -111,3 +112,7 @@ class TritonDenoiser:
         h = F.linear(x_low, mlp.fc1.weight)
         h = F.linear(k.bias_gelu(h, mlp.fc1.bias, out=h), mlp.fc2.weight, mlp.fc2.bias)
         return self._layernorm(x, h, blk.norm3)
+
+
+ENGINE = Engine("triton", devices=("cuda",), dtypes=("fp32", "fp16", "bf16"), requires="triton",
+                install="pip install 'copgen-rt[gpu]'", make_denoiser=TritonDenoiser)

@@ -15,11 +15,12 @@ from copgen_rt.backends import DenoiserBackend, TorchDenoiser, exported_denoiser
 from copgen_rt.backends.torch_backend import ReferenceStyleDenoiser
 from copgen_rt.bench.models import call_error, denoiser_flops, export_denoiser, random_denoiser
 from copgen_rt.bench.timing import Rounds, interleaved
-from copgen_rt.device import choose, choose_engine
+from copgen_rt.device import choose
 from copgen_rt.export.manifest import Component
 from copgen_rt.models import Denoiser
+from copgen_rt.plan import resolve
 from copgen_rt.specs import ModelSpec
-from copgen_rt.tuning import Tuning, measured_choice, random_inputs
+from copgen_rt.tuning import Tuning, random_inputs
 
 VARIANTS = {  # name -> (engine, precision); "low" is the device's native low precision
     "eager-reference": ("reference", "low"),
@@ -45,7 +46,8 @@ def auto_variant(device: str, spec: ModelSpec, dtype: str | None = None) -> tupl
     that measurement."""
     from copgen_rt.backends.openvino_backend import STATIC_BATCH_PRECISIONS
 
-    choice, measured = measured_choice(spec, choose_engine(device, dtype=dtype))
+    plan = resolve(spec, device, dtype=dtype)
+    choice, measured = plan.engines, plan.tuning
     precision = "fp32" if choice.dtype == "fp32" else "low"
     if choice.denoiser == "openvino":
         static = "-static" if choice.dtype in STATIC_BATCH_PRECISIONS else ""

@@ -10,7 +10,8 @@ import numpy
 import torch
 
 from copgen_rt import __version__
-from copgen_rt.device import choose, choose_engine, cpu_flags, cpu_name
+from copgen_rt.device import choose, cpu_flags, cpu_name
+from copgen_rt.plan import choose_engine
 
 
 def environment(device: str) -> dict:

@@ -82,7 +82,7 @@ def _gemm_runners(m: int, k: int, n: int) -> dict[tuple[str, str], Callable[[], 
     try:
         import openvino as ov
 
-        from copgen_rt.backends.openvino_backend import _config
+        from copgen_rt.backends.openvino_backend import compile_config
 
         with tempfile.TemporaryDirectory(prefix="copgen-bench-gemm-") as tmp:
             (Path(tmp) / "gemm.onnx").write_bytes(_onnx_matmul(m, k, n, False))
@@ -90,7 +90,7 @@ def _gemm_runners(m: int, k: int, n: int) -> dict[tuple[str, str], Callable[[], 
         for precision in ("fp32", "bf16"):
             if precision == "bf16" and choose("cpu").dtype != "bf16":
                 continue
-            request = ov.Core().compile_model(model, "CPU", _config(precision)).create_infer_request()
+            request = ov.Core().compile_model(model, "CPU", compile_config(precision)).create_infer_request()
             runners[(precision, "openvino")] = functools.partial(request.infer, {"A": a_np},
                                                                  share_inputs=True)
     except ImportError:

@@ -13,10 +13,9 @@ from copgen_rt.backends import DenoiserBackend, scratch_denoiser
 from copgen_rt.backends.torch_backend import ReferenceStyleDenoiser
 from copgen_rt.bench.models import random_denoiser, scratch_folder
 from copgen_rt.bench.timing import timed
-from copgen_rt.device import choose_engine
 from copgen_rt.models import Denoiser
+from copgen_rt.plan import resolve
 from copgen_rt.specs import ModelSpec
-from copgen_rt.tuning import measured_choice
 
 
 def bench_presets(spec: ModelSpec, device: str, batch: int, log: Callable[[str], object],
@@ -73,5 +72,5 @@ def bench_presets(spec: ModelSpec, device: str, batch: int, log: Callable[[str],
 def _auto_denoiser(spec: ModelSpec, model: Denoiser, device: str) -> DenoiserBackend:
     """`model` on the engine `infer` runs by default on this device (on CPUs, the one `auto`
     measures fastest)."""
-    choice, _ = measured_choice(spec, choose_engine(device))
-    return scratch_denoiser(choice.denoiser, spec, model, choice.dtype, scratch_folder("bench-auto-"))
+    plan = resolve(spec, device)
+    return scratch_denoiser(plan.engines.denoiser, spec, model, plan.dtype, scratch_folder("bench-auto-"))

@@ -115,7 +115,7 @@ def scene_pipeline(spec_name: str, device: str, engine: str,
         loaded = Pipeline.from_weights(spec, files.denoiser, vaes=dict(files.vaes), device=device,
                                        dtype="auto")
         inner, vaes = loaded.denoiser, {m.name: loaded.vae(m.name) for m in spec.modalities if m.vae}
-        timers["engine"] = loaded.engines.describe() if loaded.engines else "?"
+        timers["engine"] = loaded.plan.engines.describe() if loaded.plan else "?"
         if "copgen_rt.backends.openvino_backend" in sys.modules:
             timers["compiles"] = sys.modules["copgen_rt.backends.openvino_backend"].STATS.compiles
     else:

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
+from copgen_rt.errors import SceneError
 from copgen_rt.scenes.composite import composite
 from copgen_rt.scenes.encoding import GENERATED, KEPT, encoding, to_file_units
-from copgen_rt.scenes.inputs.scene_input import SceneError
 from copgen_rt.scenes.masks import DEFAULT_SCL_GAP_CLASSES, Grid, mask_from_raster, mask_from_scl
 from copgen_rt.scenes.reader import ModalityReader, SceneFrame
 from copgen_rt.specs import Classes, Modality

@@ -6,6 +6,7 @@ share one description, and the scene's memory need is known before anything runs
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import math
 import warnings
@@ -17,10 +18,11 @@ from typing import Any
 import numpy as np
 
 from copgen_rt.device import available_host_memory
+from copgen_rt.errors import SceneError
 from copgen_rt.scenes.encoding import blend_channels
 from copgen_rt.scenes.fill import FillOptions, gap_masks
 from copgen_rt.scenes.inputs.open import open_input
-from copgen_rt.scenes.inputs.scene_input import SceneError, SceneInput
+from copgen_rt.scenes.inputs.scene_input import SceneInput
 from copgen_rt.scenes.reader import COARSE_FACTOR, CoarseInputWarning, SceneFrame
 from copgen_rt.scenes.tiling import TilingPlan, plan_tiles
 from copgen_rt.solvers import resolve_preset
@@ -47,11 +49,10 @@ class SceneOptions:
     grid: float | None = None  # None: each output on its native grid; 10: all on the scene's 10 m grid
     fill: FillOptions | None = None  # gap filling: the modalities of the scene are filled, not generated
     tiling: str = "earth"  # tiles anchored to the CRS ("earth") or to the scene's corner ("scene")
+    sampler: tuple[str, int] = field(init=False)  # (solver, steps): the preset resolved once
 
-    @property
-    def sampler(self) -> tuple[str, int]:
-        """(solver, steps) after applying the preset."""
-        return resolve_preset(self.preset, self.solver, self.steps)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "sampler", resolve_preset(self.preset, self.solver, self.steps))
 
 
 @dataclass(frozen=True)
@@ -254,30 +255,42 @@ class SceneJob:
         return "\n".join(lines)
 
 
-def job_from_options(spec: ModelSpec, scene: str, conds: Sequence[str], out: Path, batch_size: int, *,
-                     product: str | None = None, bands: str | None = None, generate: str | None = None,
-                     date: str | None = None, s1_units: str = "auto", lulc_values: str = "auto",
-                     s2_offset: float | None = None, **options: Any) -> SceneJob:
-    """A scene job as the command line words it: SCENE and --cond PRODUCT=PATH inputs,
-    comma-separated --bands and --generate (modalities or products), --date YYYY-MM-DD;
-    `options` are the other `SceneOptions` fields."""
-    day = parse_date(date)
-    common: dict[str, Any] = dict(s1_units=s1_units, lulc_values=lulc_values, s2_offset=s2_offset, date=day)
-    band_names = tuple(b.strip() for b in bands.split(",")) if bands else None
-    inputs = [open_input(scene, product=product, bands=band_names, **common)]
-    for item in conds:
-        name, path = cond_pair(item, "PRODUCT=PATH, e.g. S1RTC=s1.tif")
-        inputs.append(open_input(path, product=name, **common))
-    wanted = None
-    if generate is not None:
-        wanted = []
-        for token in parse_generate(generate, "modalities or products"):
-            matches = [m.name for m in spec.modalities if token in (m.name, m.product)]
-            if not matches:
-                raise ValueError(f"--generate {token}: not a modality or product of {spec.name}")
-            wanted += matches
-    return SceneJob(spec, inputs, out, SceneOptions(generate=None if wanted is None else tuple(wanted),
-                                                    date=day, batch_size=batch_size, **options))
+@dataclass(frozen=True)
+class SceneRequest:
+    """A scene job in the words of the command line (or of a request to the server): --modality
+    and --bands of SCENE, --generate as modalities or products, --date YYYY-MM-DD and the units of
+    the inputs; `options` holds the rest (its generate, date and batch size are set by `job`)."""
+
+    options: SceneOptions = SceneOptions()
+    product: str | None = None
+    bands: str | None = None  # comma-separated, in file order
+    generate: str | None = None  # comma-separated modalities or products
+    date: str | None = None
+    s1_units: str = "auto"
+    lulc_values: str = "auto"
+    s2_offset: float | None = None
+
+    def job(self, spec: ModelSpec, scene: str, conds: Sequence[str], out: Path, batch_size: int) -> SceneJob:
+        """The job of SCENE and --cond PRODUCT=PATH inputs, writing into `out`."""
+        day = parse_date(self.date)
+        common: dict[str, Any] = dict(s1_units=self.s1_units, lulc_values=self.lulc_values,
+                                      s2_offset=self.s2_offset, date=day)
+        band_names = tuple(b.strip() for b in self.bands.split(",")) if self.bands else None
+        inputs = [open_input(scene, product=self.product, bands=band_names, **common)]
+        for item in conds:
+            name, path = cond_pair(item, "PRODUCT=PATH, e.g. S1RTC=s1.tif")
+            inputs.append(open_input(path, product=name, **common))
+        wanted = None
+        if self.generate is not None:
+            wanted = []
+            for token in parse_generate(self.generate, "modalities or products"):
+                matches = [m.name for m in spec.modalities if token in (m.name, m.product)]
+                if not matches:
+                    raise ValueError(f"--generate {token}: not a modality or product of {spec.name}")
+                wanted += matches
+        options = dataclasses.replace(self.options, generate=None if wanted is None else tuple(wanted),
+                                      date=day, batch_size=batch_size)
+        return SceneJob(spec, inputs, out, options)
 
 
 def parse_date(text: str | None) -> dt.date | None:

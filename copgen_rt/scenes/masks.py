@@ -33,6 +33,8 @@ from rasterio.enums import Resampling
 from rasterio.errors import RasterioIOError
 from rasterio.warp import reproject
 
+from copgen_rt.errors import MaskError
+
 # Sentinel-2 L2A scene classification (SCL) classes, as defined by the L2A product
 # specification (Sen2Cor): 0 no data, 1 saturated or defective, 2 dark area pixels (topographic
 # cast shadows from processing baseline 04.00), 3 cloud shadows, 4 vegetation, 5 not vegetated,
@@ -48,8 +50,6 @@ DEFAULT_SCL_GAP_CLASSES: tuple[int, ...] = (0, 3, 8, 9, 10)
 _OUTSIDE = 255  # warped pixels the mask does not reach
 
 
-class MaskError(ValueError):
-    """A mask cannot be used as given (message is one line)."""
 
 
 class PartialMaskWarning(UserWarning):

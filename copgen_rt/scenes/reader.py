@@ -22,9 +22,10 @@ from rasterio.vrt import WarpedVRT
 from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 
+from copgen_rt.errors import SceneError
 from copgen_rt.processing import UnknownClassCodeWarning
 from copgen_rt.scenes.inputs.raster_checks import reading
-from copgen_rt.scenes.inputs.scene_input import SceneError, SceneInput
+from copgen_rt.scenes.inputs.scene_input import SceneInput
 from copgen_rt.specs import Classes, Modality
 
 COARSE_FACTOR = 4.0  # inputs coarser than this many native pixels get a CoarseInputWarning

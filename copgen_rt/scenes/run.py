@@ -18,9 +18,9 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from copgen_rt.errors import SceneError
 from copgen_rt.files import Staging
 from copgen_rt.pipeline import Pipeline
-from copgen_rt.scenes.inputs.scene_input import SceneError
 from copgen_rt.scenes.job import SceneJob
 from copgen_rt.scenes.outputs import SceneOutputs, add_quicklooks, provenance_tags
 from copgen_rt.scenes.sampling import batch_latents

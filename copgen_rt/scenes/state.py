@@ -15,13 +15,14 @@ import json
 import os
 import shutil
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import rasterio
 import torch
 
+from copgen_rt.errors import OutputExistsError
 from copgen_rt.files import (
     atomic_write,
     check_writable,
@@ -34,10 +35,6 @@ from copgen_rt.files import (
 )
 from copgen_rt.pipeline import Pipeline
 from copgen_rt.scenes.job import SceneJob
-
-
-class OutputExistsError(Exception):
-    pass
 
 
 def refuse_existing(paths: Iterable[Path], overwrite: bool) -> None:
@@ -53,11 +50,17 @@ class DamagedFileWarning(UserWarning):
 
 
 def run_key_of(job: SceneJob, pipeline: Pipeline) -> str:
+    return run_key(job, pipeline.provenance.files, pipeline.provenance.engine)
+
+
+def run_key(job: SceneJob, weights: Mapping[str, str], engine: str) -> str:
+    """The one run identity, of single-scene, many-scene and Ray runs alike: everything that decides
+    a scene's outputs (the model's files, the engines and precisions, the options, every input file
+    of every form with its size and time), the batch size aside (it only changes rounding)."""
     o = job.options
-    parts = {"spec": job.spec.name, "weights": pipeline.provenance.files,
-             "engine": pipeline.provenance.engine, "seed": o.seed, "sampler": o.sampler, "others": o.others,
-             "samples": o.samples,
-             "overlap": o.overlap_m, "generate": job.generate, "date": str(job.date),
+    parts = {"spec": job.spec.name, "weights": dict(weights), "engine": engine, "seed": o.seed,
+             "sampler": o.sampler, "others": o.others, "samples": o.samples, "overlap": o.overlap_m,
+             "generate": job.generate, "date": str(job.date),
              "inputs": [(str(s.path.resolve()), s.path.stat().st_size, s.path.stat().st_mtime_ns,
                          s.product, s.bands, s.units, s.dn_offset) for s in job.inputs]}
     files = [_file_stamp(href) for s in job.inputs for _, href, _ in s.sources]
@@ -147,6 +150,16 @@ def _matches(path: Path, entry: object) -> bool:
     if not isinstance(entry, dict) or not is_regular_file(path):
         return False
     return entry.get("bytes") == path.stat().st_size and entry.get("sha256") == file_sha256(path)
+
+
+def outputs_intact(job: SceneJob, key: str) -> bool:
+    """Whether the run with `key` finished the scene and every output is as it recorded it (sizes
+    and sha256 in the sidecar), whatever --overwrite says: what lets a rerun skip it."""
+    record = read_record(job.sidecar)
+    if record is None or record.get(RUN_KEY_TAG) != key:
+        return False
+    listed = record.get(RECORD_FIELD, {})
+    return all(o.path.name in listed and _matches(o.path, listed[o.path.name]) for o in job.outputs)
 
 
 def expected_files(job: SceneJob) -> list[Path]:

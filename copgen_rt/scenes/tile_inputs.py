@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from rasterio.warp import transform as warp_transform
 
+from copgen_rt.errors import SceneError
 from copgen_rt.scenes.composite import tile_action
-from copgen_rt.scenes.inputs.scene_input import SceneError
 from copgen_rt.scenes.job import BASE_GSD, SceneJob
 from copgen_rt.scenes.reader import ModalityReader, coverage_reader
 from copgen_rt.scenes.tiling import Tile

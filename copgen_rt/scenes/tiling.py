@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from copgen_rt.scenes.inputs.scene_input import SceneError
+from copgen_rt.errors import SceneError
 from copgen_rt.scenes.reader import SceneFrame
 
 FOOTPRINT_M = 1920.0

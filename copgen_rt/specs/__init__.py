@@ -13,17 +13,10 @@ imported only downward:
 
 from __future__ import annotations
 
+from copgen_rt.errors import UnknownModalityError
 from copgen_rt.specs.json_io import from_dict, from_json, to_dict
 from copgen_rt.specs.kinds import DATE_SPAN, RGB8, Classes, Date, LatLon, LogRange, Processing, Reflectance
-from copgen_rt.specs.model import (
-    DenoiserSpec,
-    Modality,
-    ModelSpec,
-    ReleaseSpec,
-    ScheduleSpec,
-    UnknownModalityError,
-    VAESpec,
-)
+from copgen_rt.specs.model import DenoiserSpec, Modality, ModelSpec, ReleaseSpec, ScheduleSpec, VAESpec
 from copgen_rt.specs.registry import (
     CLASS_CONVENTION,
     CLOUD_CLASSES,

@@ -8,14 +8,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
+from copgen_rt.errors import UnknownModalityError
 from copgen_rt.specs.kinds import RGB8, Classes, Date, LatLon, Processing
-
-
-class UnknownModalityError(KeyError, ValueError):
-    """A modality name the spec does not have (a KeyError for lookups, a ValueError for callers)."""
-
-    def __str__(self) -> str:
-        return str(self.args[0]) if self.args else ""
 
 
 @dataclass(frozen=True)

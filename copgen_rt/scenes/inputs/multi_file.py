@@ -9,10 +9,10 @@ from pathlib import Path
 
 import rasterio
 
+from copgen_rt.errors import SceneError
 from copgen_rt.scenes.inputs import raster_checks as checks
 from copgen_rt.scenes.inputs.scene_input import (
     DNOffsets,
-    SceneError,
     SceneInput,
     add_offset_in_tags,
     date_from_tags,

@@ -6,9 +6,10 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
+from copgen_rt.errors import SceneError
 from copgen_rt.scenes.inputs.per_band import open_band_folder, open_band_list
 from copgen_rt.scenes.inputs.safe import looks_like_safe, open_safe
-from copgen_rt.scenes.inputs.scene_input import SceneError, SceneInput, known_product
+from copgen_rt.scenes.inputs.scene_input import SceneInput, known_product
 from copgen_rt.scenes.inputs.stac_item import open_stac_item
 from copgen_rt.scenes.inputs.stacked import open_stacked
 

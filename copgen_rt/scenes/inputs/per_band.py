@@ -10,14 +10,9 @@ from pathlib import Path
 
 import rasterio
 
+from copgen_rt.errors import SceneError
 from copgen_rt.scenes.inputs.multi_file import multi_file_scene
-from copgen_rt.scenes.inputs.scene_input import (
-    DNOffsets,
-    SceneError,
-    SceneInput,
-    band_of_name,
-    canonical_band,
-)
+from copgen_rt.scenes.inputs.scene_input import DNOffsets, SceneInput, band_of_name, canonical_band
 
 RASTER_SUFFIXES = (".tif", ".tiff", ".jp2", ".vrt")
 

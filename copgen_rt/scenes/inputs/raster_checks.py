@@ -17,7 +17,8 @@ from rasterio.enums import Resampling
 from rasterio.errors import RasterioIOError
 from rasterio.windows import Window
 
-from copgen_rt.scenes.inputs.scene_input import ImplausibleDNWarning, SceneError
+from copgen_rt.errors import SceneError
+from copgen_rt.scenes.inputs.scene_input import ImplausibleDNWarning
 
 SUPPORTED_DTYPES = {"uint8", "uint16", "int16", "uint32", "int32", "float32", "float64"}
 S1_DB_RANGE = (-60.0, 45.0)  # plausible backscatter in dB (the model's own outputs reach 40.2)

@@ -9,10 +9,10 @@ import xml.etree.ElementTree as ET
 import zipfile
 from pathlib import Path
 
+from copgen_rt.errors import SceneError
 from copgen_rt.scenes.inputs.multi_file import multi_file_scene
 from copgen_rt.scenes.inputs.scene_input import (
     DNOffsets,
-    SceneError,
     SceneInput,
     band_of_name,
     date_from_tags,

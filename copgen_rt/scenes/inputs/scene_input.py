@@ -15,14 +15,13 @@ from pathlib import Path
 from affine import Affine
 from rasterio.crs import CRS
 
+from copgen_rt.errors import SceneError
 from copgen_rt.specs import COMMON_NAMES, PRODUCTS, S2_DN_CONVENTION, S2_MODEL_ADD, S2_QUANTIFICATION
 
 S1_UNITS = ("auto", "db", "linear")
 LULC_VALUES = ("auto", "index", "code")
 
 
-class SceneError(ValueError):
-    """An input raster cannot be used as given (message is one line)."""
 
 
 class ImplausibleDNWarning(UserWarning):

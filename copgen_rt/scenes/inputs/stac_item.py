@@ -13,14 +13,9 @@ from urllib.parse import unquote, urlparse
 
 import rasterio
 
+from copgen_rt.errors import SceneError
 from copgen_rt.scenes.inputs.multi_file import HTTP_OPTIONS, multi_file_scene
-from copgen_rt.scenes.inputs.scene_input import (
-    DNOffsets,
-    SceneError,
-    SceneInput,
-    canonical_band,
-    product_of_bands,
-)
+from copgen_rt.scenes.inputs.scene_input import DNOffsets, SceneInput, canonical_band, product_of_bands
 from copgen_rt.specs import COMMON_NAMES, PRODUCTS
 
 SINGLE_BAND = ("DEM", "LULC", "CLOUD")

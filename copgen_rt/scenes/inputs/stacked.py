@@ -9,6 +9,7 @@ from pathlib import Path
 
 import rasterio
 
+from copgen_rt.errors import SceneError
 from copgen_rt.scenes.inputs.raster_checks import (
     check_raster,
     class_values_of,
@@ -18,7 +19,6 @@ from copgen_rt.scenes.inputs.raster_checks import (
 )
 from copgen_rt.scenes.inputs.scene_input import (
     DNOffsets,
-    SceneError,
     SceneInput,
     add_offset_in_tags,
     canonical_band,

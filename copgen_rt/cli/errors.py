@@ -14,12 +14,8 @@ from typing import Any, NoReturn, TypeVar, cast
 
 import click
 
+from copgen_rt.errors import EXIT_INTERNAL, command_line_report
 from copgen_rt.signals import exit_if_interrupted
-
-EXIT_INPUT, EXIT_CHECKPOINT, EXIT_OUTPUT_EXISTS, EXIT_MISSING, EXIT_EXPORT, EXIT_INTERNAL = 3, 4, 5, 6, 7, 1
-EXIT_SCENES_FAILED = 8  # many scenes: at least one failed (the others ran)
-EXIT_CANNOT_WRITE = 9  # an output folder is not writable, the disk is full, a planted link was refused
-EXIT_BUSY = 10  # another run is writing the same scene's outputs right now
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -36,38 +32,15 @@ def friendly_errors(fn: F) -> F:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from copgen_rt.export.onnx import ExportError
-        from copgen_rt.files import OutputBusyError, OutputWriteError
-        from copgen_rt.scenes.state import OutputExistsError
-        from copgen_rt.weights import CheckpointError
-
         try:
             return fn(*args, **kwargs)
-        except OutputWriteError as e:
-            fail(EXIT_CANNOT_WRITE, str(e))
-        except OutputBusyError as e:
-            fail(EXIT_BUSY, str(e))
-        except CheckpointError as e:
-            fail(EXIT_CHECKPOINT, str(e))
-        except ExportError as e:
-            fail(EXIT_EXPORT, str(e))
-        except (OutputExistsError, FileExistsError) as e:
-            fail(EXIT_OUTPUT_EXISTS, str(e))
-        except (ValueError, KeyError, FileNotFoundError, IsADirectoryError, PermissionError) as e:
-            msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
-            fail(EXIT_INPUT, str(msg).splitlines()[0] if str(msg) else type(e).__name__)
-        except ImportError as e:
-            fail(EXIT_MISSING, str(e).splitlines()[0])
-        except MemoryError:
-            fail(EXIT_INTERNAL, "out of memory: lower --batch-size")
         except KeyboardInterrupt:
             fail(130, "interrupted")
-        except Exception as e:  # noqa: BLE001 - last resort, still one line
-            if "--debug" in sys.argv or os.environ.get("COPGEN_RT_DEBUG") == "1":
+        except Exception as e:  # noqa: BLE001 - every failure is one line; the error tree maps it
+            code, line = command_line_report(e)
+            if code == EXIT_INTERNAL and ("--debug" in sys.argv or os.environ.get("COPGEN_RT_DEBUG") == "1"):
                 raise
-            first = str(e).splitlines()[0] if str(e) else ""
-            fail(EXIT_INTERNAL,
-                 f"internal error: {type(e).__name__}: {first} (set COPGEN_RT_DEBUG=1 for a traceback)")
+            fail(code, line)
 
     return cast(F, wrapper)
 

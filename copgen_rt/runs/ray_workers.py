@@ -32,9 +32,11 @@ from pathlib import Path
 from typing import Any
 
 from copgen_rt import specs
-from copgen_rt.driver import Batch, PipelineSource, one_line
+from copgen_rt.errors import one_line
 from copgen_rt.pipeline import Pipeline
-from copgen_rt.scenelist import SceneEntry
+from copgen_rt.runs.batch import Batch
+from copgen_rt.runs.scenelist import SceneEntry
+from copgen_rt.runs.source import PipelineSource
 from copgen_rt.scenes.inputs.scene_input import SceneInput
 from copgen_rt.scenes.job import SceneJob, SceneOptions
 from copgen_rt.scenes.run import SceneResult, precompute_latents, run_scene
@@ -157,7 +159,7 @@ class WorkerPool:
     def start(cls, source: PipelineSource, cpus_per_worker: int = 1) -> WorkerPool:
         ray = _ray()
         resources = ray.cluster_resources()
-        gpus = int(resources.get("GPU", 0)) if (source.device or "cuda").startswith("cuda") else 0
+        gpus = int(resources.get("GPU", 0)) if source.plan.device.startswith("cuda") else 0
         cpus = int(resources.get("CPU", 1))
         if not gpus and cpus_per_worker > cpus:
             raise ValueError(f"--cpus-per-worker {cpus_per_worker}: the Ray cluster has {cpus} CPU(s) "

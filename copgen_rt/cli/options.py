@@ -4,7 +4,6 @@ what they give: the model options as `ModelOptions`, the scene options as a job 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -12,17 +11,22 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from copgen_rt import specs
-from copgen_rt.device import ENGINES
-from copgen_rt.run_setup import ModelOptions
+from copgen_rt.backends.registry import ENGINES
+from copgen_rt.options import ModelOptions
+from copgen_rt.plan import DTYPES
 
 if TYPE_CHECKING:
-    from copgen_rt.multiscene import JobPlanner
     from copgen_rt.scenes.fill import FillOptions
+    from copgen_rt.scenes.job import SceneRequest
 
 F = TypeVar("F", bound=Callable[..., Any])
 MAX_ENGINE_BATCH = 4096  # the sampler's --batch-size limit: engines are never built larger
 
 
+engine_option = click.option(
+    "--engine", "--backend", "engine", type=click.Choice(["auto", *ENGINES]),
+    help="engine of each component when running from --weights (default auto: on CPUs the fastest "
+         "measured here, once per CPU kind; see `info`); --backend is its old name")
 model_option = click.option("--model", "--spec", "model", default="copgen-base", show_default=True,
                             help=f"model spec: {', '.join(specs.names())}")
 spec_json_option = click.option("--spec-json", type=click.Path(dir_okay=False),
@@ -84,12 +88,10 @@ def run_options(fn: F) -> F:
         spec_json_option,
         click.option("--weights",
                      help="weights directory or hub id (default: the bundled random demo model)"),
-        click.option("--engine", type=click.Path(file_okay=False),
+        click.option("--export", type=click.Path(file_okay=False),
                      help="an export folder of `copgen-rt export` (onnxruntime or TensorRT) instead of "
                           "--weights"),
-        click.option("--backend", type=click.Choice(["auto", *ENGINES]),
-                     help="engine of each component when running from --weights (default auto: on CPUs the "
-                          "fastest measured here, once per CPU kind; see `info`)"),
+        engine_option,
         scene_options,
         click.option("--solver", type=click.Choice(["reference", "dpmpp-2m", "dpmpp-3m", "ddim"]),
                      help="default: the preset's (reference for exact)"),
@@ -98,7 +100,7 @@ def run_options(fn: F) -> F:
                      help="modalities neither given nor generated: reference behaviour or pure noise"),
         click.option("--seed", default=0, show_default=True, type=int),
         click.option("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)"),
-        click.option("--dtype", type=click.Choice(["fp32", "fp16", "bf16", "int8"]),
+        click.option("--dtype", type=click.Choice(DTYPES),
                      help="denoiser precision (default: what the device runs natively; see `info`); int8: "
                           "opt-in W8A8 on CPUs with VNNI, calibrated once on the bundled chip"),
         click.option("--overwrite", is_flag=True, help="replace existing outputs"),
@@ -115,17 +117,20 @@ def pop_model_options(p: dict) -> ModelOptions:
     return ModelOptions(**{f.name: p.pop(f.name) for f in dataclasses.fields(ModelOptions)})
 
 
-def job_planner(p: dict, solver: str | None, others: str, seed: int, overwrite: bool,
-                fill: FillOptions | None = None) -> JobPlanner:
-    """`job_from_options` with a command's `scene_options`: (spec, scene, conds, out, batch size) -> job."""
-    from copgen_rt.scenes.job import job_from_options
+def scene_request(p: dict, solver: str | None, others: str, seed: int, overwrite: bool,
+                  fill: FillOptions | None = None) -> SceneRequest:
+    """A command's `scene_options` (and the sampler and run policy of `run_options`) as the typed
+    request that makes each scene's job."""
+    from copgen_rt.scenes.job import SceneOptions, SceneRequest
 
-    return functools.partial(
-        job_from_options, product=p["product"], bands=p["bands"], generate=p["generate"], date=p["date"],
-        s1_units=p["s1_units"], lulc_values=p["lulc_values"], s2_offset=p["s2_offset"], steps=p["steps"],
-        solver=solver, preset=p["preset"], others=others, seed=seed, quicklook=p["quicklook"],
-        overlap_m=p["overlap"], tiling=p["tiling"], samples=p["samples"], overwrite=overwrite,
-        grid=None if p["grid"] == "native" else float(p["grid"]), fill=fill)
+    options = SceneOptions(steps=p["steps"], solver=solver, preset=p["preset"], others=others, seed=seed,
+                           quicklook=p["quicklook"], overlap_m=p["overlap"], tiling=p["tiling"],
+                           samples=p["samples"],
+                           overwrite=overwrite, grid=None if p["grid"] == "native" else float(p["grid"]),
+                           fill=fill)
+    return SceneRequest(options, product=p["product"], bands=p["bands"], generate=p["generate"],
+                        date=p["date"], s1_units=p["s1_units"], lulc_values=p["lulc_values"],
+                        s2_offset=p["s2_offset"])
 
 
 def parse_batch_range(text: str) -> tuple[int, int, int]:

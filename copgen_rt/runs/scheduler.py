@@ -1,7 +1,7 @@
 """Many scenes in one command: in this process, one after the other (`run_sequential`), or on a
-Ray cluster (`copgen_rt.distributed`). Every scene runs through `copgen_rt.scenes.run` exactly as
-a single scene does; `copgen_rt.scenelist` says which scenes, `copgen_rt.driver` plans them and
-records their results.
+Ray cluster (`copgen_rt.runs.ray_workers`). Every scene runs through `copgen_rt.scenes.run` exactly
+as a single scene does; `scenelist` says which scenes, `batch` plans them and records their
+results in the run record (`record`).
 """
 
 from __future__ import annotations
@@ -9,18 +9,20 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from copgen_rt import distributed, scenelist
-from copgen_rt.driver import RUN_MANIFEST, Batch, PipelineSource, Report, RunManifest, Summary, one_line
+from copgen_rt.errors import one_line
 from copgen_rt.files import check_writable
+from copgen_rt.options import ModelOptions, say_if_random
 from copgen_rt.pipeline import Pipeline
-from copgen_rt.run_setup import ModelOptions, say_if_random
-from copgen_rt.scenelist import SceneEntry
-from copgen_rt.scenes.job import SceneJob
+from copgen_rt.runs import ray_workers, scenelist
+from copgen_rt.runs.batch import Batch
+from copgen_rt.runs.record import RUN_MANIFEST, RunManifest
+from copgen_rt.runs.report import Report, Summary
+from copgen_rt.runs.scenelist import SceneEntry
+from copgen_rt.runs.source import PipelineSource
+from copgen_rt.scenes.job import SceneJob, SceneRequest
 from copgen_rt.scenes.run import run_scene
 from copgen_rt.scenes.stac import write_collection
 from copgen_rt.scenes.thumbnail_job import takes_thumbnails
-from copgen_rt.specs import ModelSpec
-from copgen_rt.tuning import default_batch_size
 
 
 def run_sequential(batch: Batch, pipeline: Pipeline) -> None:
@@ -33,30 +35,30 @@ def run_sequential(batch: Batch, pipeline: Pipeline) -> None:
             batch.done(entry, job, result)
 
 
-JobPlanner = Callable[[ModelSpec, str, Sequence[str], Path, int], SceneJob]
 
 
 def run_from_options(scenes: Sequence[str], manifest: str | None, conds: Sequence[str], out: str,
-                     model: ModelOptions, plan_job: JobPlanner, batch_size: int | None,
+                     model: ModelOptions, request: SceneRequest, batch_size: int | None,
                      ray_address: str | None = None, cpus_per_worker: int = 1, split_tiles: int = 64,
                      quiet: bool = False, verbose: bool = False) -> Summary:
     """Many scenes as `infer` takes them (SCENE paths, globs, a --manifest): what can be checked
-    before any weights load, then `run`. `plan_job(spec, scene, conds, out, batch_size)` makes
-    each scene's job."""
+    before any weights load, then `run`; `request` makes each scene's job."""
     if ray_address is not None:
-        distributed.check_address(ray_address)  # before the scenes: `--ray scene.tif` took one as ADDRESS
+        ray_workers.check_address(ray_address)  # before the scenes: `--ray scene.tif` took one as ADDRESS
     entries = scenelist.expand(scenes, manifest, conds, out)
     check_writable(Path(out))  # the run manifest's folder, before loading any weights; a scene
     # whose own folder cannot be written fails alone
     spec = model.spec()
     if takes_thumbnails(spec):
         raise ValueError(f"{spec.name} takes thumbnails (--cond MODALITY=FILE): run one job at a time")
-    source = model.source(spec)
-    # one batch size for every worker (results depend on it); with --ray, as on this machine's CPU
-    choice, engines = model.check()
-    _, measured = model.measured(spec, engines)
-    batch = batch_size or default_batch_size(spec, "cpu" if ray_address else choice.device, measured)
-    return run(entries, lambda e: plan_job(spec, str(e.scene), e.conds, e.out, batch), source, Path(out),
+    # one plan for every worker: engines, precision and batch size (results depend on them)
+    plan = model.plan(spec, batch_size)
+    source = model.source(spec, plan)
+
+    def make_job(entry: SceneEntry) -> SceneJob:
+        return request.job(spec, str(entry.scene), entry.conds, entry.out, plan.batch_size)
+
+    return run(entries, make_job, source, Path(out),
                ray_address, cpus_per_worker, split_tiles, quiet, verbose)
 
 
@@ -66,7 +68,7 @@ def run(entries: Sequence[SceneEntry], make_job: Callable[[SceneEntry], SceneJob
     """Run every scene (in this process, or on Ray with `ray_address`: "local" starts a local
     runtime) and print the summary. A failed scene is recorded and the others go on."""
     if ray_address is not None:
-        distributed.check_address(ray_address)
+        ray_workers.check_address(ray_address)
     manifest = RunManifest(Path(out).absolute() / RUN_MANIFEST)
     report = Report(len(entries), quiet)
     batch: Batch | None = None
@@ -77,11 +79,11 @@ def run(entries: Sequence[SceneEntry], make_job: Callable[[SceneEntry], SceneJob
             say_if_random(batch.provenance["random_weights"])
             run_sequential(batch, pipeline)
         else:
-            with distributed.connect(ray_address, quiet), \
-                    distributed.WorkerPool.start(source, cpus_per_worker) as pool:
+            with ray_workers.connect(ray_address, quiet), \
+                    ray_workers.WorkerPool.start(source, cpus_per_worker) as pool:
                 batch = Batch(entries, make_job, manifest, pool.provenance, report, verbose)
                 say_if_random(batch.provenance["random_weights"])
-                distributed.run_on_ray(batch, pool, split_tiles)
+                ray_workers.run_on_ray(batch, pool, split_tiles)
     finally:
         if batch is not None:
             batch.close()

@@ -1,0 +1,66 @@
+"""The run record of a many-scene run: `copgen-run.json` in the output folder, per scene its status,
+outputs, provenance, run identity (`copgen_rt.scenes.state.run_key`) and error. A scene is
+complete when the record says it was done by a run of the same identity and every output matches
+the sizes and sha256 of its own run record (`outputs_intact`); complete scenes are skipped,
+whatever `--overwrite` says. Several runs may share an output folder: the record is merged under a
+lock."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+from copgen_rt import __version__
+from copgen_rt.files import check_writable, is_regular_file, waiting_lock, write_text
+
+RUN_MANIFEST = "copgen-run.json"
+SAVE_INTERVAL_S = 2.0  # the run manifest is rewritten at most this often (and at the end)
+
+
+class RunManifest:
+    """`copgen-run.json`: per scene its status, outputs, provenance, settings and error."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.scenes = self._read()
+        self._changed: set[str] = set()
+        self._saved = 0.0
+
+    def _read(self) -> dict[str, dict]:
+        if not os.path.lexists(self.path):
+            return {}
+        if not is_regular_file(self.path):
+            raise ValueError(f"{self.path}: not a plain file (a link?); move it away")
+        try:
+            return dict(json.loads(self.path.read_text())["scenes"])
+        except (ValueError, KeyError, TypeError) as e:
+            raise ValueError(
+                f"{self.path}: not a copgen-rt run manifest ({type(e).__name__}); move it away"
+            ) from None
+
+    def done(self, key: str, run_key: str) -> bool:
+        """Whether the scene `key` is recorded as done by a run of the same identity."""
+        record = self.scenes.get(key, {})
+        return record.get("status") == "done" and record.get("run_key") == run_key
+
+    def record(self, key: str, record: dict) -> None:
+        self.scenes[key] = record
+        self._changed.add(key)
+        if time.monotonic() - self._saved >= SAVE_INTERVAL_S:
+            self.save()
+
+    def save(self) -> None:
+        """Merge this run's records into the file under a lock (another run may share the output
+        folder), then replace it atomically: a temporary file and a rename."""
+        if not self._changed:
+            return
+        check_writable(self.path.parent)
+        with waiting_lock(self.path.with_name(f".{self.path.name}.lock")):
+            merged = {**self._read(), **{k: self.scenes[k] for k in self._changed}}
+            write_text(
+                self.path,
+                json.dumps({"software": f"copgen-rt {__version__}", "scenes": merged}, indent=1) + "\n",
+            )
+        self.scenes, self._changed, self._saved = merged, set(), time.monotonic()
