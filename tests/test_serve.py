@@ -1,5 +1,5 @@
 """`copgen-rt serve` over real HTTP on loopback: the server runs as a subprocess (demo model, torch
-fp32, draft preset with 2 steps, the bundled chip and a one-tile crop of it), driven with
+fp32, draft preset with 2 steps, the bundled chip and a 192 px crop of it), driven with
 `requests` and OWSLib's OGC API - Processes client, and stopped by its PID."""
 
 from __future__ import annotations
@@ -352,8 +352,9 @@ def test_eight_concurrent_jobs_equal_sequential_ones(server, root):
         if server.wait(j)["status"] == "successful"
     ]
     after = server.get("/").json()["copgen:network_calls"]
-    assert after["rows"] - before["rows"] == 16  # 8 one-tile jobs x 2 steps
-    assert after["calls"] - before["calls"] < 16  # packed: fewer calls than the jobs made
+    assert after["rows"] - before["rows"] == 8 * 9 * 2  # 8 jobs x 9 Earth-anchored tiles x 2 steps
+    assert after["calls"] - before["calls"] < 8 * 3 * 2  # packed: fewer calls than the jobs made alone
+    # (each alone: batches of 4, 4 and 1 tiles, 2 steps)
     sequential = []
     for i in inputs:
         response = server.post("generate", i)
