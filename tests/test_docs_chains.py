@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from test_readme import python_blocks
+from test_docs import python_blocks
 
 PAGE = Path(__file__).parents[1] / "docs" / "chains.md"
 
