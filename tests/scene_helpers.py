@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from affine import Affine
 
 from copgen_rt import processing, specs
 from copgen_rt.provenance import Provenance
 from copgen_rt.scenes.synthetic import smooth_s2, write_raster  # noqa: F401 (re-exported for tests)
+from copgen_rt.scenes.tiling import TilingPlan
 
 CHIPS = Path(__file__).parent / "data" / "majortom"
 # with pytest-xdist (`-n 2 --dist loadgroup`, see pyproject.toml), the tests that start Ray, measure
@@ -59,3 +62,20 @@ class EchoPipeline:
 
     def decode(self, latents, physical_units=True):
         return dict(latents)
+
+
+def only_inside(plan: TilingPlan, transform: Affine, shape: tuple[int, int], gsd: float,
+                 box: tuple[float, float, float, float]) -> np.ndarray:
+    """Pixels of an output grid every covering tile of which lies fully inside `box` (CRS
+    left, bottom, right, top)."""
+    covering, inside = np.zeros(shape, int), np.zeros(shape, int)
+    size = round(plan.footprint_m / gsd)
+    for t in plan.tiles:
+        col, row = round((t.left - transform.c) / gsd), round((transform.f - t.top) / gsd)
+        window = (slice(max(row, 0), max(row + size, 0)), slice(max(col, 0), max(col + size, 0)))
+        covering[window] += 1
+        left, bottom, right, top = box
+        if left <= t.left and t.left + plan.footprint_m <= right and bottom <= t.top - plan.footprint_m \
+                and t.top <= top:
+            inside[window] += 1
+    return (covering > 0) & (covering == inside)

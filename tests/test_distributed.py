@@ -31,7 +31,7 @@ from copgen_rt.scenes.run import run_scene
 
 DEMO = specs.get("copgen-demo")
 OPTIONS = SceneOptions(steps=2, batch_size=2, generate=("DEM_DEM", "LULC_LULC"))
-SPLIT = 8  # the big scene (25 tiles) is split into 4 ranges; the small ones (4 tiles) are not
+SPLIT = 8  # the big scene (30 Earth-anchored tiles) is split into 4 ranges; the small ones (4) are not
 
 
 def _make_job(entry: SceneEntry) -> SceneJob:

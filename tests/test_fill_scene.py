@@ -84,7 +84,7 @@ def test_real_chip_valid_pixels_kept_bit_for_bit_and_gap_generated(tmp_path, dem
     job = _fill_job(tmp_path, chip, FillOptions(mask=mask), conds=[S1], batch_size=4)
     assert job.filled == sorted(job.filled) and len(job.filled) == 3 and "S1RTC_vh_vv" in job.conditions
     result = run_scene(job, demo)
-    assert result.copied == 2  # the bottom row of tiles lies below the cloud
+    assert result.copied == 7  # 7 of the 9 Earth-anchored tiles hold no cloud pixel
     for name in job.filled:
         label = job.spec.modality(name).file_label  # the bands in stored order
         filled = _read(result, f"_filled_{label}.tif")
@@ -97,7 +97,7 @@ def test_real_chip_valid_pixels_kept_bit_for_bit_and_gap_generated(tmp_path, dem
             assert np.array_equal(gap, cloud)
         assert result.generated_pixels[name] == gap.sum()
     record = json.loads(job.sidecar.read_text())
-    assert sorted(t["fill"] for t in record["tiles"].values()) == ["copied", "copied", "filled", "filled"]
+    assert sorted(t["fill"] for t in record["tiles"].values()) == ["copied"] * 7 + ["filled"] * 2
     assert "clouds.tif" in record["COPGEN_FILL"]
 
 
@@ -134,7 +134,7 @@ def test_fully_masked_tile_is_generated_from_the_other_conditions(tmp_path):
     mask = _mask_like(tmp_path / "mask.tif", scene, gap)
     echo = RecordingEcho()
     job = _fill_job(tmp_path, scene, FillOptions(mask=mask, jumps=3, jump_length=2), conds=[s1], batch_size=1,
-                    solver="ddim")
+                    solver="ddim", tiling="scene")  # tiles from the scene's corner: the first row is all gap
     result = run_scene(job, echo)
     record = json.loads(job.sidecar.read_text())["tiles"]
     assert record["r0000c0000"]["fill"] == "generated" and record["r0001c0000"]["fill"] == "filled"
@@ -151,7 +151,7 @@ def test_empty_mask_gives_the_input_without_generating(tmp_path):
     mask = _mask_like(tmp_path / "mask.tif", scene, np.zeros((300, 300), bool))
     echo = EchoPipeline()
     result = run_scene(_fill_job(tmp_path, scene, FillOptions(mask=mask)), echo)
-    assert echo.calls == 0 and result.copied == result.tiles == 4
+    assert echo.calls == 0 and result.copied == result.tiles == 9  # 3 x 3 Earth-anchored tiles
     assert not any(result.generated_pixels.values())
     assert np.array_equal(_read(result, f"_filled_{TEN_M_FILE}.tif"), data[[3, 2, 1, 7]].astype(np.float32))
     assert not _read(result, f"_filled_{TEN_M_FILE}_generated.tif").any()

@@ -21,8 +21,8 @@ from copgen_rt.scenes.run import run_scene
 def test_the_bundled_chip_reports_every_network_call(tmp_path):
     demo = Pipeline.demo()
     job = SceneJob(specs.get("copgen-demo"), [open_input(default_scene())], tmp_path / "out",
-                   SceneOptions(steps=3, batch_size=8, generate=("DEM_DEM",)))
-    assert len(job.plan) == 4  # one batch
+                   SceneOptions(steps=3, batch_size=9, generate=("DEM_DEM",)))
+    assert len(job.plan) == 9  # one batch: 3 x 3 Earth-anchored tiles touch the 2.24 km chip
     reports: list[float] = []
     run_scene(job, demo, progress=reports.append)
     assert len(reports) == 3 and abs(sum(reports) - len(job.plan)) < 1e-9
@@ -31,8 +31,9 @@ def test_the_bundled_chip_reports_every_network_call(tmp_path):
 def test_logs_get_plain_lines_whole_tiles_and_every_phase(tmp_path):
     """Plain lines; whole tile counts; the 100% line once, when sampling ends; decoding and
     writing with lines of their own; a rerun with nothing to do prints no tile count."""
+    # the scene's own tiling: 4 tiles (the Earth-anchored grid gives the chip 9; tested elsewhere)
     args = ["infer", "--steps", "1", "--generate", "DEM_DEM,LULC", "--batch-size", "2", "--engine", "torch",
-            "--out", str(tmp_path / "o")]
+            "--tiling", "scene", "--out", str(tmp_path / "o")]
     r = CliRunner().invoke(main, args)
     assert r.exit_code == 0, r.output
     assert "\r" not in r.output

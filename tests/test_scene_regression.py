@@ -7,7 +7,10 @@ Bits depend on the CPU kind (torch's fp32 kernels differ between vendors and ISA
 digests are recorded per CPU kind ("model name | torch CPU capability"): an Intel Xeon with AMX
 and a Zen 5 AMD EPYC so far, each made by the pre-split runner on that machine. On a CPU kind
 without digests the test skips and says so; record its digests from commit 6ae3e85 (the same
-script, importing SceneJob and SceneOptions from copgen_rt.scenes.run) before trusting it."""
+script, importing SceneJob and SceneOptions from copgen_rt.scenes.run) before trusting it.
+
+The runs use the scene-anchored tiling (`tiling="scene"`), the only one of commit 6ae3e85: the
+Earth-anchored default (docs/chains.md) places tiles elsewhere and so gives other pixels."""
 
 from __future__ import annotations
 
@@ -42,7 +45,7 @@ def test_outputs_are_bit_identical_to_the_recorded_ones(tmp_path):
     for name, path, options in [("chip", default_scene(), dict(steps=1)),  # every modality
                                 ("synthetic", scene, dict(steps=1, batch_size=4, samples=2,
                                                           generate=("DEM_DEM", "LULC_LULC", "S1RTC_vh_vv")))]:
-        job = SceneJob(demo, [open_input(path)], tmp_path / name, SceneOptions(**options))
+        job = SceneJob(demo, [open_input(path)], tmp_path / name, SceneOptions(tiling="scene", **options))
         for p in run_scene(job, pipe).outputs:
             if p.suffix == ".tif":
                 with rasterio.open(p) as src:

@@ -149,7 +149,7 @@ def test_interrupted_run_resumes_without_recomputing(tmp_path, demo):
     assert not any(p.path.exists() for p in job.outputs)  # nothing half-written under a final name
     assert len(list(job.work_dir.glob("latents/*.safetensors"))) == 4
     resumed = run_scene(job, demo)
-    assert resumed.resumed == 4 and resumed.tiles == 6
+    assert resumed.resumed == 4 and resumed.tiles == 12  # 4 x 3 Earth-anchored tiles touch the scene
     fresh = run_scene(make(tmp_path / "fresh"), demo)
     with rasterio.open(resumed.outputs[0]) as a, rasterio.open(fresh.outputs[0]) as b:
         assert np.array_equal(a.read(), b.read())
@@ -199,7 +199,7 @@ def test_memory_is_bounded_by_width_not_area(tmp_path):
         job = SceneJob(DEMO, [open_input(path)], tmp_path / path.stem,
                        SceneOptions(steps=1, generate=("S2L1C_B02_B03_B04_B08",)))
         peaks.append(run_scene(job, EchoPipeline()).peak_buffer_rows)
-    assert peaks[1] == peaks[0] <= 192 + 156
+    assert max(peaks) <= 192 + 156  # a tile and a stride (where the rows fall depends on the lattice)
 
 
 def test_samples_write_mean_and_std(tmp_path, demo):
@@ -213,7 +213,7 @@ def test_samples_write_mean_and_std(tmp_path, demo):
         std_values = out.read(1)
     assert (std_values >= 0).all() and (std_values > 0).mean() > 0.9  # 0 only where all clamp
     sidecar = json.loads(next(p for p in result.outputs if p.suffix == ".json").read_text())
-    assert len(sidecar["tiles"]) == 4
+    assert len(sidecar["tiles"]) == 9  # 3 x 3 Earth-anchored tiles touch the chip
 
 
 # --- the command line -------------------------------------------------------------------------
@@ -235,7 +235,7 @@ def test_cli_default_job_and_refusal_to_overwrite(tmp_path):
     other = _cli(["infer", "--out", str(out), "--steps", "3", "-q"])  # other settings: refused
     assert other.exit_code == 5 and "--overwrite" in other.output
     info = _cli(["info", default_scene()])
-    assert info.exit_code == 0 and "2 x 2 = 4 tiles" in info.output
+    assert info.exit_code == 0 and "3 x 3 = 9 tiles" in info.output
 
 
 @pytest.mark.parametrize("case,message", [
@@ -391,7 +391,8 @@ def test_class_indices_out_of_range_are_counted_and_reported(tmp_path):
     lulc[:, :50, :40] = 77
     scene = open_input(write_raster(tmp_path / "lulc.tif", lulc))
     assert scene.units == "index"
-    job = SceneJob(DEMO, [scene], tmp_path / "out", SceneOptions(steps=1, generate=("DEM_DEM",)))
+    job = SceneJob(DEMO, [scene], tmp_path / "out",  # tile 0 at the scene's corner holds its pixels
+                   SceneOptions(steps=1, generate=("DEM_DEM",), tiling="scene"))
     reader = TileReader(job)
     codes = reader.read(job.plan.tiles[0]).conditions["LULC_LULC"][0]
     with pytest.warns(processing.UnknownClassCodeWarning,

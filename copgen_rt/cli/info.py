@@ -28,14 +28,24 @@ from copgen_rt.plan import DTYPES
 @engine_option
 @click.option("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
 @click.option("--dtype", type=click.Choice(DTYPES), help="denoiser precision (as `infer`)")
+@click.option("--mlm", "mlm_path", type=click.Path(dir_okay=False),
+              help="write the model's STAC MLM Item (docs/chains.md) to this JSON file: with --weights "
+                   "their checksums, with --export its ONNX files")
+@click.option("--export", "export_dir", type=click.Path(file_okay=False, exists=True),
+              help="with --mlm: an export folder (copgen-rt export) whose ONNX files are listed")
 @scene_options
 @friendly_errors
-def command(scene, model, spec_json, weights, engine, device, dtype, **p):
+def command(scene, model, spec_json, weights, engine, device, dtype, mlm_path, export_dir, **p):
     """Print a spec's modality table and plan, or what `infer SCENE` would read, tile and write."""
     from copgen_rt.describe import describe_plan, describe_spec
 
     options = ModelOptions(model, spec_json, weights, engine=engine, device=device, dtype=dtype)
     spec = options.spec()
+    if mlm_path:
+        from copgen_rt.mlm import write_mlm_item
+
+        click.echo(write_mlm_item(Path(mlm_path), spec, weights, Path(export_dir) if export_dir else None))
+        return
     plan = options.plan(spec, p["batch_size"], measure=False)  # info measures nothing
     if scene is None and p["conds"]:
         scene = first_condition_as_scene(p)  # as `infer`

@@ -51,6 +51,10 @@ def scene_options(fn: F) -> F:
         click.option("--date", help="acquisition date YYYY-MM-DD (default: from metadata, else generated)"),
         click.option("--overlap", default=360.0, show_default=True, type=float, callback=_finite,
                      help="tile overlap in metres (multiple of 60)"),
+        click.option("--tiling", type=click.Choice(["earth", "scene"]), default="earth", show_default=True,
+                     help="earth: tiles anchored to the CRS (same pixels whatever the window; "
+                          "docs/chains.md); scene: anchored to the scene's corner (fewer tiles on small "
+                          "scenes)"),
         click.option("--samples", default=1, show_default=True, type=click.IntRange(1, 1000),
                      help="samples per tile; > 1 writes per-pixel mean and standard deviation"),
         click.option("--preset", type=click.Choice(["exact", "fast", "draft"]), show_default="exact",
@@ -137,7 +141,8 @@ def scene_request(p: dict, solver: str | None, others: str, seed: int, overwrite
     from copgen_rt.scenes.job import SceneOptions, SceneRequest
 
     options = SceneOptions(steps=p["steps"], solver=solver, preset=p["preset"], others=others, seed=seed,
-                           quicklook=p["quicklook"], overlap_m=p["overlap"], samples=p["samples"],
+                           quicklook=p["quicklook"], overlap_m=p["overlap"], tiling=p["tiling"],
+                           samples=p["samples"],
                            overwrite=overwrite, grid=None if p["grid"] == "native" else float(p["grid"]),
                            fill=fill)
     return SceneRequest(options, product=p["product"], bands=p["bands"], generate=p["generate"],

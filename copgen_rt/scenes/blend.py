@@ -28,7 +28,7 @@ class RowBlender:
         c0, c1 = max(col, 0), min(col + w, self.width)
         if r1 <= r0 or c1 <= c0:
             return
-        if row < self.y0:
+        if max(row, 0) < self.y0:  # tiles may start above the grid (row < 0) before any row is out
             raise RuntimeError(f"tile at row {row} arrived after rows up to {self.y0} were emitted")
         self._grow(r1)
         tile = (slice(r0 - row, r1 - row), slice(c0 - col, c1 - col))

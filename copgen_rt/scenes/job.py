@@ -48,6 +48,7 @@ class SceneOptions:
     quicklook: bool = False  # also write PNG pictures of the outputs
     grid: float | None = None  # None: each output on its native grid; 10: all on the scene's 10 m grid
     fill: FillOptions | None = None  # gap filling: the modalities of the scene are filled, not generated
+    tiling: str = "earth"  # tiles anchored to the CRS ("earth") or to the scene's corner ("scene")
     sampler: tuple[str, int] = field(init=False)  # (solver, steps): the preset resolved once
 
     def __post_init__(self) -> None:
@@ -90,7 +91,7 @@ class SceneJob:
             raise SceneError(f"{self.inputs[0].path.name}: covers only {self.frame.width_m:.3g} x "
                              f"{self.frame.height_m:.3g} m, less than one {BASE_GSD:g} m output pixel; "
                              "check its pixel size (georeferencing)")
-        self.plan = plan_tiles(self.frame, self.options.overlap_m)
+        self.plan = plan_tiles(self.frame, self.options.overlap_m, tiling=self.options.tiling)
         if self.options.batch_size > len(self.plan):  # a batch is never larger than the scene
             self.options = dataclasses.replace(self.options, batch_size=len(self.plan))
         self.conditions = {}

@@ -36,6 +36,7 @@ def provenance_tags(job: SceneJob, pipeline: Pipeline, run_key: str) -> dict[str
         "COPGEN_OTHERS": o.others,
         "COPGEN_SAMPLES": str(o.samples),
         "COPGEN_OVERLAP_M": f"{o.overlap_m:g}",
+        "COPGEN_TILING": o.tiling,
         "COPGEN_CONDITIONS": "; ".join(f"{n}<-{s.path.name}" for n, s in job.conditions.items())
         + "".join(f"; {n}" for n in job.scalar_conditions),
         "COPGEN_DATE": str(job.date) if job.date else "unknown (generated)",

@@ -17,8 +17,9 @@ from copgen_rt.scenes.tiling import Tile
 
 
 def tile_seed(seed: int, tile: Tile) -> int:
-    """A tile's seed depends only on the run seed and its position: batch and order do not matter."""
-    state = np.random.SeedSequence([seed % 2**63, tile.row, tile.col]).generate_state(2, np.uint32)
+    """A tile's seed depends only on the run seed and its anchor (its CRS position, or its plan
+    position for the scene-anchored tiling): batch, order and window do not matter."""
+    state = np.random.SeedSequence([seed % 2**63, *tile.anchor]).generate_state(2, np.uint32)
     return int(state[0]) << 31 ^ int(state[1])
 
 

@@ -68,6 +68,7 @@ def run_key(job: SceneJob, weights: Mapping[str, str], engine: str) -> str:
         parts["files"] = files
     if o.grid:
         parts["grid"] = o.grid
+    parts["tiling"] = o.tiling  # always: work folders of earlier versions (scene-anchored) are stale
     if o.fill:
         f = o.fill
         mask = f.mask or f.scl

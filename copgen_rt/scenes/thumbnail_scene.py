@@ -97,7 +97,7 @@ def run_thumbnail_scene(pipeline: Pipeline, conditions: Mapping[str, Path], out_
     wanted = spec.canonical(generate or [n for n in spec.names if n not in conditions])
     size = spec.pixel_shape(wanted[0])[-1]
     plan = plan_tiles(first.frame, overlap_px * THUMBNAIL_GSD, footprint_m=size * THUMBNAIL_GSD,
-                      align_m=THUMBNAIL_GSD)
+                      align_m=THUMBNAIL_GSD, tiling="scene")
     stem = Path(conditions[names[0]]).stem
     kinds = ["mean"] + (["std"] if samples > 1 else [])
     files = {(n, k): out_dir / f"{stem}_{n}{'' if k == 'mean' else '_std'}.tif"

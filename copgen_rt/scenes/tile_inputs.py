@@ -80,21 +80,22 @@ class TileReader:
             size = round(self.job.plan.footprint_m / reader.modality.image_gsd)
             col, row = tile.pixel_origin(reader.modality.image_gsd)
             data, ok = reader.read(col, row, size)
-            h, w = min(size, reader.height - row), min(size, reader.width - col)  # inside the scene
+            r0, c0 = max(0, -row), max(0, -col)  # the part of the tile inside the scene
+            r1, c1 = min(size, reader.height - row), min(size, reader.width - col)
             gap = ~ok
             mask = self.job.gaps[name]
             if mask is not None:
-                gap[:h, :w] |= mask[row:row + h, col:col + w]
-            actions.append(tile_action(gap[:h, :w]))
+                gap[r0:r1, c0:c1] |= mask[row + r0:row + r1, col + c0:col + c1]
+            actions.append(tile_action(gap[r0:r1, c0:c1]))
             if actions[-1] != "generate":
                 _check_plausible(reader, data, ~gap, tile)
                 known[name] = (data, ~gap)
         return known, bool(actions) and all(a == "copy" for a in actions)
 
     def _centre_latlon(self, tile: Tile) -> tuple[float, float]:
-        f, half = self.job.frame, self.job.plan.footprint_m / 2
-        x, y = f.left + tile.x_m + half, f.top - tile.y_m - half
-        lon, lat = warp_transform(f.crs, "EPSG:4326", [x], [y])
+        half = self.job.plan.footprint_m / 2
+        x, y = tile.left + half, tile.top - half
+        lon, lat = warp_transform(self.job.frame.crs, "EPSG:4326", [x], [y])
         return float(lat[0]), float(lon[0])
 
 

@@ -1,0 +1,1 @@
+"""openEO: the UDF a user sends to a backend (`udf.py`, docs/chains.md)."""
