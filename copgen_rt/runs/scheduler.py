@@ -15,6 +15,7 @@ from copgen_rt.options import ModelOptions, say_if_random
 from copgen_rt.pipeline import Pipeline
 from copgen_rt.runs import ray_workers, scenelist
 from copgen_rt.runs.batch import Batch
+from copgen_rt.runs.lease import Lease
 from copgen_rt.runs.record import RUN_MANIFEST, RunManifest
 from copgen_rt.runs.report import Report, Summary
 from copgen_rt.runs.scenelist import SceneEntry
@@ -22,6 +23,7 @@ from copgen_rt.runs.source import PipelineSource
 from copgen_rt.scenes.job import SceneJob
 from copgen_rt.scenes.run import run_scene
 from copgen_rt.scenes.stac import write_collection
+from copgen_rt.scenes.state import outputs_intact, run_key
 from copgen_rt.scenes.thumbnail_job import takes_thumbnails
 from copgen_rt.specs import ModelSpec
 
@@ -54,15 +56,69 @@ def run_from_options(scenes: Sequence[str], manifest: str | None, conds: Sequenc
     spec = model.spec()
     if takes_thumbnails(spec):
         raise ValueError(f"{spec.name} takes thumbnails (--cond MODALITY=FILE): run one job at a time")
-    # one plan for every worker: engines, precision and batch size (results depend on them)
-    plan = model.plan(spec, batch_size)
-    source = model.source(spec, plan)
+    if ray_address is None:
+        plan = model.plan(spec, batch_size)  # one plan for every scene: engines, precision, batch size
 
-    def make_job(entry: SceneEntry) -> SceneJob:
-        return plan_job(spec, str(entry.scene), entry.conds, entry.out, plan.batch_size)
+        def make_job(entry: SceneEntry) -> SceneJob:
+            return plan_job(spec, str(entry.scene), entry.conds, entry.out, plan.batch_size)
 
-    return run(entries, make_job, source, Path(out),
-               ray_address, cpus_per_worker, split_tiles, quiet, verbose)
+        return run(entries, make_job, model.source(spec, plan), Path(out), None, cpus_per_worker,
+                   split_tiles, quiet, verbose)
+    # on Ray the driver samples nothing: the plan is resolved on a worker (measured there where
+    # "auto" is not yet measured) and every worker runs it; options that cannot work fail here
+    model.plan(spec, batch_size, measure=False)
+    if _recorded_complete(entries, spec, model, plan_job, batch_size, Path(out)):
+        return _all_skipped(len(entries), quiet)
+    with ray_workers.connect(ray_address, quiet):
+        ray_workers.check_cluster([Path(out), *{e.out for e in entries}])
+        plan = ray_workers.plan_on_worker(model, spec, batch_size, cpus_per_worker)
+
+        def make_ray_job(entry: SceneEntry) -> SceneJob:
+            return plan_job(spec, str(entry.scene), entry.conds, entry.out, plan.batch_size)
+
+        return run(entries, make_ray_job, model.source(spec, plan), Path(out),
+                   ray_address, cpus_per_worker, split_tiles, quiet, verbose)
+
+
+def _recorded_complete(entries: Sequence[SceneEntry], spec: ModelSpec, model: ModelOptions,
+                       plan_job: JobPlanner, batch_size: int | None, out: Path) -> bool:
+    """Whether the run record says every scene is done by this software with these options and
+    weights, and every scene's outputs are intact: then a Ray rerun starts nothing. The identity
+    is each record's own (its engines and plan); an option given explicitly must match it."""
+    if model.export:
+        return False
+    manifest = RunManifest(out.absolute() / RUN_MANIFEST)
+    source = model.source(spec, model.plan(spec, batch_size, measure=False))
+    files = source.weight_files()
+    hashes = None
+    wanted = {"denoiser": model.engine, "dtype": model.dtype, "device": model.device,
+              "batch_size": batch_size}
+    for entry in entries:
+        record = manifest.scenes.get(entry.key, {})
+        seen = record.get("provenance", {})
+        plan = seen.get("plan", {})
+        if record.get("status") != "done" or seen.get("software") != source.software or \
+                sorted(seen.get("files", {}).values()) != sorted(files.values()) or \
+                any(v not in (None, "auto") and plan.get(k) != v for k, v in wanted.items()):
+            return False
+        hashes = hashes or source.weight_hashes(files)
+        if seen.get("weights") != hashes:
+            return False
+        job = plan_job(spec, str(entry.scene), entry.conds, entry.out, plan["batch_size"])
+        key = run_key(job, seen["files"], seen["engine"])
+        if key != record.get("run_key") or not outputs_intact(job, key):
+            return False
+    return True
+
+
+def _all_skipped(total: int, quiet: bool) -> Summary:
+    report, summary = Report(total, quiet), Summary(total)
+    report.begin()
+    for _ in range(total):
+        summary.skipped += 1
+        report.unplanned(finished=True)
+    report.summary(summary)
+    return summary
 
 
 def run(entries: Sequence[SceneEntry], make_job: Callable[[SceneEntry], SceneJob], source: PipelineSource,
@@ -82,11 +138,11 @@ def run(entries: Sequence[SceneEntry], make_job: Callable[[SceneEntry], SceneJob
             say_if_random(batch.provenance["random_weights"])
             run_sequential(batch, pipeline)
         else:
-            with ray_workers.connect(ray_address, quiet), \
-                    ray_workers.WorkerPool.start(source, cpus_per_worker) as pool:
+            with ray_workers.connect(ray_address, quiet), Lease(manifest.path.parent) as lease, \
+                    ray_workers.WorkerPool.start(source, cpus_per_worker, lease) as pool:
                 batch = Batch(entries, make_job, manifest, pool.provenance, report, verbose)
                 say_if_random(batch.provenance["random_weights"])
-                ray_workers.run_on_ray(batch, pool, split_tiles)
+                ray_workers.run_on_ray(batch, pool, split_tiles, lease)
     finally:
         if batch is not None:
             batch.close()

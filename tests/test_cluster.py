@@ -1,0 +1,156 @@
+"""--ray on a real two-node Ray cluster: a head and a second raylet started as separate `ray start`
+processes (own temp folders), and the driver (`copgen-rt infer --ray`), all inside a network
+namespace of the test's own that has only `lo` up, so no traffic leaves loopback (Ray looks for the
+host's external address even with --node-ip-address=127.0.0.1). The cluster uses token auth with a
+token of its own. Needs root and `ip netns` (CI runs as root); skipped with the reason elsewhere."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from scene_helpers import smooth_s2, write_raster
+
+from copgen_rt.runs.record import RUN_MANIFEST
+
+psutil = pytest.importorskip("psutil")
+pytest.importorskip("ray")
+
+PORT = 6379  # the head's GCS port: free, the namespace is the test's own
+RAY = [sys.executable, "-m", "ray.scripts.scripts"]
+START_TIMEOUT_S = 90
+
+
+class Cluster:
+    """A head and a second raylet in the network namespace `namespace`, stopped by PID."""
+
+    def __init__(self, namespace: str, root: Path):
+        self.namespace, self.root = namespace, root
+        self.address = f"127.0.0.1:{PORT}"
+        self.token = root / "auth_token"
+        self.token.write_text(secrets.token_hex(32))
+        self.env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(self.token),
+                    "RAY_USAGE_STATS_ENABLED": "0"}
+        self.nodes: dict[str, subprocess.Popen] = {}
+
+    def netns(self, args: list[str]) -> list[str]:
+        return ["ip", "netns", "exec", self.namespace, *args]
+
+    def start_node(self, name: str, *args: str) -> None:
+        log = (self.root / f"{name}.log").open("w")
+        self.nodes[name] = subprocess.Popen(
+            self.netns([*RAY, "start", "--block", "--temp-dir", str(self.root / name), "--num-cpus", "1",
+                        "--node-ip-address=127.0.0.1", "--disable-usage-stats", *args]),
+            env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def wait_for_nodes(self, count: int) -> None:
+        probe = (f"import ray; ray.init(address='{self.address}', logging_level='ERROR', "
+                 "log_to_driver=False); print(sum(n['Alive'] for n in ray.nodes()))")
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            for name, node in self.nodes.items():
+                if node.poll() is not None:
+                    log = (self.root / f"{name}.log").read_text()[-2000:]
+                    raise RuntimeError(f"ray start ({name}) exited: {log}")
+            r = subprocess.run(self.netns([sys.executable, "-c", probe]), env=self.env, capture_output=True,
+                               text=True, timeout=60)
+            if r.returncode == 0 and r.stdout.strip().splitlines()[-1:] == [str(count)]:
+                return
+            time.sleep(1)
+        raise RuntimeError(f"the cluster did not get {count} nodes in {START_TIMEOUT_S} s")
+
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
+        """Kill one node's processes, its `ray start` and everything it started, by PID."""
+        node = self.nodes.pop(name, None)
+        if node is None or node.poll() is not None:
+            return
+        try:
+            procs = [psutil.Process(node.pid), *psutil.Process(node.pid).children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return
+        for p in procs:
+            with _gone():
+                p.send_signal(sig)
+        psutil.wait_procs(procs, timeout=30)
+        node.wait(timeout=30)
+
+    def infer(self, *args: str, timeout: float = 240, env: dict | None = None) -> subprocess.CompletedProcess:
+        """The driver, inside the namespace."""
+        return subprocess.run(
+            self.netns([sys.executable, "-m", "copgen_rt", "infer", *args, "--preset", "draft",
+                        "--generate", "DEM", "--ray", self.address]),
+            env=env or self.env, capture_output=True, text=True, timeout=timeout)
+
+    def driver(self, *args: str) -> subprocess.Popen:
+        return subprocess.Popen(
+            self.netns([sys.executable, "-m", "copgen_rt", "infer", *args, "--preset", "draft",
+                        "--generate", "DEM", "--ray", self.address]),
+            env=self.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+class _gone:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, *_):
+        return kind is not None and issubclass(kind, psutil.NoSuchProcess)
+
+
+def _namespace_or_skip() -> str:
+    if os.geteuid() != 0 or shutil.which("ip") is None:
+        pytest.skip("a real Ray cluster needs root and `ip netns` (to keep its traffic on loopback)")
+    name = f"copgen-test-{secrets.token_hex(4)}"
+    made = subprocess.run(["ip", "netns", "add", name], capture_output=True, text=True)
+    if made.returncode != 0:
+        pytest.skip(f"cannot make a network namespace: {made.stderr.strip()}")
+    up = subprocess.run(["ip", "netns", "exec", name, "ip", "link", "set", "lo", "up"], capture_output=True,
+                        text=True)
+    if up.returncode != 0:
+        subprocess.run(["ip", "netns", "del", name], capture_output=True)
+        pytest.skip(f"cannot bring up loopback in a network namespace: {up.stderr.strip()}")
+    return name
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory) -> Iterator[Cluster]:
+    namespace = _namespace_or_skip()
+    c = Cluster(namespace, tmp_path_factory.mktemp("cluster"))
+    try:
+        c.start_node("head", "--head", f"--port={PORT}", "--include-dashboard=false")
+        c.wait_for_nodes(1)
+        c.start_node("worker", f"--address={c.address}")
+        c.wait_for_nodes(2)
+        yield c
+    finally:
+        for name in list(c.nodes):
+            c.kill(name)
+        subprocess.run(["ip", "netns", "del", namespace], capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def scenes(tmp_path_factory) -> list[Path]:
+    folder = tmp_path_factory.mktemp("scenes")
+    return [write_raster(folder / f"s{i}.tif", smooth_s2(200, 230, seed=i)) for i in range(4)]
+
+
+def _records(out: Path) -> dict:
+    return json.loads((out / RUN_MANIFEST).read_text())["scenes"]
+
+
+def test_two_nodes_run_every_scene(cluster, scenes, tmp_path):
+    out = tmp_path / "out"
+    r = cluster.infer(*map(str, scenes), "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    assert "4 succeeded" in r.stderr and "Traceback" not in r.stderr
+    records = _records(out)
+    assert all(rec["status"] == "done" for rec in records.values())
+    assert len(list(out.glob("*_DEM_DEM.tif"))) == 4 and not list(out.glob(".copgen-tmp-*"))
