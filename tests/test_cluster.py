@@ -13,6 +13,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -83,18 +84,19 @@ class Cluster:
         psutil.wait_procs(procs, timeout=30)
         node.wait(timeout=30)
 
-    def infer(self, *args: str, timeout: float = 240, env: dict | None = None) -> subprocess.CompletedProcess:
+    def command(self, args: tuple[str, ...], address: str | None) -> list[str]:
+        return self.netns([sys.executable, "-m", "copgen_rt", "infer", *args, "--preset", "draft",
+                           "--engine", "torch", "--generate", "DEM", "--ray", address or self.address])
+
+    def infer(self, *args: str, timeout: float = 240, env: dict | None = None, address: str | None = None
+              ) -> subprocess.CompletedProcess:
         """The driver, inside the namespace."""
-        return subprocess.run(
-            self.netns([sys.executable, "-m", "copgen_rt", "infer", *args, "--preset", "draft",
-                        "--generate", "DEM", "--ray", self.address]),
-            env=env or self.env, capture_output=True, text=True, timeout=timeout)
+        return subprocess.run(self.command(args, address), env=env or self.env, capture_output=True,
+                              text=True, timeout=timeout)
 
     def driver(self, *args: str) -> subprocess.Popen:
-        return subprocess.Popen(
-            self.netns([sys.executable, "-m", "copgen_rt", "infer", *args, "--preset", "draft",
-                        "--generate", "DEM", "--ray", self.address]),
-            env=self.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        return subprocess.Popen(self.command(args, None), env=self.env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
 
 
 class _gone:
@@ -123,7 +125,8 @@ def _namespace_or_skip() -> str:
 @pytest.fixture(scope="session")
 def cluster(tmp_path_factory) -> Iterator[Cluster]:
     namespace = _namespace_or_skip()
-    c = Cluster(namespace, tmp_path_factory.mktemp("cluster"))
+    root = Path(tempfile.mkdtemp(prefix="cg-ray-"))  # short: Ray's socket paths must fit 107 bytes
+    c = Cluster(namespace, root)
     try:
         c.start_node("head", "--head", f"--port={PORT}", "--include-dashboard=false")
         c.wait_for_nodes(1)
@@ -134,6 +137,7 @@ def cluster(tmp_path_factory) -> Iterator[Cluster]:
         for name in list(c.nodes):
             c.kill(name)
         subprocess.run(["ip", "netns", "del", namespace], capture_output=True)
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
@@ -154,3 +158,62 @@ def test_two_nodes_run_every_scene(cluster, scenes, tmp_path):
     records = _records(out)
     assert all(rec["status"] == "done" for rec in records.values())
     assert len(list(out.glob("*_DEM_DEM.tif"))) == 4 and not list(out.glob(".copgen-tmp-*"))
+    nodes = {rec["provenance"]["node"]["node_id"] for rec in records.values()}
+    assert len(nodes) == 2  # both nodes ran scenes, each recorded with its own node
+    assert len({json.dumps(rec["provenance"]["plan"], sort_keys=True) for rec in records.values()}) == 1
+
+    # the run record says every scene is done and the outputs are intact: no actor, no cluster
+    again = cluster.infer(*map(str, scenes), "--out", str(out), address="127.0.0.1:1")
+    assert again.returncode == 0, again.stderr
+    assert "0 succeeded, 4 skipped" in again.stderr
+
+
+def test_a_driver_without_the_cluster_token_is_told_so(cluster, scenes, tmp_path):
+    env = {k: v for k, v in cluster.env.items() if not k.startswith("RAY_AUTH")}
+    env["HOME"] = str(tmp_path)  # no ~/.ray/auth_token either
+    r = cluster.infer(str(scenes[0]), "--out", str(tmp_path / "out"), env=env, timeout=120)
+    assert r.returncode == 3, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "RAY_AUTH_MODE=token" in lines[0], r.stderr
+
+
+def _wait_for(condition, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.2)
+
+
+def test_a_lost_worker_node_ends_the_run_when_the_work_is_done(cluster, tmp_path):
+    scenes = [write_raster(tmp_path / f"n{i}.tif", smooth_s2(200, 230, seed=10 + i)) for i in range(6)]
+    out = tmp_path / "out"
+    driver = cluster.driver(*map(str, scenes), "--out", str(out))
+    _wait_for(lambda: any(out.glob("*_DEM_DEM.tif")) or driver.poll() is not None)
+    cluster.kill("worker")  # kill -9 of its raylet and every process it started
+    killed = time.monotonic()
+    _, stderr = driver.communicate(timeout=300)
+    assert driver.returncode == 0, stderr
+    assert "6 succeeded" in stderr and "retried after a worker died" in stderr
+    assert time.monotonic() - killed < 150  # no wait for an actor that no live node can host
+    assert len(list(out.glob("*_DEM_DEM.tif"))) == 6
+    assert not list(out.glob(".copgen-tmp-*")) and not list(out.glob(".copgen-lease-*"))
+
+
+def test_a_lost_head_ends_the_driver_in_one_line_and_fences_the_workers(cluster, tmp_path):
+    cluster.start_node("w2", f"--address={cluster.address}")
+    cluster.wait_for_nodes(2)
+    scenes = [write_raster(tmp_path / f"h{i}.tif", smooth_s2(200, 230, seed=20 + i)) for i in range(6)]
+    out = tmp_path / "out"
+    driver = cluster.driver(*map(str, scenes), "--out", str(out))
+    _wait_for(lambda: any(out.glob("*_DEM_DEM.tif")) or driver.poll() is not None)
+    cluster.kill("head")
+    _, stderr = driver.communicate(timeout=120)
+    ended = time.time()
+    assert driver.returncode == 11, stderr
+    errors = [line for line in stderr.splitlines() if "error" in line.lower()]
+    assert len(errors) == 1 and ("Ray head" in errors[0] or "Ray cluster was lost" in errors[0]), stderr
+    assert "Traceback" not in stderr
+    assert not list(out.glob(".copgen-lease-*"))
+    time.sleep(15)  # the surviving worker finishes its scene: it must not publish it
+    late = [p.name for p in out.iterdir() if not p.name.startswith(".copgen-") and p.stat().st_mtime > ended]
+    assert late == [], late

@@ -17,6 +17,7 @@ from scene_helpers import smooth_s2, write_raster
 from copgen_rt import Pipeline, specs
 from copgen_rt.cli import main
 from copgen_rt.demo import demo_weights
+from copgen_rt.plan import resolve
 from copgen_rt.runs.batch import Batch
 from copgen_rt.runs.ray_workers import WorkerPool, run_on_ray, tile_ranges
 from copgen_rt.runs.record import RUN_MANIFEST, RunManifest
@@ -38,7 +39,7 @@ def _make_job(entry: SceneEntry) -> SceneJob:
 
 
 def _source() -> PipelineSource:
-    return PipelineSource.create(DEMO, demo_weights(), None, device="cpu", dtype="fp32")  # as the reference
+    return PipelineSource.create(DEMO, demo_weights(), None, resolve(DEMO, None, "auto", "fp32"))  # as ref.
 
 
 @pytest.fixture(scope="module")

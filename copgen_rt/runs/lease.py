@@ -29,7 +29,7 @@ class Lease:
     """The driver's side: created in `folder`, refreshed, deleted on close."""
 
     def __init__(self, folder: Path):
-        self.path = Path(folder).absolute() / f"{LEASE_PREFIX}{secrets.token_hex(8)}"
+        self.path = Path(folder).absolute() / f"{LEASE_PREFIX}{os.getpid()}-{secrets.token_hex(8)}"
         try:
             os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644))
         except OSError as e:
@@ -50,6 +50,13 @@ class Lease:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def release_leases_of(pid: int, folder: Path) -> None:
+    """Delete the leases process `pid` held in `folder` (it died without deleting them)."""
+    for path in Path(folder).absolute().glob(f"{LEASE_PREFIX}{pid}-*"):
+        with contextlib.suppress(OSError):
+            path.unlink()
 
 
 def check_lease(path: str) -> None:

@@ -29,6 +29,7 @@ holding a loaded Pipeline, so weights load once per worker, not once per scene.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import importlib.util
 import logging
@@ -36,7 +37,9 @@ import math
 import os
 import re
 import secrets
+import signal
 import socket
+import sys
 import time
 from collections import deque
 from collections.abc import Iterator, Sequence
@@ -45,12 +48,19 @@ from pathlib import Path
 from typing import Any
 
 from copgen_rt import __version__, specs
-from copgen_rt.errors import ClusterLostError, CopgenError, InputError, MissingDependencyError, one_line
+from copgen_rt.errors import (
+    EXIT_CLUSTER_LOST,
+    ClusterLostError,
+    CopgenError,
+    InputError,
+    MissingDependencyError,
+    one_line,
+)
 from copgen_rt.files import fenced
 from copgen_rt.pipeline import Pipeline
 from copgen_rt.plan import RuntimePlan, check_runs_here
 from copgen_rt.runs.batch import Batch
-from copgen_rt.runs.lease import LEASE_REFRESH_S, Lease, check_lease
+from copgen_rt.runs.lease import LEASE_REFRESH_S, Lease, check_lease, release_leases_of
 from copgen_rt.runs.scenelist import SceneEntry
 from copgen_rt.runs.source import PipelineSource
 from copgen_rt.scenes.inputs.scene_input import SceneInput
@@ -120,16 +130,52 @@ def _check_auth(address: str) -> None:
         return
 
 
+def _supervised(lease_folder: Path) -> None:
+    """Go on in a child process, this one waiting for it. Ray's core ends a driver whose node's
+    raylet or whose head dies with a bare exit 1 (no Python cleanup, nothing on stderr); then this
+    process releases the child's leases (its workers stop publishing), says so in one line and
+    exits EXIT_CLUSTER_LOST. Any other exit of the child is passed on as it is."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read)
+        atexit.register(os.write, write, b"x")  # a normal exit (any code) says so; Ray's _exit does not
+        return
+    os.close(write)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the child too: it reports it
+    signal.signal(signal.SIGTERM, lambda *_: os.kill(pid, signal.SIGTERM))
+    while True:
+        try:
+            _, status = os.waitpid(pid, 0)
+            break
+        except InterruptedError:
+            continue
+    code = os.waitstatus_to_exitcode(status)
+    if os.read(read, 1) != b"x":
+        release_leases_of(pid, lease_folder)
+        sys.stderr.write("copgen-rt: error: the Ray cluster was lost: Ray ended the driver (the head, or "
+                         "the raylet of this node, is gone); rerun the same command once the cluster is "
+                         "back (finished tiles are kept)\n")
+        code = EXIT_CLUSTER_LOST
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 @contextlib.contextmanager
-def connect(address: str, quiet: bool = False) -> Iterator[None]:
+def connect(address: str, quiet: bool = False, lease_folder: Path | None = None) -> Iterator[None]:
     """Start a local Ray runtime ("local") or join the cluster at `address`; an already
     initialised Ray (e.g. a notebook's) is used as it is and left running. Workers' own output
-    stays in Ray's session logs: copgen-rt's stderr is its one-line format."""
+    stays in Ray's session logs: copgen-rt's stderr is its one-line format. `lease_folder`
+    (the command line's runs): joining a cluster, the run goes on in a child process watched
+    by this one (`_supervised`)."""
     check_address(address)
     ray = _ray()
     if ray.is_initialized():
         yield
         return
+    if lease_folder is not None and address != "local":
+        _supervised(lease_folder)
     options: dict[str, Any] = dict(include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
     try:
         if address == "local":

@@ -69,7 +69,7 @@ def run_from_options(scenes: Sequence[str], manifest: str | None, conds: Sequenc
     model.plan(spec, batch_size, measure=False)
     if _recorded_complete(entries, spec, model, plan_job, batch_size, Path(out)):
         return _all_skipped(len(entries), quiet)
-    with ray_workers.connect(ray_address, quiet):
+    with ray_workers.connect(ray_address, quiet, lease_folder=Path(out)):
         ray_workers.check_cluster([Path(out), *{e.out for e in entries}])
         plan = ray_workers.plan_on_worker(model, spec, batch_size, cpus_per_worker)
 
