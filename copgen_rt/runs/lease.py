@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from copgen_rt.errors import LeaseLostError
-from copgen_rt.files import write_error
+from copgen_rt.files import check_writable, write_error
 
 LEASE_REFRESH_S = 2.0
 LEASE_TIMEOUT_S = 30.0  # many refreshes: a driver busy saving its run record is not taken for dead
@@ -29,6 +29,7 @@ class Lease:
     """The driver's side: created in `folder`, refreshed, deleted on close."""
 
     def __init__(self, folder: Path):
+        check_writable(Path(folder))
         self.path = Path(folder).absolute() / f"{LEASE_PREFIX}{os.getpid()}-{secrets.token_hex(8)}"
         try:
             os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644))

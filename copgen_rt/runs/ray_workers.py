@@ -54,9 +54,10 @@ from copgen_rt.errors import (
     CopgenError,
     InputError,
     MissingDependencyError,
+    OutputWriteError,
     one_line,
 )
-from copgen_rt.files import fenced
+from copgen_rt.files import check_writable, fenced
 from copgen_rt.pipeline import Pipeline
 from copgen_rt.plan import RuntimePlan, check_runs_here
 from copgen_rt.runs.batch import Batch
@@ -234,7 +235,7 @@ def check_cluster(folders: Sequence[Path], timeout_s: float = 120.0) -> list[dic
 
     nodes = [n for n in ray.nodes() if n.get("Alive")]
     token = secrets.token_hex(8)
-    names = sorted({str(Path(f).absolute()) for f in folders})
+    names = sorted({str(Path(f).absolute()) for f in folders if _writable(Path(f))})
     probes = [Path(f) / f".copgen-probe-{token}" for f in names]
     for probe in probes:
         probe.write_text(token)
@@ -271,6 +272,15 @@ def check_cluster(folders: Sequence[Path], timeout_s: float = 120.0) -> list[dic
             for p in probe.parent.glob(f"{probe.name}*"):
                 with contextlib.suppress(OSError):
                     p.unlink()
+
+
+def _writable(folder: Path) -> bool:
+    """A folder that cannot be written is no cluster matter: its scenes fail alone, in one line."""
+    try:
+        check_writable(folder)
+    except OutputWriteError:
+        return False
+    return True
 
 
 def _worker_resources(device: str | None, cpus_per_worker: int) -> dict:
