@@ -130,8 +130,9 @@ def cluster(tmp_path_factory) -> Iterator[Cluster]:
     try:
         c.start_node("head", "--head", f"--port={PORT}", "--include-dashboard=false")
         c.wait_for_nodes(1)
-        c.start_node("worker", f"--address={c.address}")
-        c.wait_for_nodes(2)
+        for worker in ("w1", "w2"):  # two: the head test needs one after the node test killed w1
+            c.start_node(worker, f"--address={c.address}")
+        c.wait_for_nodes(3)
         yield c
     finally:
         for name in list(c.nodes):
@@ -143,7 +144,7 @@ def cluster(tmp_path_factory) -> Iterator[Cluster]:
 @pytest.fixture(scope="module")
 def scenes(tmp_path_factory) -> list[Path]:
     folder = tmp_path_factory.mktemp("scenes")
-    return [write_raster(folder / f"s{i}.tif", smooth_s2(200, 230, seed=i)) for i in range(4)]
+    return [write_raster(folder / f"s{i}.tif", smooth_s2(120, 120, seed=i)) for i in range(4)]
 
 
 def _records(out: Path) -> dict:
@@ -159,7 +160,7 @@ def test_two_nodes_run_every_scene(cluster, scenes, tmp_path):
     assert all(rec["status"] == "done" for rec in records.values())
     assert len(list(out.glob("*_DEM_DEM.tif"))) == 4 and not list(out.glob(".copgen-tmp-*"))
     nodes = {rec["provenance"]["node"]["node_id"] for rec in records.values()}
-    assert len(nodes) == 2  # both nodes ran scenes, each recorded with its own node
+    assert len(nodes) >= 2  # several nodes ran scenes, each scene recorded with its own node
     assert len({json.dumps(rec["provenance"]["plan"], sort_keys=True) for rec in records.values()}) == 1
 
     # the run record says every scene is done and the outputs are intact: no actor, no cluster
@@ -185,11 +186,11 @@ def _wait_for(condition, timeout: float = 180) -> None:
 
 
 def test_a_lost_worker_node_ends_the_run_when_the_work_is_done(cluster, tmp_path):
-    scenes = [write_raster(tmp_path / f"n{i}.tif", smooth_s2(200, 230, seed=10 + i)) for i in range(6)]
+    scenes = [write_raster(tmp_path / f"n{i}.tif", smooth_s2(120, 120, seed=10 + i)) for i in range(6)]
     out = tmp_path / "out"
     driver = cluster.driver(*map(str, scenes), "--out", str(out))
     _wait_for(lambda: any(out.glob("*_DEM_DEM.tif")) or driver.poll() is not None)
-    cluster.kill("worker")  # kill -9 of its raylet and every process it started
+    cluster.kill("w1")  # kill -9 of its raylet and every process it started
     killed = time.monotonic()
     _, stderr = driver.communicate(timeout=300)
     assert driver.returncode == 0, stderr
@@ -200,20 +201,20 @@ def test_a_lost_worker_node_ends_the_run_when_the_work_is_done(cluster, tmp_path
 
 
 def test_a_lost_head_ends_the_driver_in_one_line_and_fences_the_workers(cluster, tmp_path):
-    cluster.start_node("w2", f"--address={cluster.address}")
-    cluster.wait_for_nodes(2)
-    scenes = [write_raster(tmp_path / f"h{i}.tif", smooth_s2(200, 230, seed=20 + i)) for i in range(6)]
+    scenes = [write_raster(tmp_path / f"h{i}.tif", smooth_s2(200, 230, seed=20 + i)) for i in range(8)]
     out = tmp_path / "out"
     driver = cluster.driver(*map(str, scenes), "--out", str(out))
     _wait_for(lambda: any(out.glob("*_DEM_DEM.tif")) or driver.poll() is not None)
+    started = time.monotonic()
     cluster.kill("head")
     _, stderr = driver.communicate(timeout=120)
     ended = time.time()
+    assert time.monotonic() - started < 60  # the driver's own watch, not Ray's minute without its head
     assert driver.returncode == 11, stderr
     errors = [line for line in stderr.splitlines() if "error" in line.lower()]
     assert len(errors) == 1 and ("Ray head" in errors[0] or "Ray cluster was lost" in errors[0]), stderr
     assert "Traceback" not in stderr
     assert not list(out.glob(".copgen-lease-*"))
-    time.sleep(15)  # the surviving worker finishes its scene: it must not publish it
+    time.sleep(8)  # the surviving worker finishes its scene (about 5 s): it must not publish it
     late = [p.name for p in out.iterdir() if not p.name.startswith(".copgen-") and p.stat().st_mtime > ended]
     assert late == [], late

@@ -178,6 +178,8 @@ def connect(address: str, quiet: bool = False, lease_folder: Path | None = None)
     if lease_folder is not None and address != "local":
         _supervised(lease_folder)
     options: dict[str, Any] = dict(include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
+    # a task's error nobody asked for (a fenced worker's, after the run ended) is no news to print
+    os.environ.setdefault("RAY_IGNORE_UNHANDLED_ERRORS", "1")
     try:
         if address == "local":
             cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
@@ -249,6 +251,8 @@ def check_cluster(folders: Sequence[Path], timeout_s: float = 120.0) -> list[dic
         for where, ref in refs.items():
             try:
                 answers.append(ray.get(ref, timeout=timeout_s))
+            except ray.exceptions.TaskUnschedulableError:
+                continue  # the node died since ray.nodes() listed it: not part of the run
             except ray.exceptions.RayError as e:
                 text = str(e)
                 if "No module named 'copgen_rt'" in text or "copgen_rt" in text and "ModuleNotFound" in text:
@@ -480,7 +484,8 @@ class _HeadWatch:
             self.failures = 0
         except OSError as e:
             self.failures += 1
-            if self.failures >= HEAD_CHECKS:
+            # refused: nothing listens there any more; a timeout may be a slow network
+            if isinstance(e, ConnectionRefusedError) or self.failures >= HEAD_CHECKS:
                 raise ClusterLostError(f"the Ray head at {self.address} stopped answering "
                                        f"({e.strerror or type(e).__name__}): scenes not finished are not "
                                        "recorded; rerun the same command once the cluster is back "
@@ -504,10 +509,10 @@ class _Scheduler:
     def run(self) -> None:
         while self._submit() or self._working():
             done, _ = self.ray.wait(list(self.running), num_returns=1, timeout=LEASE_REFRESH_S)
+            self._keep_alive()  # first: the calls below that ask the head would wait for it for a minute
             for ref in done:
                 self._collect(ref)
             self._give_up_slow_restarts()
-            self._keep_alive()
 
     def _working(self) -> bool:
         """Whether a task (not a restart probe) is running: probes alone do not keep the run."""
