@@ -85,3 +85,18 @@ def test_the_lease_is_named_by_its_process(tmp_path):
     assert lease.path.exists()
     lease.close()
     assert not Path(lease.path).exists()
+
+
+def test_a_worker_of_another_version_refuses_to_start():
+    import dataclasses
+
+    from copgen_rt.demo import demo_weights
+    from copgen_rt.runs.ray_workers import SceneWorker
+    from copgen_rt.runs.source import PipelineSource
+
+    demo = specs.get("copgen-demo")
+    source = PipelineSource.create(demo, demo_weights(), None, resolve(demo, "cpu", "torch", "fp32"))
+    worker = SceneWorker(dataclasses.replace(source, software="copgen-rt 0.0.1"), 1, None)
+    with pytest.raises(MissingDependencyError, match="the driver copgen-rt 0.0.1"):
+        worker.warm()
+    assert worker.pipeline is None  # refused before loading anything
