@@ -47,7 +47,8 @@ def run_from_options(scenes: Sequence[str], manifest: str | None, conds: Sequenc
                      quiet: bool = False, verbose: bool = False) -> Summary:
     """Many scenes as `infer` takes them (SCENE paths, globs, a --manifest): what can be checked
     before any weights load, then `run`. `plan_job(spec, scene, conds, out, batch_size)` makes
-    each scene's job."""
+    each scene's job. For the command line: joining a cluster, the run goes on in a forked child
+    process (`ray_workers.connect`), this one reporting a driver that Ray ends."""
     if ray_address is not None:
         ray_workers.check_address(ray_address)  # before the scenes: `--ray scene.tif` took one as ADDRESS
     entries = scenelist.expand(scenes, manifest, conds, out)
@@ -104,8 +105,8 @@ def _recorded_complete(entries: Sequence[SceneEntry], spec: ModelSpec, model: Mo
         hashes = hashes or source.weight_hashes(files)
         if seen.get("weights") != hashes:
             return False
-        job = plan_job(spec, str(entry.scene), entry.conds, entry.out, plan["batch_size"])
-        key = run_key(job, seen["files"], seen["engine"])
+        job = plan_job(spec, str(entry.scene), entry.conds, entry.out, plan.get("batch_size", 1))
+        key = run_key(job, seen["files"], seen.get("engine", ""))
         if key != record.get("run_key") or not outputs_intact(job, key):
             return False
     return True
