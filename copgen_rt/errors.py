@@ -3,8 +3,9 @@ and its message is one line; `exit_code` and `one_line` also map the few built-i
 mean the same things, so no caller maps anything by hand.
 
 Exit codes (documented in docs/cli.md): 3 bad input, 4 checkpoint, 5 output exists, 6 missing
-dependency, 7 export, 8 some scenes of many failed, 9 cannot write, 10 busy, 1 internal error,
-130/143 interrupted/terminated. Imports nothing of the project, so every module may raise these.
+dependency, 7 export, 8 some scenes of many failed, 9 cannot write, 10 busy, 11 the Ray cluster
+was lost, 1 internal error, 130/143 interrupted/terminated. Imports nothing of the project, so
+every module may raise these.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ EXIT_EXPORT = 7
 EXIT_SCENES_FAILED = 8  # many scenes: at least one failed (the others ran)
 EXIT_CANNOT_WRITE = 9  # an output folder is not writable, the disk is full, a planted link was refused
 EXIT_BUSY = 10  # another run is writing the same scene's outputs right now
+EXIT_CLUSTER_LOST = 11  # --ray: the head, or the driver's connection to it, is gone
 
 ONE_LINE_LIMIT = 160  # characters of a wrapped library message kept in one of ours
 
@@ -87,6 +89,18 @@ class OutputBusyError(CopgenError):
     """Another run is writing the same outputs right now."""
 
     exit_code = EXIT_BUSY
+
+
+class ClusterLostError(CopgenError):
+    """The Ray cluster (its head, or this driver's connection to it) is gone mid-run."""
+
+    exit_code = EXIT_CLUSTER_LOST
+
+
+class LeaseLostError(CopgenError):
+    """A Ray worker may not publish: the driver that holds the run's locks is gone."""
+
+    exit_code = EXIT_CLUSTER_LOST
 
 
 def first_line(e: BaseException, limit: int = ONE_LINE_LIMIT) -> str:

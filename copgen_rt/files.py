@@ -9,7 +9,8 @@ use. So nothing is ever opened for writing under a predictable name:
   unpredictable name) where nobody else can create anything, and files are published by rename;
 - lock files are opened with O_NOFOLLOW and never truncated; folders we keep state in must be
   real folders of ours (`own_folder`);
-- a scene's outputs belong to one run at a time (`exclusive`).
+- a scene's outputs belong to one run at a time (`exclusive`); where the run's lock is held by
+  another process (a Ray driver), every publish first asks that holder's lease (`fenced`).
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ import os
 import shutil
 import stat
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from pathlib import Path
 from typing import BinaryIO
 
@@ -81,6 +83,26 @@ def check_writable(folder: Path) -> None:
         raise write_error(folder, e) from None
 
 
+_fence: ContextVar[Callable[[], None] | None] = ContextVar("copgen_publish_fence", default=None)
+
+
+@contextlib.contextmanager
+def fenced(check: Callable[[], None]) -> Iterator[None]:
+    """Call `check` before publishing each file in this context: it raises where this process no
+    longer has the right to write (the lock holder, a Ray driver, is gone)."""
+    token = _fence.set(check)
+    try:
+        yield
+    finally:
+        _fence.reset(token)
+
+
+def _check_fence() -> None:
+    check = _fence.get()
+    if check is not None:
+        check()
+
+
 @contextlib.contextmanager
 def atomic_write(path: Path) -> Iterator[BinaryIO]:
     """A binary file that appears at `path` complete or not at all (see the module docstring)."""
@@ -89,6 +111,7 @@ def atomic_write(path: Path) -> Iterator[BinaryIO]:
         with os.fdopen(fd, "wb") as f:
             yield f
             os.fchmod(f.fileno(), PUBLIC_MODE)
+        _check_fence()
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -107,9 +130,9 @@ def write_text(path: Path, text: str) -> None:
 class Staging:
     """A private folder inside an output folder for files that libraries write by path."""
 
-    def __init__(self, folder: Path):
+    def __init__(self, folder: Path, prefix: str = ".copgen-tmp-"):
         try:
-            self.path = Path(tempfile.mkdtemp(prefix=".copgen-tmp-", dir=folder))
+            self.path = Path(tempfile.mkdtemp(prefix=prefix, dir=folder))
         except OSError as e:
             raise write_error(folder, e) from None
 
@@ -119,6 +142,7 @@ class Staging:
     def publish(self, name: str, final: Path) -> Path:
         """Move a finished file into place (replacing whatever is at `final`, never following it)."""
         src = self.path / name
+        _check_fence()
         try:
             os.chmod(src, PUBLIC_MODE)
             os.replace(src, final)

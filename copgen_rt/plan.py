@@ -187,6 +187,20 @@ class RuntimePlan:
                 "dtype": self.dtype, "vae_dtype": self.vae_dtype, "batch_size": self.batch_size}
 
 
+def check_runs_here(plan: RuntimePlan) -> None:
+    """Raise (one line) where this machine cannot run `plan` exactly: its device missing, an engine
+    not installed or unable to run the plan's precisions here (a cluster's workers, which run the
+    driver's plan or refuse to start)."""
+    if _device_type(plan.device) == "cuda":
+        import torch
+
+        if not torch.cuda.is_available() or torch.device(plan.device).index not in (None, *range(
+                torch.cuda.device_count())):
+            raise InputError(f"the plan runs on {plan.device}, which this machine lacks")
+    choose_engine(plan.device, {"denoiser": plan.engines.denoiser, "vae": plan.engines.vae}, plan.dtype,
+                  plan.vae_dtype)
+
+
 def resolve(spec: ModelSpec, device_name: str | None = None, requested: str | Mapping[str, str] | None = None,
             dtype: str | None = None, vae_dtype: str = "fp32", batch_size: int | None = None,
             measure: bool = True) -> RuntimePlan:

@@ -14,7 +14,7 @@ from copgen_rt.runs.report import Report, Summary, say
 from copgen_rt.runs.scenelist import SceneEntry
 from copgen_rt.scenes.job import SceneJob
 from copgen_rt.scenes.run import SceneResult
-from copgen_rt.scenes.state import check_outputs, outputs_intact, run_key, scene_lock
+from copgen_rt.scenes.state import check_outputs, outputs_intact, remove_leftover_staging, run_key, scene_lock
 
 
 class Batch:
@@ -35,6 +35,7 @@ class Batch:
         self.summary = Summary(len(entries))
         self._running: dict[str, tuple[str, float]] = {}  # key -> (run key, start)
         self._locks: dict[str, contextlib.ExitStack] = {}  # key -> the held scene lock (`scene_lock`)
+        self._jobs: dict[str, SceneJob] = {}  # key -> the job of a locked scene
 
     def jobs(self) -> Iterator[tuple[SceneEntry, SceneJob]]:
         self.report.begin()
@@ -50,6 +51,8 @@ class Batch:
                 lock = contextlib.ExitStack()
                 lock.enter_context(scene_lock(job))  # held until done or fail: workers run unlocked
                 self._locks[entry.key] = lock
+                self._jobs[entry.key] = job
+                remove_leftover_staging(job)
             except Exception as e:  # noqa: BLE001 - a bad scene must not stop the others
                 self.report.unplanned(finished=False)
                 self.fail(entry, one_line(e))
@@ -60,7 +63,10 @@ class Batch:
             self.report.planned(len(job.plan))
             yield entry, job
 
-    def done(self, entry: SceneEntry, job: SceneJob, result: SceneResult, ranges: int = 1) -> None:
+    def done(self, entry: SceneEntry, job: SceneJob, result: SceneResult, ranges: int = 1,
+             worker: dict | None = None) -> None:
+        """Record a finished scene; `worker`: the provenance of the Ray worker that wrote it, with
+        its node."""
         key, start = self._running.pop(entry.key)
         self._unlock(entry)
         solver, steps = job.options.sampler
@@ -76,7 +82,8 @@ class Batch:
                 "tile_ranges": ranges,
                 "seconds": round(seconds, 2),
                 "run_key": key,
-                "provenance": {**self.provenance, "seed": job.options.seed, "steps": steps, "solver": solver},
+                "provenance": {**(worker or self.provenance), "seed": job.options.seed, "steps": steps,
+                               "solver": solver},
             },
         )
         self.summary.succeeded += 1
@@ -93,6 +100,10 @@ class Batch:
         self.report.scene(entry.name, f"FAILED: {reason}")
 
     def _unlock(self, entry: SceneEntry) -> None:
+        """Release the scene's lock, first removing what killed writers left (its tasks are over)."""
+        job = self._jobs.pop(entry.key, None)
+        if job is not None:
+            remove_leftover_staging(job)
         lock = self._locks.pop(entry.key, None)
         if lock is not None:
             lock.close()
@@ -102,6 +113,7 @@ class Batch:
         for lock in self._locks.values():
             lock.close()
         self._locks.clear()
+        self._jobs.clear()
 
     @staticmethod
     def _entry(entry: SceneEntry) -> dict:

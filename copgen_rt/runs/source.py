@@ -23,6 +23,7 @@ class PipelineSource:
     weights: str | None  # a weights directory or hub id; None with an export
     export: str | None
     plan: RuntimePlan
+    software: str = f"copgen-rt {__version__}"  # the driver's: a worker of another version refuses
 
     @classmethod
     def create(cls, spec: specs.ModelSpec, weights: str | None, export: str | None, plan: RuntimePlan
@@ -38,21 +39,26 @@ class PipelineSource:
                 return Pipeline.from_export(self.export, device=self.plan.device)
             return Pipeline.from_pretrained(specs.from_dict(self.spec), self.weights, plan=self.plan)
 
+    def weight_files(self) -> dict[str, str]:
+        """Every weight file the pipeline may load (not for an export), found without loading."""
+        if self.weights is None:
+            raise ValueError("a pipeline source needs weights or an export")
+        found = resolve_weights(specs.from_dict(self.spec), self.weights)
+        if found.denoiser is None:
+            raise CheckpointError(f"{self.weights}: no denoiser checkpoint")
+        return {"denoiser": str(found.denoiser), **{f"vae/{k}": str(p) for k, p in found.vaes.items()}}
+
+    @staticmethod
+    def weight_hashes(files: dict[str, str]) -> dict[str, str]:
+        return {k: file_sha256(Path(p))[:16] for k, p in sorted(files.items())}
+
     def provenance(self, pipeline: Pipeline) -> dict:
         """Model and hashes of every weight file the pipeline may load (hashed once per run)."""
-        if self.export:
-            files = dict(pipeline.provenance.files)
-        else:
-            if self.weights is None:
-                raise ValueError("a pipeline source needs weights or an export")
-            found = resolve_weights(pipeline.spec, self.weights)
-            if found.denoiser is None:
-                raise CheckpointError(f"{self.weights}: no denoiser checkpoint")
-            files = {"denoiser": str(found.denoiser), **{f"vae/{k}": str(p) for k, p in found.vaes.items()}}
+        files = dict(pipeline.provenance.files) if self.export else self.weight_files()
         return {
             "model": pipeline.spec.name,
             "software": f"copgen-rt {__version__}",
-            "weights": {k: file_sha256(Path(p))[:16] for k, p in sorted(files.items())},
+            "weights": self.weight_hashes(files),
             "random_weights": pipeline.is_random,
             "plan": self.plan.to_json(),
             # the run identity's parts (copgen_rt.scenes.state.run_key), as a single-scene run has them

@@ -200,6 +200,11 @@ class SceneJob:
         return self.out_dir / f".copgen-work-{self.stem}"
 
     @property
+    def staging_prefix(self) -> str:
+        """Of this scene's temporary folders (`Staging`): those a killed worker left are found by it."""
+        return f".copgen-tmp-{self.stem}."
+
+    @property
     def lock_path(self) -> Path:
         """Held by the run writing this scene's outputs (`scene_lock`)."""
         return self.out_dir / f".copgen-lock-{self.stem}"

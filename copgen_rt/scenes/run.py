@@ -106,7 +106,7 @@ def _run_locked(job: SceneJob, pipeline: Pipeline, progress: Callable[[float], N
     tiles = job.plan.tiles
     skipped = resumed = copied = 0
     network = 0.0
-    with Staging(job.out_dir) as staging:
+    with Staging(job.out_dir, job.staging_prefix) as staging:
         outputs = SceneOutputs(job, provenance_tags(job, pipeline, key), staging)
         try:
             with cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="copgen-read") as pool:

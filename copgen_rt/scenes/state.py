@@ -13,6 +13,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
 import warnings
 from collections.abc import Iterable, Mapping
@@ -199,6 +200,16 @@ def scene_lock(job: SceneJob) -> contextlib.AbstractContextManager[None]:
     """One run at a time writes a scene's outputs and work folder; another fails at once."""
     check_writable(job.out_dir)
     return exclusive(job.lock_path, f"{job.inputs[0].path.name} (outputs in {job.out_dir})")
+
+
+def remove_leftover_staging(job: SceneJob) -> None:
+    """Remove the temporary folders of this scene's killed writers (a Ray worker killed with its
+    node cleans nothing). Only for the holder of the scene's lock, when none of its own writers run."""
+    pattern = re.compile(re.escape(job.staging_prefix) + r"[A-Za-z0-9_]+")
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(job.out_dir):
+            if pattern.fullmatch(entry.name) and entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path, ignore_errors=True)
 
 
 def prepare_work_dir(job: SceneJob, pipeline: Pipeline) -> Path:
