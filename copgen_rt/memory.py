@@ -110,7 +110,8 @@ def _count_parameters(spec: ModelSpec) -> tuple[int, dict[str, int]]:
         denoiser = sum(p.numel() for p in Denoiser(spec).parameters())
         vaes = {}
         for m in spec.modalities:
-            if m.vae is not None and m.vae not in vaes:
+            # a spec may describe the VAEs of some modalities only (the tiny fixture's)
+            if m.vae is not None and m.vae in spec.vaes and m.vae not in vaes:
                 vaes[m.vae] = sum(p.numel() for p in Autoencoder(spec, m.name).parameters())
     return denoiser, vaes
 
