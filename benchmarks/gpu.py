@@ -22,6 +22,8 @@ from pathlib import Path
 
 import torch
 
+from copgen_rt.bench.timing import cuda_best_seconds
+
 RESULTS = Path(__file__).parent / "results"
 
 
@@ -29,19 +31,6 @@ def rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a.float() - b.float()).abs().max() / b.float().abs().max())
 
 
-def timed(fn, repeats: int = 5, warmup: int = 2) -> float:
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    best = float("inf")
-    for _ in range(repeats):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        torch.cuda.synchronize()
-        best = min(best, start.elapsed_time(end) / 1e3)
-    return best
 
 
 def main() -> int:
@@ -99,7 +88,7 @@ def main() -> int:
         lat = [torch.randn(batch, *m.latent_shape, device=device) for m in spec.modalities]
         ts = [torch.rand(batch, device=device) * 1000 for _ in spec.modalities]
         for name, backend in backends.items():
-            seconds = timed(lambda backend=backend, lat=lat, ts=ts: backend(lat, ts))
+            seconds = cuda_best_seconds(lambda backend=backend, lat=lat, ts=ts: backend(lat, ts))
             tflops = flops * batch / seconds / 1e12
             row = {"backend": name, "batch": batch, "ms": seconds * 1e3, "tflops": tflops,
                    "fraction_of_bf16_peak": tflops * 1e3 / peak}

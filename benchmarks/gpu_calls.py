@@ -19,11 +19,12 @@ import importlib.util
 import json
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from copgen_rt.bench.timing import cuda_best_seconds
 
 RESULTS = Path(__file__).parent / "results"
 ENGINES = (("torch", "fp32"), ("torch", "bf16"), ("torch", "fp16"),
@@ -46,19 +47,6 @@ def skip_reason(engine: str) -> str | None:
     return None
 
 
-def cuda_timed(fn: Callable[[], object], repeats: int = 5, warmup: int = 2) -> float:
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    best = float("inf")
-    for _ in range(repeats):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        torch.cuda.synchronize()
-        best = min(best, start.elapsed_time(end) / 1e3)
-    return best
 
 
 def _backend(engine: str, spec: Any, dtype: str) -> Any:
@@ -82,11 +70,11 @@ def measure(engine: str, dtype: str, spec: Any, inputs: tuple[list, list], refer
     torch.cuda.reset_peak_memory_stats()
     backend = _backend(engine, spec, dtype)
     latents, timesteps = inputs
-    row["eager_ms"] = cuda_timed(lambda: backend(latents, timesteps)) * 1e3
+    row["eager_ms"] = cuda_best_seconds(lambda: backend(latents, timesteps)) * 1e3
     row["rel_err_vs_torch_fp32"] = call_error(backend(latents, timesteps), reference)
     if engine != "onnxruntime":  # a session is not captured: it runs its own CUDA graphs or none
         graphs = CudaGraphDenoiser(backend)
-        row["cuda_graph_ms"] = cuda_timed(lambda: graphs(latents, timesteps)) * 1e3
+        row["cuda_graph_ms"] = cuda_best_seconds(lambda: graphs(latents, timesteps)) * 1e3
         row["cuda_graph_vs_eager"] = call_error(graphs(latents, timesteps), backend(latents, timesteps))
     row["peak_gpu_mib"] = torch.cuda.max_memory_allocated() / 2**20
     row["passed"] = (row["rel_err_vs_torch_fp32"] <= LIMITS[dtype]

@@ -48,7 +48,7 @@ def test_quick_bench_writes_reports(tmp_path):
     assert presets[("auto", "exact")]["drift_from_exact"] == 0.0
     # speeds are reported, never asserted (a busy machine decides them); the draft preset's result
     # differs from the exact one's, which is what its speed is traded for
-    assert presets[("auto", "draft")]["speedup_vs_auto_exact"] > 0
+    assert "speedup_vs_auto_exact" in presets[("auto", "draft")]
     assert presets[("auto", "draft")]["drift_from_exact"] > 0
     assert {r["engine"] for r in results["scenes"]} == {"auto", "eager-reference"}
     assert all(0 < r["network_share"] <= 1 for r in results["scenes"])

@@ -56,3 +56,19 @@ def interleaved(
         for key, fn in calls.items():
             seconds[key].append(timed(fn, device)[0])
     return Rounds(first, seconds)
+
+
+def cuda_best_seconds(fn: Callable[[], object], repeats: int = 5, warmup: int = 2) -> float:
+    """The fastest of `repeats` calls of `fn` on the GPU, timed with CUDA events after `warmup`."""
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    best = float("inf")
+    for _ in range(repeats):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        torch.cuda.synchronize()
+        best = min(best, start.elapsed_time(end) / 1e3)
+    return best
