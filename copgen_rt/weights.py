@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from copgen_rt.errors import CheckpointError, first_line
-from copgen_rt.files import atomic_write, file_sha256, write_text
+from copgen_rt.files import file_sha256, write_bytes, write_text
 from copgen_rt.models import Autoencoder, Denoiser
 from copgen_rt.specs import ModelSpec
 
@@ -281,21 +281,20 @@ def _from_hub(spec: ModelSpec, repo_id: str) -> WeightFiles:
 # --- writing ------------------------------------------------------------------------------------
 
 
-def write_safetensors(sd: Mapping[str, Tensor], path: Path, metadata: Mapping[str, str]) -> None:
-    """Atomic write (`copgen_rt.files.atomic_write`)."""
+def write_safetensors(sd: Mapping[str, Tensor], path: Path, metadata: Mapping[str, str],
+                      below: Path | None = None) -> None:
+    """Atomic write (`copgen_rt.files.write_bytes`: no link below the output folder `below`
+    followed)."""
     from safetensors.torch import save
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    data = save({k: v.contiguous() for k, v in sd.items()}, metadata=dict(metadata))
-    with atomic_write(path) as f:
-        f.write(data)
+    write_bytes(path, save({k: v.contiguous() for k, v in sd.items()}, metadata=dict(metadata)), below)
 
 
 def _write_manifest(out: Path, spec: ModelSpec, random: bool, files: Mapping[str, Path]) -> None:
     manifest = {"spec": spec.name, "random": random,
                 "files": {k: {"path": str(p.relative_to(out)), "sha256": file_sha256(p)}
                           for k, p in files.items()}}
-    write_text(out / "weights.json", json.dumps(manifest, indent=1) + "\n")
+    write_text(out / "weights.json", json.dumps(manifest, indent=1) + "\n", below=out)
 
 
 def _random_tensor(key: str, shape: tuple[int, ...], gen: torch.Generator) -> Tensor:
@@ -327,7 +326,7 @@ def make_random_weights(spec: ModelSpec, out: str | Path, seed: int = 0,
         denoiser = Denoiser(spec)
     files["denoiser"] = out / "denoiser.safetensors"
     sd = {k: v.to(dtype) for k, v in random_state_dict(denoiser, seed).items()}
-    write_safetensors(sd, files["denoiser"], {**meta, "component": "denoiser"})
+    write_safetensors(sd, files["denoiser"], {**meta, "component": "denoiser"}, below=out)
     del sd
     for i, key in enumerate(spec.vaes if vaes is None else vaes):
         modality = next(m.name for m in spec.modalities if m.vae == key)
@@ -335,7 +334,7 @@ def make_random_weights(spec: ModelSpec, out: str | Path, seed: int = 0,
             vae = Autoencoder(spec, modality)
         files[f"vae/{key}"] = out / "vae" / f"{key}.safetensors"
         sd = {k: v.to(dtype) for k, v in random_state_dict(vae, seed + 1 + i).items()}
-        write_safetensors(sd, files[f"vae/{key}"], {**meta, "component": f"vae/{key}"})
+        write_safetensors(sd, files[f"vae/{key}"], {**meta, "component": f"vae/{key}"}, below=out)
     _write_manifest(out, spec, True, files)
     return out
 
@@ -364,6 +363,6 @@ def convert(spec: ModelSpec, source: str | Path, out: str | Path,
         sd = {k: v if dtype is None else v.to(dtype) for k, v in ckpt.state_dict.items()}
         files[name] = out / f"{name}.safetensors"
         write_safetensors(sd, files[name], {**ckpt.metadata, "spec": spec.name, "component": name,
-                                            "source": path.name})
+                                            "source": path.name}, below=out)
     _write_manifest(out, spec, random, files)
     return out
