@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from copgen_rt.errors import OutputBusyError, OutputWriteError
+from copgen_rt.reading import regular_file
 
 
 def _umask() -> int:
@@ -296,7 +297,7 @@ def file_sha256(path: Path) -> str:
 @functools.lru_cache(maxsize=256)
 def _sha256(path: str, size: int, mtime_ns: int) -> str:
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    with os.fdopen(os.open(regular_file(path), os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC), "rb") as f:
         while block := f.read(1 << 22):
             h.update(block)
     return h.hexdigest()

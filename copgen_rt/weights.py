@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import pickle
 import re
 import warnings
@@ -25,6 +26,7 @@ from torch import Tensor, nn
 from copgen_rt.errors import CheckpointError, first_line
 from copgen_rt.files import file_sha256, write_bytes, write_text
 from copgen_rt.models import Autoencoder, Denoiser
+from copgen_rt.reading import read_json, regular_file
 from copgen_rt.specs import ModelSpec
 
 ModelT = TypeVar("ModelT", bound=nn.Module)
@@ -70,9 +72,7 @@ class Checkpoint:
 
 def read_checkpoint(path: str | Path) -> Checkpoint:
     """Read a .safetensors or a pickled PyTorch file (weights only, never arbitrary code)."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint file")
+    path = regular_file(path, "checkpoint", CheckpointError)  # /dev/zero or a FIFO would never end
     try:
         if path.suffix == ".safetensors":
             from safetensors import safe_open
@@ -216,16 +216,17 @@ def _verify_manifest(root: Path, files: WeightFiles) -> None:
     """A weights.json (written by make-random-weights and convert) records each file's sha256:
     a file that no longer matches it is corrupt or was replaced, and is refused."""
     manifest = root / "weights.json"
-    if not manifest.is_file():
+    if not os.path.lexists(manifest):
         return
+    data = read_json(manifest, error=CheckpointError)  # a FIFO or a link to one is refused, not skipped
     try:
-        recorded = {(root / e["path"]).resolve(): e["sha256"]
-                    for e in json.loads(manifest.read_text())["files"].values()}
+        recorded = {(root / e["path"]).resolve(): e["sha256"] for e in data["files"].values()}
     except (ValueError, KeyError, TypeError, AttributeError) as e:
         raise CheckpointError(f"{manifest}: not a valid weights manifest ({type(e).__name__}: {e})") from None
     for path in [files.denoiser, *files.vaes.values()]:
         if path is None:
             continue
+        regular_file(path, "checkpoint", CheckpointError)
         expected = recorded.get(path.resolve())
         if expected is None:
             listed = ", ".join(sorted(p.name for p in recorded)) or "nothing"

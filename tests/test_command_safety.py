@@ -6,6 +6,8 @@ messages."""
 from __future__ import annotations
 
 import os
+import shutil
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -102,3 +104,101 @@ def test_a_truncated_output_of_a_many_scene_run_is_made_again(tmp_path):
     with rasterio.open(dem) as src:
         assert np.isfinite(src.read()).all()
     assert dem.stat().st_size == len(before)
+
+
+# --- 2. one input-opening layer: regular files only, bounded JSON ------------------------------
+
+
+@pytest.fixture
+def deadline():
+    """Fail (instead of hanging the suite) if a command blocks for 60 s."""
+    def expired(signum, frame):
+        raise TimeoutError("blocked: a read that can never end")
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.alarm(60)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, previous)
+
+
+def _fifo(path: Path) -> Path:
+    os.mkfifo(path)
+    return path
+
+
+@pytest.fixture
+def scene(tmp_path: Path) -> Path:
+    return write_raster(tmp_path / "scene.tif", smooth_s2(128, 128))
+
+
+def test_a_fifo_spec_json_is_refused_at_once(tmp_path, deadline):
+    r = _cli(["info", "--spec-json", _fifo(tmp_path / "spec.json")])
+    _one_error(r, 3, "not a regular file (a FIFO")
+
+
+def test_a_fifo_manifest_is_refused_at_once(tmp_path, deadline):
+    r = _cli(["infer", "--manifest", _fifo(tmp_path / "scenes.csv"), "--out", tmp_path / "out"])
+    _one_error(r, 3, "not a regular file (a FIFO")
+
+
+def test_a_fifo_gap_mask_is_refused_at_once(tmp_path, scene, deadline):
+    mask = _fifo(tmp_path / "mask.tif")
+    r = _cli(["fill", scene, "--mask", mask, "--out", tmp_path / "out", "--steps", "1"])
+    _one_error(r, 3, "not a regular file (a FIFO")
+
+
+def test_a_vrt_with_a_fifo_source_is_refused_before_gdal_opens_it(tmp_path, deadline):
+    _fifo(tmp_path / "band.tif")
+    vrt = tmp_path / "scene.vrt"
+    vrt.write_text('<VRTDataset rasterXSize="128" rasterYSize="128">'
+                   '<VRTRasterBand dataType="Float32" band="1">'
+                   '<SimpleSource><SourceFilename relativeToVRT="1">band.tif</SourceFilename>'
+                   '<SourceBand>1</SourceBand></SimpleSource></VRTRasterBand></VRTDataset>')
+    r = _cli(["infer", vrt, "--out", tmp_path / "out", "--steps", "1", "--generate", "DEM"])
+    _one_error(r, 3, "band.tif: not a regular file (a FIFO")
+
+
+def _weights_copy(tmp_path: Path) -> Path:
+    copy = tmp_path / "weights"
+    shutil.copytree(demo_weights(), copy)
+    return copy
+
+
+def test_fifo_checkpoints_and_weights_manifests_are_refused_at_once(tmp_path, scene, deadline):
+    weights = _weights_copy(tmp_path)
+    vae = sorted((weights / "vae").iterdir())[0]
+    vae.unlink()
+    _fifo(vae)
+    args = ["infer", scene, "--weights", weights, "--out", tmp_path / "out", "--generate", "DEM"]
+    _one_error(_cli(args), 4, "not a regular file (a FIFO")
+    assert not list((tmp_path / "out").glob(".copgen-work-*"))
+    (weights / "weights.json").unlink()
+    _fifo(weights / "weights.json")  # not silently skipped (nor the sha256 checks with it)
+    _one_error(_cli(args), 4, "weights.json: not a regular file (a FIFO")
+
+
+def test_a_checkpoint_linked_to_dev_zero_is_not_a_regular_file(tmp_path, scene):
+    weights = _weights_copy(tmp_path)
+    (weights / "weights.json").unlink()
+    (weights / "denoiser.safetensors").unlink()
+    (weights / "denoiser.safetensors").symlink_to("/dev/zero")
+    r = _cli(["infer", scene, "--weights", weights, "--out", tmp_path / "out", "--generate", "DEM"])
+    _one_error(r, 4, "not a regular file (a device)")
+
+
+@pytest.mark.parametrize("where", ["spec", "weights.json", "stac"])
+def test_deeply_nested_json_is_one_line(tmp_path, scene, where):
+    nested = "[" * 100_000 + "]" * 100_000
+    if where == "spec":
+        (tmp_path / "spec.json").write_text(nested)
+        r, code = _cli(["info", "--spec-json", tmp_path / "spec.json"]), 3
+    elif where == "weights.json":
+        weights = _weights_copy(tmp_path)
+        (weights / "weights.json").write_text(nested)
+        r = _cli(["infer", scene, "--weights", weights, "--out", tmp_path / "out", "--generate", "DEM"])
+        code = 4
+    else:
+        (tmp_path / "item.json").write_text('{"type": "Feature", "x": ' + "[" * 200 + "]" * 200 + "}")
+        r, code = _cli(["infer", tmp_path / "item.json", "--out", tmp_path / "out", "--generate", "DEM"]), 3
+    _one_error(r, code, "nested more than")

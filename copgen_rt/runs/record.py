@@ -14,6 +14,7 @@ from pathlib import Path
 
 from copgen_rt import __version__
 from copgen_rt.files import check_writable, is_regular_file, waiting_lock, write_text
+from copgen_rt.reading import read_json
 
 RUN_MANIFEST = "copgen-run.json"
 SAVE_INTERVAL_S = 2.0  # the run manifest is rewritten at most this often (and at the end)
@@ -34,7 +35,7 @@ class RunManifest:
         if not is_regular_file(self.path):
             raise ValueError(f"{self.path}: not a plain file (a link?); move it away")
         try:
-            return dict(json.loads(self.path.read_text())["scenes"])
+            return dict(read_json(self.path, "the run record")["scenes"])
         except (ValueError, KeyError, TypeError) as e:
             raise ValueError(
                 f"{self.path}: not a copgen-rt run manifest ({type(e).__name__}); move it away"

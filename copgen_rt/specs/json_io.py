@@ -4,11 +4,11 @@ export manifest carries (`to_dict`, `from_dict`)."""
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from copgen_rt.reading import read_json
 from copgen_rt.specs.kinds import RGB8, Classes, Date, LatLon, LogRange, Processing, Reflectance
 from copgen_rt.specs.model import DenoiserSpec, Modality, ModelSpec, ReleaseSpec, ScheduleSpec, VAESpec
 from copgen_rt.specs.registry import get
@@ -22,8 +22,8 @@ def from_json(path: str | Path) -> ModelSpec:
     not describe are absent from the resulting spec (their modalities cannot be encoded/decoded).
     """
     try:
-        return _from_json_data(json.loads(Path(path).read_text()), Path(path))
-    except (KeyError, TypeError, AttributeError, json.JSONDecodeError) as e:
+        return _from_json_data(read_json(path, "--spec-json"), Path(path))
+    except (KeyError, TypeError, AttributeError) as e:
         reason = f"missing field {e}" if isinstance(e, KeyError) else f"{type(e).__name__}: {e}"
         raise ValueError(f"{path}: not a valid spec.json ({reason})") from None
 
