@@ -6,8 +6,11 @@ messages."""
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +21,7 @@ from scene_helpers import smooth_s2, write_raster
 
 from copgen_rt.cli import main
 from copgen_rt.demo import demo_weights
-from copgen_rt.errors import OutputWriteError
+from copgen_rt.errors import OutputWriteError, command_line_report
 from copgen_rt.files import atomic_write, output_folder, write_text
 
 
@@ -202,3 +205,58 @@ def test_deeply_nested_json_is_one_line(tmp_path, scene, where):
         (tmp_path / "item.json").write_text('{"type": "Feature", "x": ' + "[" * 200 + "]" * 200 + "}")
         r, code = _cli(["infer", tmp_path / "item.json", "--out", tmp_path / "out", "--generate", "DEM"]), 3
     _one_error(r, code, "nested more than")
+
+
+# --- 3. the environment's failures: one line, exit 9, in every command -------------------------
+
+COPGEN_RT = [sys.executable, "-m", "copgen_rt"]
+
+
+def _run(args: list, stdout=subprocess.PIPE, shell_prefix: str = "") -> subprocess.CompletedProcess:
+    command = " ".join(shlex.quote(str(a)) for a in [*COPGEN_RT, *args])
+    return subprocess.run(f"{shell_prefix}{command}", shell=True, stdout=stdout, stderr=subprocess.PIPE,
+                          text=True, timeout=300)
+
+
+def _one_line_stderr(p: subprocess.CompletedProcess, code: int, words: str) -> None:
+    lines = [line for line in p.stderr.splitlines() if line.strip()]
+    assert p.returncode == code and len(lines) == 1, p.stderr
+    assert lines[0].startswith("copgen-rt: error: ") and words in lines[0], p.stderr
+
+
+@pytest.mark.parametrize("command", ["convert", "make-random-weights"])
+def test_weights_writers_report_an_out_under_a_file_and_a_too_long_name(tmp_path, command):
+    (tmp_path / "file").write_text("")
+    weights = ["--weights", demo_weights()] if command == "convert" else []
+    for out, words in [(tmp_path / "file" / "o", "Not a directory"), (tmp_path / ("a" * 300), "too long")]:
+        _one_error(_cli([command, "--model", "copgen-demo", "--out", out, *weights]), 9, words)
+
+
+def test_a_file_size_limit_while_writing_weights_is_one_line(tmp_path):
+    args = ["make-random-weights", "--model", "copgen-demo", "--out", tmp_path / "o"]
+    p = _run(args, shell_prefix="ulimit -f 64; ")
+    _one_line_stderr(p, 9, "no space left")
+    assert not [f for f in (tmp_path / "o").rglob("*") if f.is_file() and f.name.endswith(".tmp")]
+
+
+def test_a_cache_folder_that_is_a_file_is_one_line(tmp_path, scene, monkeypatch):
+    (tmp_path / "cache").write_text("")
+    monkeypatch.setenv("COPGEN_RT_CACHE", str(tmp_path / "cache"))
+    r = _cli(["infer", scene, "--engine", "onnxruntime", "--out", tmp_path / "out", "--generate", "DEM"])
+    _one_error(r, 9, "Not a directory")
+
+
+def test_standard_output_closed_or_full_is_not_a_silent_success(tmp_path):
+    _one_line_stderr(_run(["info"], shell_prefix="exec >&-; "), 9, "standard output is closed")
+    _one_line_stderr(_run(["info"], stdout=open(os.devnull, "w"), shell_prefix="exec >/dev/full; "), 9,
+                     "cannot write to standard output (No space left on device)")
+
+
+@pytest.mark.parametrize("error", [
+    RuntimeError("Exception from src/inference/src/infer_request.cpp: std::bad_alloc"),  # OpenVINO
+    RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory"),  # torch
+    MemoryError(),
+])
+def test_running_out_of_memory_in_any_engine_is_exit_9(error):
+    code, line = command_line_report(error)
+    assert code == 9 and line.startswith("out of memory") and "\n" not in line

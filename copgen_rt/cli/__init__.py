@@ -7,13 +7,14 @@ from __future__ import annotations
 import click
 
 from copgen_rt.cli import bench, build_engines, convert, export, fill, infer, info, make_random_weights
-from copgen_rt.cli.errors import OneLineUsageErrors, one_line_messages
+from copgen_rt.cli.errors import OneLineUsageErrors, one_line_messages, require_stdout
 
 
 @click.group(cls=OneLineUsageErrors, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="copgen-rt")
 def main() -> None:
     """copgen-rt: run COP-GEN multimodal Copernicus generation in production."""
+    require_stdout()
     one_line_messages()
 
 
