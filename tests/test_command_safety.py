@@ -5,6 +5,7 @@ messages."""
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import shutil
@@ -19,10 +20,12 @@ import rasterio
 from click.testing import CliRunner
 from scene_helpers import smooth_s2, write_raster
 
+from copgen_rt import specs
 from copgen_rt.cli import main
 from copgen_rt.demo import demo_weights
 from copgen_rt.errors import OutputWriteError, command_line_report
 from copgen_rt.files import atomic_write, output_folder, write_text
+from copgen_rt.specs.limits import check_limits
 
 
 def _cli(args: list[str]):
@@ -260,3 +263,33 @@ def test_standard_output_closed_or_full_is_not_a_silent_success(tmp_path):
 def test_running_out_of_memory_in_any_engine_is_exit_9(error):
     code, line = command_line_report(error)
     assert code == 9 and line.startswith("out of memory") and "\n" not in line
+
+
+# --- 4. spec JSON validated field by field ---------------------------------------------------
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def test_every_registered_spec_and_fixture_is_within_the_limits():
+    for name in specs.names():
+        check_limits(specs.get(name), name)
+    for folder in ("copgen-tiny", "copgen-beta-tiny"):
+        specs.from_json(FIXTURES / folder / "spec.json")
+
+
+@pytest.mark.parametrize(("field", "value", "words"), [
+    ("num_heads", 0, "num_heads = 0: must be between 1"),
+    ("num_heads", 5, "num_heads = 5 does not divide embed_dim"),
+    ("embed_dim", 1e7, "embed_dim = 10000000.0: must be a whole number"),
+    ("embed_dim", 10_000_000, "embed_dim = 10000000: must be between"),
+    ("depth", 1_000_000, "depth = 1000000: must be between"),
+    ("latent", -8, "latent channels of DEM_DEM = -8"),
+])
+def test_an_impossible_spec_json_is_one_line_before_anything_is_built(tmp_path, field, value, words):
+    data = json.loads((FIXTURES / "copgen-tiny" / "spec.json").read_text())
+    if field == "latent":
+        data["latent_shapes"]["DEM_DEM"][0] = value
+    else:
+        data["denoiser"][field] = value
+    (tmp_path / "spec.json").write_text(json.dumps(data))
+    _one_error(_cli(["info", "--spec-json", tmp_path / "spec.json"]), 3, words)
