@@ -48,7 +48,7 @@ def regular_file(path: str | Path, what: str = "", error: type[CopgenError] = In
     try:
         mode = os.stat(path).st_mode
     except FileNotFoundError:
-        raise error(f"{label}: no such file") from None
+        raise error(f"{label}: cannot read it (no such file)") from None
     except OSError as e:
         raise error(f"{label}: cannot read it ({e.strerror or e})") from None
     if not stat.S_ISREG(mode):

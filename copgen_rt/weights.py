@@ -72,6 +72,8 @@ class Checkpoint:
 
 def read_checkpoint(path: str | Path) -> Checkpoint:
     """Read a .safetensors or a pickled PyTorch file (weights only, never arbitrary code)."""
+    if not os.path.exists(path):
+        raise CheckpointError(f"{path}: no such checkpoint file")
     path = regular_file(path, "checkpoint", CheckpointError)  # /dev/zero or a FIFO would never end
     try:
         if path.suffix == ".safetensors":

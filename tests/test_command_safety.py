@@ -12,6 +12,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -293,3 +294,54 @@ def test_an_impossible_spec_json_is_one_line_before_anything_is_built(tmp_path, 
         data["denoiser"][field] = value
     (tmp_path / "spec.json").write_text(json.dumps(data))
     _one_error(_cli(["info", "--spec-json", tmp_path / "spec.json"]), 3, words)
+
+
+# --- 5. every terminating signal cleans up as Ctrl-C does; failed runs leave no work folder -----
+
+
+def _spawn(args: list) -> subprocess.Popen:
+    return subprocess.Popen([*COPGEN_RT, *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+
+
+def test_sighup_mid_run_removes_temporaries_and_keeps_resumable_tiles(tmp_path):
+    scene = write_raster(tmp_path / "scene.tif", smooth_s2(300, 300))
+    out = tmp_path / "out"
+    args = ["infer", scene, "--generate", "DEM_DEM", "--steps", "2", "--batch-size", "1", "--out", out]
+    proc = _spawn(args)
+    start = time.monotonic()
+    while not list(out.glob(".copgen-work-scene/latents/*.safetensors")):
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() - start < 180, "timed out"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGSTOP)  # mid-run, whatever the machine's speed
+    proc.send_signal(signal.SIGHUP)
+    proc.send_signal(signal.SIGCONT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGHUP, err
+    assert err.strip().splitlines()[-1] == "copgen-rt: error: hung up (SIGHUP)", err
+    assert not list(out.glob(".copgen-tmp-*")) and not list(out.glob("*.partial*"))
+    assert list(out.glob(".copgen-work-scene/latents/*.safetensors"))  # what the rerun resumes from
+
+
+@pytest.mark.parametrize(("signum", "words"), [(signal.SIGQUIT, "quit (SIGQUIT)"),
+                                               (signal.SIGUSR1, "ended by SIGUSR1")])
+def test_sigquit_and_sigusr1_are_one_line_and_their_exit_code(tmp_path, signum, words):
+    proc = _spawn(["infer", "--out", tmp_path / "o", "-q"])
+    caught = 0
+    while not caught >> (signum - 1) & 1:  # wait until the handler is installed: before, the signal kills
+        assert proc.poll() is None, proc.communicate()
+        status = Path(f"/proc/{proc.pid}/status").read_text()
+        caught = int(next(line.split()[1] for line in status.splitlines() if line.startswith("SigCgt:")), 16)
+    proc.send_signal(signum)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signum, err
+    assert err.strip().splitlines() == [f"copgen-rt: error: {words}"], err
+
+
+def test_a_failed_run_without_finished_tiles_leaves_no_work_folder(tmp_path):
+    scene = write_raster(tmp_path / "scene.tif", smooth_s2(200, 200) * 1e30)
+    r = _cli(["infer", scene, "--out", tmp_path / "out", "--steps", "1", "--generate", "DEM"])
+    assert r.exit_code == 3, r.output
+    left = [p.name for p in (tmp_path / "out").iterdir()]
+    assert not [n for n in left if n.startswith((".copgen-work-", ".copgen-tmp-"))], left

@@ -215,6 +215,17 @@ def prepare_work_dir(job: SceneJob, pipeline: Pipeline) -> Path:
     return work
 
 
+def discard_unless_resumable(work: Path) -> None:
+    """Remove the work folder of a failed run unless it holds finished tiles to resume from."""
+    latents = work / "latents"
+    try:
+        if os.path.isdir(latents) and not os.path.islink(latents) and any(os.scandir(latents)):
+            return
+    except OSError:
+        return
+    shutil.rmtree(work, ignore_errors=True)
+
+
 def _read_key(run_file: Path) -> str | None:
     try:
         return read_json(run_file).get("key") if is_regular_file(run_file) else None
