@@ -18,10 +18,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
+import torch
+from affine import Affine
 from click.testing import CliRunner
 from scene_helpers import smooth_s2, write_raster
 
-from copgen_rt import specs
+from copgen_rt import Pipeline, specs
 from copgen_rt.cli import main
 from copgen_rt.demo import demo_weights
 from copgen_rt.errors import OutputWriteError, command_line_report
@@ -345,3 +347,44 @@ def test_a_failed_run_without_finished_tiles_leaves_no_work_folder(tmp_path):
     assert r.exit_code == 3, r.output
     left = [p.name for p in (tmp_path / "out").iterdir()]
     assert not [n for n in left if n.startswith((".copgen-work-", ".copgen-tmp-"))], left
+
+
+# --- 6. plausibility: DEM like S1 and S2; the API as the command line --------------------------
+
+
+@pytest.mark.parametrize("height", [1e30, -1e6])
+def test_an_implausible_dem_condition_is_refused(tmp_path, scene, height):
+    dem = write_raster(tmp_path / "dem.tif", np.full((1, 128, 128), height, dtype=np.float32),
+                       transform=Affine(10, 0, 500000, 0, -10, 5200000))
+    r = _cli(["infer", scene, "--cond", f"DEM={dem}", "--generate", "S1RTC", "--steps", "1",
+              "--out", tmp_path / "out"])
+    _one_error(r, 3, "DEM_DEM values")
+    assert "not plausible (-1000 to 10000 m)" in r.output
+
+
+@pytest.fixture(scope="module")
+def demo():
+    return Pipeline.from_pretrained(specs.get("copgen-demo"), demo_weights())
+
+
+S2 = "S2L2A_B02_B03_B04_B08"
+DEMO = specs.get("copgen-demo")
+
+
+@pytest.mark.parametrize(("kwargs", "words"), [
+    ({"conditions": {S2: torch.full((1, 4, 192, 192), 1e30)}}, "are not plausible"),
+    ({"conditions": {S2: torch.full((1, 4, 192, 192), 1e6)}, "physical_units": False}, "model-space values"),
+    ({"conditions": {"DEM_DEM": torch.full((1, 1, 64, 64), -1e6)}}, "are not plausible"),
+    ({"conditions": {"DEM_DEM": torch.full((1, 1, 64, 64), 100.0)},
+      "others_noise": lambda call, name: torch.full((1, *DEMO.modality(name).latent_shape), float("nan"))},
+     "returned NaN"),
+])
+def test_the_api_refuses_what_the_command_line_refuses(demo, kwargs, words):
+    with pytest.raises(ValueError, match=words):
+        demo.generate(generate=["S1RTC_vh_vv"], steps=1, **kwargs)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_device_cuda_without_cuda_is_one_clear_error():
+    with pytest.raises(ValueError, match="no CUDA GPU is available"):
+        Pipeline.from_pretrained(specs.get("copgen-demo"), demo_weights(), device="cuda")
