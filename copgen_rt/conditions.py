@@ -76,7 +76,7 @@ def check_plausible(spec: ModelSpec, name: str, values: object, what: str) -> No
     bounds = getattr(p, "plausible", None)
     if bounds is None:
         return
-    v = torch.as_tensor(values).detach().double()
+    v = processing.as_float32(values).double()  # refuses what is no array of numbers
     v = v[torch.isfinite(v)]
     if v.numel() and (float(v.min()) < bounds[0] or float(v.max()) > bounds[1]):
         raise ValueError(f"{what}: values {float(v.min()):.4g} to {float(v.max()):.4g} {p.units} are not "

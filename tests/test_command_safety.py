@@ -388,3 +388,41 @@ def test_the_api_refuses_what_the_command_line_refuses(demo, kwargs, words):
 def test_device_cuda_without_cuda_is_one_clear_error():
     with pytest.raises(ValueError, match="no CUDA GPU is available"):
         Pipeline.from_pretrained(specs.get("copgen-demo"), demo_weights(), device="cuda")
+
+
+# --- 7. messages ------------------------------------------------------------------------------
+
+
+def test_a_newline_in_a_path_does_not_split_the_error_line(tmp_path, scene):
+    (tmp_path / "a\nb").write_text("")
+    r = _cli(["infer", scene, "--out", tmp_path / "a\nb" / "o", "--generate", "DEM"])
+    _one_error(r, 9, "a\\nb")
+    r = _cli(["infer", tmp_path / "sc\nene.tif", "--out", tmp_path / "out", "--generate", "DEM"])
+    _one_error(r, 3, "sc\\nene.tif")
+
+
+def test_gcp_only_georeferencing_is_reported_as_such(tmp_path):
+    from rasterio.control import GroundControlPoint
+
+    path = tmp_path / "gcp.tif"
+    gcps = [GroundControlPoint(0, 0, 500000, 5200000), GroundControlPoint(64, 0, 500640, 5200000),
+            GroundControlPoint(0, 64, 500000, 5199360)]
+    data = smooth_s2(64, 64).astype("uint16")
+    profile = {"driver": "GTiff", "width": 64, "height": 64, "count": len(data), "dtype": "uint16"}
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.gcps = (gcps, rasterio.crs.CRS.from_epsg(32633))
+        dst.write(data)
+    _one_error(_cli(["info", path]), 3, "georeferenced by 3 ground control points only")
+
+
+def test_a_planted_run_record_lock_is_refused_before_any_scene_runs(tmp_path):
+    folder = tmp_path / "scenes"
+    folder.mkdir()
+    for i in range(2):
+        write_raster(folder / f"s{i}.tif", smooth_s2(128, 128, seed=i))
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / ".copgen-run.json.lock").symlink_to(tmp_path / "victim")
+    r = _cli(["infer", folder / "*.tif", "--out", out, "--steps", "1", "--generate", "DEM"])
+    _one_error(r, 9, "is a symlink: refusing to use it as a lock")
+    assert not list(out.glob("*.tif")) and not (tmp_path / "victim").exists()

@@ -15,16 +15,17 @@ from typing import Any, NoReturn, TypeVar, cast
 
 import click
 
-from copgen_rt.errors import EXIT_ENVIRONMENT, EXIT_INTERNAL, command_line_report
+from copgen_rt.errors import EXIT_ENVIRONMENT, EXIT_INTERNAL, command_line_report, escaped
 from copgen_rt.signals import exit_if_interrupted
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
 def fail(code: int, message: str) -> NoReturn:
-    """Exit with `code` after one error line (or as the signal that came first says)."""
+    """Exit with `code` after one error line, whatever the message holds (a newline in a path is
+    escaped), or as the signal that came first says."""
     exit_if_interrupted()
-    click.echo(f"copgen-rt: error: {message}", err=True)
+    click.echo(f"copgen-rt: error: {escaped(message)}", err=True)
     sys.exit(code)
 
 

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from copgen_rt import __version__
-from copgen_rt.files import check_writable, is_regular_file, waiting_lock, write_text
+from copgen_rt.files import check_writable, is_regular_file, open_lock, waiting_lock, write_text
 from copgen_rt.reading import read_json
 
 RUN_MANIFEST = "copgen-run.json"
@@ -25,6 +25,9 @@ class RunManifest:
 
     def __init__(self, path: Path):
         self.path = path
+        self.lock = path.with_name(f".{path.name}.lock")
+        if os.path.lexists(self.lock):  # a link or a FIFO planted there is refused before any scene runs
+            os.close(open_lock(self.lock))
         self.scenes = self._read()
         self._changed: set[str] = set()
         self._saved = 0.0
@@ -58,7 +61,7 @@ class RunManifest:
         if not self._changed:
             return
         check_writable(self.path.parent)
-        with waiting_lock(self.path.with_name(f".{self.path.name}.lock")):
+        with waiting_lock(self.lock):
             merged = {**self._read(), **{k: self.scenes[k] for k in self._changed}}
             write_text(
                 self.path,

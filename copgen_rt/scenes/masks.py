@@ -35,6 +35,7 @@ from rasterio.warp import reproject
 
 from copgen_rt.errors import MaskError
 from copgen_rt.reading import check_raster_file
+from copgen_rt.scenes.inputs.raster_checks import georeferencing_problem
 
 # Sentinel-2 L2A scene classification (SCL) classes, as defined by the L2A product
 # specification (Sen2Cor): 0 no data, 1 saturated or defective, 2 dark area pixels (topographic
@@ -128,9 +129,10 @@ def _open(path: Path):
         src = rasterio.open(path)
     except RasterioIOError as e:
         raise MaskError(f"{path}: not a readable raster ({str(e).splitlines()[0][:120]})") from None
-    if src.crs is None:
+    problem = georeferencing_problem(src)
+    if problem:
         src.close()
-        raise MaskError(f"{path}: no CRS: cannot place the mask on the scene")
+        raise MaskError(f"{path}: cannot place the mask on the scene: {problem}")
     return src
 
 
