@@ -168,6 +168,11 @@ def test_a_vrt_with_a_fifo_source_is_refused_before_gdal_opens_it(tmp_path, dead
     _one_error(r, 3, "band.tif: not a regular file (a FIFO")
 
 
+def _infer_with(scene: Path, weights: Path, out: Path) -> list:
+    """`infer` of the demo model (named: with --weights the default is copgen-base) on `weights`."""
+    return ["infer", scene, "--model", "copgen-demo", "--weights", weights, "--out", out, "--generate", "DEM"]
+
+
 def _weights_copy(tmp_path: Path) -> Path:
     copy = tmp_path / "weights"
     shutil.copytree(demo_weights(), copy)
@@ -179,7 +184,7 @@ def test_fifo_checkpoints_and_weights_manifests_are_refused_at_once(tmp_path, sc
     vae = sorted((weights / "vae").iterdir())[0]
     vae.unlink()
     _fifo(vae)
-    args = ["infer", scene, "--weights", weights, "--out", tmp_path / "out", "--generate", "DEM"]
+    args = _infer_with(scene, weights, tmp_path / "out")
     _one_error(_cli(args), 4, "not a regular file (a FIFO")
     assert not list((tmp_path / "out").glob(".copgen-work-*"))
     (weights / "weights.json").unlink()
@@ -192,7 +197,7 @@ def test_a_checkpoint_linked_to_dev_zero_is_not_a_regular_file(tmp_path, scene):
     (weights / "weights.json").unlink()
     (weights / "denoiser.safetensors").unlink()
     (weights / "denoiser.safetensors").symlink_to("/dev/zero")
-    r = _cli(["infer", scene, "--weights", weights, "--out", tmp_path / "out", "--generate", "DEM"])
+    r = _cli(_infer_with(scene, weights, tmp_path / "out"))
     _one_error(r, 4, "not a regular file (a device)")
 
 
@@ -205,7 +210,7 @@ def test_deeply_nested_json_is_one_line(tmp_path, scene, where):
     elif where == "weights.json":
         weights = _weights_copy(tmp_path)
         (weights / "weights.json").write_text(nested)
-        r = _cli(["infer", scene, "--weights", weights, "--out", tmp_path / "out", "--generate", "DEM"])
+        r = _cli(_infer_with(scene, weights, tmp_path / "out"))
         code = 4
     else:
         (tmp_path / "item.json").write_text('{"type": "Feature", "x": ' + "[" * 200 + "]" * 200 + "}")
