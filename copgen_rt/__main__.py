@@ -1,6 +1,6 @@
-"""The `copgen-rt` entry point. Ctrl-C and SIGTERM are handled from its first line
-(`copgen_rt.signals`), before torch or the command line is imported, so that either ends the
-program with one line and the conventional exit code (130, 143) wherever it is."""
+"""The `copgen-rt` entry point. Ctrl-C, SIGTERM, SIGHUP, SIGQUIT and SIGUSR1 are handled from its
+first line (`copgen_rt.signals`), before torch or the command line is imported, so that each ends the
+program with one line and the conventional exit code (128 + the signal) wherever it is."""
 
 from __future__ import annotations
 

@@ -64,6 +64,34 @@ def check_shape(what: str, x: Tensor, shape: tuple[int, ...]) -> Tensor:
     return x.float()
 
 
+# model-space pixels lie about in [-1, 1] (S2 DNs of 65535 give 12.1): beyond this, values are in
+# other units (physical ones given with physical_units=False, say) and the model diverges
+MODEL_SPACE_LIMIT = 64.0
+
+
+def check_plausible(spec: ModelSpec, name: str, values: object, what: str) -> None:
+    """Physical values no product holds (an S2 DN of 1e30, a DEM of -1e6 m) are refused, as the
+    command line refuses them in a scene (NaN is the caller's to judge)."""
+    p = spec.modality(name).processing
+    bounds = getattr(p, "plausible", None)
+    if bounds is None:
+        return
+    v = processing.as_float32(values).double()  # refuses what is no array of numbers
+    v = v[torch.isfinite(v)]
+    if v.numel() and (float(v.min()) < bounds[0] or float(v.max()) > bounds[1]):
+        raise ValueError(f"{what}: values {float(v.min()):.4g} to {float(v.max()):.4g} {p.units} are not "
+                         f"plausible ({bounds[0]:g} to {bounds[1]:g}); check their units and scaling")
+
+
+def check_model_space(what: str, x: Tensor) -> None:
+    """Model-space values far beyond [-1, 1] are other units (physical_units=False given physical
+    values): refused, not fed to the model."""
+    finite = x[torch.isfinite(x)]
+    if finite.numel() and float(finite.abs().max()) > MODEL_SPACE_LIMIT:
+        raise ValueError(f"{what}: model-space values reach {float(finite.abs().max()):.4g}, beyond "
+                         f"+-{MODEL_SPACE_LIMIT:g}: physical values given with physical_units=False?")
+
+
 def check_condition(spec: ModelSpec, name: str, x: Tensor, is_latent: bool) -> Tensor:
     m = spec.modality(name)
     shape = m.latent_shape if is_latent or not m.is_image else spec.pixel_shape(name)
@@ -73,7 +101,10 @@ def check_condition(spec: ModelSpec, name: str, x: Tensor, is_latent: bool) -> T
         raise ValueError(
             f"condition {name}: expected (B, {', '.join(map(str, shape))}), got {tuple(x.shape)}"
         )
-    return check_shape(f"condition {name}", x, (x.shape[0], *shape))
+    x = check_shape(f"condition {name}", x, (x.shape[0], *shape))
+    if not is_latent:
+        check_model_space(f"condition {name}", x)
+    return x
 
 
 def batch_of(
@@ -164,6 +195,8 @@ def known_values(
             raise ValueError(f"known {name}: expected a pair (values, valid_mask)")
         values, valid = entry
         shape = m.latent_shape if is_latent else spec.pixel_shape(name)
+        if physical_units and not is_latent:
+            check_plausible(spec, name, values, f"known {name}")
         x = (
             processing.preprocess(m, values, shape)
             if physical_units and not is_latent
@@ -178,6 +211,8 @@ def known_values(
         where = valid.unsqueeze(1).expand_as(x)
         if not bool(torch.isfinite(x[where]).all()):
             raise ValueError(f"known {name}: NaN or infinite values at valid pixels")
+        if not is_latent:
+            check_model_space(f"known {name}", x[where])
         count = where.sum(dim=(2, 3), keepdim=True)
         mean = torch.where(where, x, 0.0).sum(dim=(2, 3), keepdim=True) / count.clamp_min(1)
         out[name] = (torch.where(where, x, mean), valid)

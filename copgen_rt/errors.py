@@ -3,12 +3,15 @@ and its message is one line; `exit_code` and `one_line` also map the few built-i
 mean the same things, so no caller maps anything by hand.
 
 Exit codes (documented in docs/cli.md): 3 bad input, 4 checkpoint, 5 output exists, 6 missing
-dependency, 7 export, 8 some scenes of many failed, 9 cannot write, 10 busy, 11 the Ray cluster
-was lost, 1 internal error, 130/143 interrupted/terminated. Imports nothing of the project, so
-every module may raise these.
+dependency, 7 export, 8 some scenes of many failed, 9 the environment (cannot write, disk full,
+not a folder, name too long, out of memory, standard output closed or full), 10 busy, 11 the Ray
+cluster was lost, 1 internal error, 129/130/131/138/143 ended by a signal. Imports nothing of the
+project, so every module may raise these.
 """
 
 from __future__ import annotations
+
+import errno
 
 EXIT_INTERNAL = 1
 EXIT_INPUT = 3
@@ -18,6 +21,7 @@ EXIT_MISSING = 6
 EXIT_EXPORT = 7
 EXIT_SCENES_FAILED = 8  # many scenes: at least one failed (the others ran)
 EXIT_CANNOT_WRITE = 9  # an output folder is not writable, the disk is full, a planted link was refused
+EXIT_ENVIRONMENT = EXIT_CANNOT_WRITE  # and whatever else the machine refused: memory, names, stdout
 EXIT_BUSY = 10  # another run is writing the same scene's outputs right now
 EXIT_CLUSTER_LOST = 11  # --ray: the head, or the driver's connection to it, is gone
 
@@ -101,6 +105,31 @@ class LeaseLostError(CopgenError):
     """A Ray worker may not publish: the driver that holds the run's locks is gone."""
 
     exit_code = EXIT_CLUSTER_LOST
+class EnvironmentFailure(CopgenError):
+    """The machine refused: out of memory, standard output closed or full, a name too long."""
+
+    exit_code = EXIT_ENVIRONMENT
+
+
+# what engines (torch, ONNX Runtime, OpenVINO's std::bad_alloc, TensorRT) say when memory ran out
+_OUT_OF_MEMORY_WORDS = ("bad_alloc", "out of memory", "can't allocate memory", "cannot allocate memory",
+                        "failed to allocate memory", "failed to allocate", "allocation failed")
+
+
+def out_of_memory(e: BaseException | None) -> bool:
+    """Whether `e`, or what it was raised from, is running out of (host or device) memory."""
+    while e is not None:
+        if isinstance(e, MemoryError) or isinstance(e, OSError) and e.errno == errno.ENOMEM:
+            return True
+        if not isinstance(e, CopgenError) and any(w in str(e).lower() for w in _OUT_OF_MEMORY_WORDS):
+            return True
+        e = e.__cause__ or (None if e.__suppress_context__ else e.__context__)
+    return False
+
+
+def escaped(text: str) -> str:
+    """`text` on one line: newlines and other control characters (of a path, say) escaped."""
+    return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in text)
 
 
 def first_line(e: BaseException, limit: int = ONE_LINE_LIMIT) -> str:
@@ -114,29 +143,42 @@ def exit_code(e: BaseException) -> int:
     """The command line's exit code for `e`: its own, or that of the built-in it stands for."""
     if isinstance(e, CopgenError):
         return e.exit_code
+    if out_of_memory(e):
+        return EXIT_ENVIRONMENT
     if isinstance(e, FileExistsError):
         return EXIT_OUTPUT_EXISTS
     if isinstance(e, ValueError | KeyError | FileNotFoundError | IsADirectoryError | PermissionError):
         return EXIT_INPUT
     if isinstance(e, ImportError):
         return EXIT_MISSING
+    if isinstance(e, OSError):  # read-only, full, not a folder, name too long: the machine said no
+        return EXIT_ENVIRONMENT
     return EXIT_INTERNAL
 
 
 def one_line(e: BaseException) -> str:
-    """What a user reads: our messages and the built-ins mapped by `exit_code` as they are; an
-    unexpected exception with its class name (an internal error)."""
-    if isinstance(e, MemoryError):
-        return "out of memory: lower --batch-size"
-    if exit_code(e) != EXIT_INTERNAL or isinstance(e, CopgenError | OSError):
-        return first_line(e, limit=10_000)
-    text = first_line(e, limit=10_000)
+    """What a user reads, on one line: our messages whole (a newline in a path escaped), the
+    built-ins mapped by `exit_code` by their first line (an OSError as `file: reason`); running
+    out of memory in any engine as such; an unexpected exception with its class name (an
+    internal error)."""
+    if isinstance(e, CopgenError) or isinstance(e, ValueError) and not out_of_memory(e):  # ours, or as ours
+        return escaped(first_line(e, limit=10_000) if isinstance(e, KeyError) else str(e).strip()) \
+            or type(e).__name__
+    if out_of_memory(e):
+        said = "" if isinstance(e, MemoryError) else f" ({escaped(first_line(e, limit=120))})"
+        return f"out of memory{said}: lower --batch-size or use a smaller model"
+    if isinstance(e, OSError) and e.strerror:
+        where = f"{e.filename}: " if e.filename is not None else ""
+        return escaped(f"{where}{e.strerror}")
+    text = escaped(first_line(e, limit=10_000))
+    if exit_code(e) != EXIT_INTERNAL:
+        return text
     return f"{type(e).__name__}: {text}" if text != type(e).__name__ else text
 
 
 def command_line_report(e: BaseException) -> tuple[int, str]:
     """(exit code, the line after "copgen-rt: error: ") of a command that failed with `e`."""
     code, line = exit_code(e), one_line(e)
-    if code == EXIT_INTERNAL and not isinstance(e, MemoryError | CopgenError):
+    if code == EXIT_INTERNAL and not isinstance(e, CopgenError):
         line = f"internal error: {line} (set COPGEN_RT_DEBUG=1 for a traceback)"
     return code, line

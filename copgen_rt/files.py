@@ -5,6 +5,10 @@ use. So nothing is ever opened for writing under a predictable name:
 
 - a file written by us goes to an unpredictable name made with O_CREAT|O_EXCL (`atomic_write`)
   and is renamed into place, and a rename replaces a planted link instead of following it;
+- folders below an output folder (`--out`) are entered one by one with O_NOFOLLOW from that
+  folder (`open_folder`, `output_folder`): a link planted at `O/vae` is refused, never followed,
+  and the temporary file and its rename happen in the folder that was checked, not in whatever a
+  path names a moment later;
 - libraries that write by path (GDAL) write inside a private folder (`Staging`: mode 0700, an
   unpredictable name) where nobody else can create anything, and files are published by rename;
 - lock files are opened with O_NOFOLLOW and never truncated; folders we keep state in must be
@@ -21,6 +25,7 @@ import fcntl
 import functools
 import hashlib
 import os
+import secrets
 import shutil
 import stat
 import tempfile
@@ -30,6 +35,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from copgen_rt.errors import OutputBusyError, OutputWriteError
+from copgen_rt.reading import regular_file
 
 
 def _umask() -> int:
@@ -103,28 +109,103 @@ def _check_fence() -> None:
         check()
 
 
+def _refusal(path: Path, e: OSError) -> OutputWriteError:
+    """Why the folder `path` could not be entered without following a link."""
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError:
+        return write_error(path, e)
+    if stat.S_ISLNK(mode):
+        return OutputWriteError(f"{path} is a symlink: refusing to write through it; remove it")
+    if not stat.S_ISDIR(mode):
+        return OutputWriteError(f"{path} is not a folder: refusing to write into it; remove it")
+    return write_error(path, e)
+
+
+def open_folder(folder: Path, below: Path | None = None) -> int:
+    """A descriptor of `folder`, created if missing. With `below` (an output folder the user
+    named, followed if it is a link), every folder between `below` and `folder` is created and
+    entered with O_NOFOLLOW: a link or a file planted there is refused (OutputWriteError)."""
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+    root = folder if below is None else below
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(root, flags)
+    except OSError as e:
+        raise _refusal(root, e) from None
+    if below is None:
+        return fd
+    here = below
+    try:
+        for part in folder.relative_to(below).parts:
+            here = here / part
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(part, 0o777, dir_fd=fd)
+            inner = os.open(part, flags | os.O_NOFOLLOW, dir_fd=fd)
+            os.close(fd)
+            fd = inner
+    except OSError as e:
+        os.close(fd)
+        raise _refusal(here, e) from None
+    return fd
+
+
+def output_folder(folder: Path, below: Path) -> Path:
+    """`folder` made and checked as `open_folder` does, for libraries that write by path."""
+    os.close(open_folder(folder, below))
+    return folder
+
+
 @contextlib.contextmanager
-def atomic_write(path: Path) -> Iterator[BinaryIO]:
-    """A binary file that appears at `path` complete or not at all (see the module docstring)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+def atomic_write(path: Path, below: Path | None = None) -> Iterator[BinaryIO]:
+    """A binary file that appears at `path` complete or not at all (see the module docstring):
+    made under an unpredictable name with O_EXCL in the folder `open_folder(path.parent, below)`
+    opened, and renamed within that same folder."""
+    folder = open_folder(path.parent, below)
+    tmp = f".{path.name[:200]}.{secrets.token_hex(8)}.tmp"
     try:
-        with os.fdopen(fd, "wb") as f:
-            yield f
-            os.fchmod(f.fileno(), PUBLIC_MODE)
-        _check_fence()
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
+                     dir_fd=folder)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                yield f
+                os.fchmod(f.fileno(), PUBLIC_MODE)
+            _check_fence()
+            os.replace(tmp, path.name, src_dir_fd=folder, dst_dir_fd=folder)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp, dir_fd=folder)
+            raise
+    finally:
+        os.close(folder)
 
 
-def write_text(path: Path, text: str) -> None:
+def write_bytes(path: Path, data: bytes, below: Path | None = None) -> None:
+    """`data` at `path` by `atomic_write`; a failure is one line (OutputWriteError)."""
     try:
-        with atomic_write(path) as f:
-            f.write(text.encode())
+        with atomic_write(path, below) as f:
+            f.write(data)
     except OSError as e:
         raise write_error(path, e) from None
+
+
+def write_text(path: Path, text: str, below: Path | None = None) -> None:
+    write_bytes(path, text.encode(), below)
+
+
+def publish(src: Path, final: Path, below: Path | None = None) -> None:
+    """Move a finished file made by path (in a private folder of ours) to `final`, replacing
+    whatever is there (a planted link included, never followed), within the folder checked by
+    `open_folder(final.parent, below)`."""
+    folder = open_folder(final.parent, below)
+    try:
+        _check_fence()
+        os.chmod(src, PUBLIC_MODE)
+        os.replace(src, final.name, dst_dir_fd=folder)
+    except OSError as e:
+        raise write_error(final, e) from None
+    finally:
+        os.close(folder)
 
 
 class Staging:
@@ -141,13 +222,7 @@ class Staging:
 
     def publish(self, name: str, final: Path) -> Path:
         """Move a finished file into place (replacing whatever is at `final`, never following it)."""
-        src = self.path / name
-        _check_fence()
-        try:
-            os.chmod(src, PUBLIC_MODE)
-            os.replace(src, final)
-        except OSError as e:
-            raise write_error(final, e) from None
+        publish(self.path / name, final)
         return final
 
     def close(self) -> None:
@@ -246,7 +321,7 @@ def file_sha256(path: Path) -> str:
 @functools.lru_cache(maxsize=256)
 def _sha256(path: str, size: int, mtime_ns: int) -> str:
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    with os.fdopen(os.open(regular_file(path), os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC), "rb") as f:
         while block := f.read(1 << 22):
             h.update(block)
     return h.hexdigest()

@@ -20,6 +20,7 @@ from copgen_rt.conditions import (
     batch_of,
     check_condition,
     check_dtype,
+    check_plausible,
     check_shape,
     condition_seeds,
     known_cells,
@@ -231,6 +232,7 @@ class Pipeline:
             value = conditions[name]
             check_dtype(name, value)
             if physical_units and not conditions_are_latents:
+                check_plausible(spec, name, value, f"condition {name}")
                 x = processing.preprocess(spec.modality(name), value, spec.pixel_shape(name))
             else:
                 x = torch.as_tensor(value, dtype=torch.float32)

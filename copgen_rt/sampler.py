@@ -99,6 +99,8 @@ def sample(spec: ModelSpec, eps_model: EpsModel, program: SolverProgram, generat
                 if tuple(noise.shape) != (batch, *shapes[name]):
                     raise ValueError(f"others_noise({call}, {name!r}) has shape {tuple(noise.shape)}, "
                                      f"expected {(batch, *shapes[name])}")
+                if not bool(torch.isfinite(noise).all()):
+                    raise ValueError(f"others_noise({call}, {name!r}) returned NaN or infinite values")
                 latents.append(noise)
                 timesteps.append(rest_t)
         out = eps_model(latents, timesteps)

@@ -1,6 +1,8 @@
-"""Ctrl-C and SIGTERM: from `install()` on, either ends the program with one line and the
-conventional exit code (130, 143) after the temporary files are removed, wherever it is. Imports
-nothing but the standard library, so that `copgen_rt.__main__` installs it before torch loads."""
+"""Ctrl-C, SIGTERM, SIGHUP (the terminal closed), SIGQUIT (Ctrl-\\) and SIGUSR1: from `install()`
+on, each ends the program with one line and the conventional exit code (128 + the signal: 130,
+143, 129, 131, 138) after the temporary files are removed, wherever it is; without this, the
+last three would kill the process and leave partial files. Imports nothing but the standard
+library, so that `copgen_rt.__main__` installs it before torch loads."""
 
 from __future__ import annotations
 
@@ -8,11 +10,17 @@ import signal
 import sys
 from types import FrameType
 
-NAMES: dict[int, str] = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated (SIGTERM)"}
+NAMES: dict[int, str] = {
+    signal.SIGINT: "interrupted",
+    signal.SIGTERM: "terminated (SIGTERM)",
+    signal.SIGHUP: "hung up (SIGHUP)",
+    signal.SIGQUIT: "quit (SIGQUIT)",
+    signal.SIGUSR1: "ended by SIGUSR1",
+}
 
 
 class Interrupted(BaseException):
-    """Raised in the main thread by SIGINT or SIGTERM; unwinding removes the temporaries."""
+    """Raised in the main thread by one of the signals in NAMES; unwinding removes the temporaries."""
 
     def __init__(self, signum: int):
         super().__init__(signum)
@@ -30,9 +38,11 @@ def _raise(signum: int, frame: FrameType | None) -> None:
 
 
 def install() -> None:
-    """SIGINT and SIGTERM raise `Interrupted` from now on."""
+    """The signals in NAMES raise `Interrupted` from now on (one ignored by whoever started us, as
+    `nohup` ignores SIGHUP, stays ignored)."""
     for s in NAMES:
-        signal.signal(s, _raise)
+        if signal.getsignal(s) != signal.SIG_IGN:
+            signal.signal(s, _raise)
 
 
 def exit_if_interrupted() -> None:

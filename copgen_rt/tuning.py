@@ -28,10 +28,11 @@ from copgen_rt import __version__
 from copgen_rt.backends import DenoiserBackend, scratch_denoiser
 from copgen_rt.backends.export_cache import cache_root
 from copgen_rt.device import cpu_kind, memory_batch_limit
-from copgen_rt.errors import first_line
+from copgen_rt.errors import CopgenError, first_line
 from copgen_rt.files import out_of_space, write_error, write_text
 from copgen_rt.models import Denoiser
 from copgen_rt.phases import phase
+from copgen_rt.reading import read_json
 from copgen_rt.specs import ModelSpec
 
 ENGINE_BATCH = 2  # the engines are compared at this many tiles per call
@@ -123,8 +124,8 @@ def _cache_file(spec: ModelSpec, dtype: str, candidates: tuple[str, ...]) -> Pat
 def cached(spec: ModelSpec, dtype: str, candidates: tuple[str, ...]) -> Tuning | None:
     path = _cache_file(spec, dtype, candidates)
     try:
-        return Tuning.from_json(json.loads(path.read_text()))
-    except (OSError, ValueError, KeyError, TypeError):  # not measured yet, or a foreign file
+        return Tuning.from_json(read_json(path))
+    except (CopgenError, ValueError, KeyError, TypeError):  # not measured yet, or a foreign file
         return None
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import pickle
 import re
 import sys
@@ -24,8 +25,9 @@ import torch
 from torch import Tensor, nn
 
 from copgen_rt.errors import CheckpointError, first_line
-from copgen_rt.files import atomic_write, file_sha256, write_text
+from copgen_rt.files import file_sha256, write_bytes, write_text
 from copgen_rt.models import Autoencoder, Denoiser
+from copgen_rt.reading import read_json, regular_file
 from copgen_rt.specs import ModelSpec
 
 ModelT = TypeVar("ModelT", bound=nn.Module)
@@ -83,9 +85,9 @@ class Checkpoint:
 
 def read_checkpoint(path: str | Path) -> Checkpoint:
     """Read a .safetensors or a pickled PyTorch file (weights only, never arbitrary code)."""
-    path = Path(path)
-    if not path.is_file():
+    if not os.path.exists(path):
         raise CheckpointError(f"{path}: no such checkpoint file")
+    path = regular_file(path, "checkpoint", CheckpointError)  # /dev/zero or a FIFO would never end
     try:
         if path.suffix == ".safetensors":
             from safetensors import safe_open
@@ -229,16 +231,17 @@ def _verify_manifest(root: Path, files: WeightFiles) -> None:
     """A weights.json (written by make-random-weights and convert) records each file's sha256:
     a file that no longer matches it is corrupt or was replaced, and is refused."""
     manifest = root / "weights.json"
-    if not manifest.is_file():
+    if not os.path.lexists(manifest):
         return
+    data = read_json(manifest, error=CheckpointError)  # a FIFO or a link to one is refused, not skipped
     try:
-        recorded = {(root / e["path"]).resolve(): e["sha256"]
-                    for e in json.loads(manifest.read_text())["files"].values()}
+        recorded = {(root / e["path"]).resolve(): e["sha256"] for e in data["files"].values()}
     except (ValueError, KeyError, TypeError, AttributeError) as e:
         raise CheckpointError(f"{manifest}: not a valid weights manifest ({type(e).__name__}: {e})") from None
     for path in [files.denoiser, *files.vaes.values()]:
         if path is None:
             continue
+        regular_file(path, "checkpoint", CheckpointError)
         expected = recorded.get(path.resolve())
         if expected is None:
             listed = ", ".join(sorted(p.name for p in recorded)) or "nothing"
@@ -294,21 +297,20 @@ def _from_hub(spec: ModelSpec, repo_id: str) -> WeightFiles:
 # --- writing ------------------------------------------------------------------------------------
 
 
-def write_safetensors(sd: Mapping[str, Tensor], path: Path, metadata: Mapping[str, str]) -> None:
-    """Atomic write (`copgen_rt.files.atomic_write`)."""
+def write_safetensors(sd: Mapping[str, Tensor], path: Path, metadata: Mapping[str, str],
+                      below: Path | None = None) -> None:
+    """Atomic write (`copgen_rt.files.write_bytes`: no link below the output folder `below`
+    followed)."""
     from safetensors.torch import save
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    data = save({k: v.contiguous() for k, v in sd.items()}, metadata=dict(metadata))
-    with atomic_write(path) as f:
-        f.write(data)
+    write_bytes(path, save({k: v.contiguous() for k, v in sd.items()}, metadata=dict(metadata)), below)
 
 
 def _write_manifest(out: Path, spec: ModelSpec, random: bool, files: Mapping[str, Path]) -> None:
     manifest = {"spec": spec.name, "random": random,
                 "files": {k: {"path": str(p.relative_to(out)), "sha256": file_sha256(p)}
                           for k, p in files.items()}}
-    write_text(out / "weights.json", json.dumps(manifest, indent=1) + "\n")
+    write_text(out / "weights.json", json.dumps(manifest, indent=1) + "\n", below=out)
 
 
 def _random_tensor(key: str, shape: tuple[int, ...], gen: torch.Generator) -> Tensor:
@@ -340,7 +342,7 @@ def make_random_weights(spec: ModelSpec, out: str | Path, seed: int = 0,
         denoiser = Denoiser(spec)
     files["denoiser"] = out / "denoiser.safetensors"
     sd = {k: v.to(dtype) for k, v in random_state_dict(denoiser, seed).items()}
-    write_safetensors(sd, files["denoiser"], {**meta, "component": "denoiser"})
+    write_safetensors(sd, files["denoiser"], {**meta, "component": "denoiser"}, below=out)
     del sd
     for i, key in enumerate(spec.vaes if vaes is None else vaes):
         modality = next(m.name for m in spec.modalities if m.vae == key)
@@ -348,7 +350,7 @@ def make_random_weights(spec: ModelSpec, out: str | Path, seed: int = 0,
             vae = Autoencoder(spec, modality)
         files[f"vae/{key}"] = out / "vae" / f"{key}.safetensors"
         sd = {k: v.to(dtype) for k, v in random_state_dict(vae, seed + 1 + i).items()}
-        write_safetensors(sd, files[f"vae/{key}"], {**meta, "component": f"vae/{key}"})
+        write_safetensors(sd, files[f"vae/{key}"], {**meta, "component": f"vae/{key}"}, below=out)
     _write_manifest(out, spec, True, files)
     return out
 
@@ -377,6 +379,6 @@ def convert(spec: ModelSpec, source: str | Path, out: str | Path,
         sd = {k: v if dtype is None else v.to(dtype) for k, v in ckpt.state_dict.items()}
         files[name] = out / f"{name}.safetensors"
         write_safetensors(sd, files[name], {**ckpt.metadata, "spec": spec.name, "component": name,
-                                            "source": path.name})
+                                            "source": path.name}, below=out)
     _write_manifest(out, spec, random, files)
     return out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -61,16 +62,15 @@ class Manifest:
 
     @classmethod
     def load(cls, folder: Path) -> Manifest:
-        path = Path(folder) / MANIFEST
-        if not path.is_file():
-            from copgen_rt.errors import CheckpointError
+        from copgen_rt.errors import CheckpointError
+        from copgen_rt.reading import read_json
 
+        path = Path(folder) / MANIFEST
+        if not os.path.lexists(path):
             raise CheckpointError(f"{folder}: no {MANIFEST}; not an export folder (made by copgen-rt export)")
+        d = read_json(path, error=CheckpointError)
         try:
-            d = json.loads(path.read_text())
             d["components"] = [Component.from_dict(c) for c in d.get("components", [])]
             return cls(**d)
         except (ValueError, TypeError, KeyError, AttributeError) as e:
-            from copgen_rt.errors import CheckpointError
-
             raise CheckpointError(f"{path}: not a valid export manifest ({type(e).__name__}: {e})") from None

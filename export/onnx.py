@@ -118,15 +118,20 @@ def _random_inputs(infos: Sequence[TensorInfo], batch: int, gen: torch.Generator
 
 
 def export_module(module: nn.Module, inputs: list[TensorInfo], outputs: list[TensorInfo], path: Path,
-                  example_batch: int = 2) -> None:
-    """torch -> ONNX (TorchScript exporter, opset 17) in a scratch folder, then saved in place:
-    one file, or above 2 GB the graph plus one `<file>.data` with every weight."""
+                  example_batch: int = 2, below: Path | None = None) -> None:
+    """torch -> ONNX (TorchScript exporter, opset 17) in a private scratch folder in `below` (the
+    export folder; default `path`'s folder), then published in place (`copgen_rt.files.publish`:
+    no link under `below` followed): one file, or above 2 GB the graph plus one `<file>.data`
+    with every weight."""
     import onnx
 
-    path.parent.mkdir(parents=True, exist_ok=True)
+    from copgen_rt.files import output_folder, publish
+
+    below = below or path.parent
+    output_folder(path.parent, below)  # a link planted at a sub-folder is refused before the work
     example = tuple(_random_inputs(inputs, example_batch, torch.Generator().manual_seed(0)))
     names = [i.name for i in inputs] + [o.name for o in outputs]
-    with tempfile.TemporaryDirectory(dir=path.parent, prefix=".export-") as scratch:
+    with tempfile.TemporaryDirectory(dir=below, prefix=".export-") as scratch:
         tmp = Path(scratch) / "model.onnx"
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")
@@ -140,10 +145,10 @@ def export_module(module: nn.Module, inputs: list[TensorInfo], outputs: list[Ten
         if sum(p.stat().st_size for p in Path(scratch).iterdir()) > TWO_GB:
             onnx.save_model(model, str(staged), save_as_external_data=True, all_tensors_to_one_file=True,
                             location=f"{path.name}.data", size_threshold=1024)
-            os.replace(Path(scratch) / f"{path.name}.data", path.with_name(f"{path.name}.data"))
+            publish(Path(scratch) / f"{path.name}.data", path.with_name(f"{path.name}.data"), below)
         else:
             onnx.save_model(model, str(staged))
-        os.replace(staged, path)
+        publish(staged, path, below)
 
 
 def _declare_shapes(graph, inputs: list[TensorInfo], outputs: list[TensorInfo]) -> None:
@@ -283,7 +288,7 @@ def export_models(
         progress(name)
         path = out / f"{name}.onnx"
         module = module.float().eval()
-        export_module(module, ins, outs, path)
+        export_module(module, ins, outs, path, below=out)
         parity: dict = {}
         if check in ("graph", "parity"):
             parity["ops"] = sum(check_graph(path, outs).values())

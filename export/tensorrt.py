@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
 from copgen_rt.errors import MissingDependencyError
 from copgen_rt.export.manifest import Component, Manifest
+from copgen_rt.files import output_folder, write_bytes
 
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 INT8_TENSOR_CORES = (7, 2)  # the first compute capability with int8 tensor-core MMA (Xavier)
@@ -94,8 +94,7 @@ def build_engines(folder: Path, precision: str, batch: list[int] | None = None,
     check_capability(precision, capability)
     logger = trt.Logger(trt.Logger.WARNING)
     timing_path = folder / "timing.cache"
-    cache_dir = folder / "engine-cache"
-    cache_dir.mkdir(exist_ok=True)
+    cache_dir = output_folder(folder / "engine-cache", below=folder)  # never a planted link
     for name, entry in plan["components"].items():
         key = cache_key(entry, plan, trt.__version__, capability)
         cached = cache_dir / f"{key}.engine"
@@ -103,9 +102,7 @@ def build_engines(folder: Path, precision: str, batch: list[int] | None = None,
             log(f"building {name} ({precision}, batch {plan['batch']})")
             serialized = _build_one(trt, logger, folder / entry["onnx"], entry["profiles"], plan,
                                     timing_path, workspace_gb)
-            tmp = cached.with_suffix(".tmp")
-            tmp.write_bytes(serialized)
-            os.replace(tmp, cached)
+            write_bytes(cached, serialized, below=folder)
         entry["engine"] = str(cached.relative_to(folder))
         entry["cache_key"] = key
     plan.update({"tensorrt": trt.__version__, "compute_capability": list(capability),
@@ -145,5 +142,5 @@ def _build_one(trt, logger, onnx_path: Path, profiles: dict, plan: dict, timing_
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise RuntimeError(f"TensorRT failed to build an engine for {onnx_path.name}")
-    timing_path.write_bytes(bytes(config.get_timing_cache().serialize()))
+    write_bytes(timing_path, bytes(config.get_timing_cache().serialize()), below=timing_path.parent)
     return bytes(serialized)

@@ -206,5 +206,5 @@ def test_corrupt_export_folders_are_checkpoint_errors(tmp_path, tiny_export):
     with pytest.raises(CheckpointError, match="denoiser.onnx: not a loadable ONNX model"):
         Pipeline.from_export(broken)
     (broken / "manifest.json").write_text('{"format": "onnx",')
-    with pytest.raises(CheckpointError, match="manifest.json: not a valid export manifest"):
+    with pytest.raises(CheckpointError, match="manifest.json: not valid JSON"):
         Pipeline.from_export(broken)

@@ -282,9 +282,13 @@ def test_values_the_model_cannot_take_are_an_error_not_nan_rasters(tmp_path, dem
     _one_error(r.output, "are no Sentinel-2 DNs")
 
     # whatever gets past the inputs: a non-finite output is an error too, never a product
+    from copgen_rt import conditions
+    from copgen_rt import pipeline as pipeline_module
     from copgen_rt.scenes import tile_inputs
 
     monkeypatch.setattr(tile_inputs, "_check_plausible", lambda *a: None)
+    monkeypatch.setattr(pipeline_module, "check_plausible", lambda *a: None)  # the API's own checks
+    monkeypatch.setattr(conditions, "check_model_space", lambda *a: None)
     job = SceneJob(DEMO, [open_input(scene)], tmp_path / "o3", SceneOptions(steps=1, generate=("DEM_DEM",)))
     nan_decoder = type(demo)(demo.spec, demo.denoiser, demo._vae_loader, demo.provenance, demo.device)
     nan_decoder.decode = lambda latents, physical_units=True: {n: z * float("nan") for n, z in

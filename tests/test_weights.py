@@ -136,7 +136,7 @@ def test_weights_manifest_hashes_are_verified(tmp_path):
     with pytest.raises(CheckpointError, match="DEM_DEM.safetensors: sha256 differs from weights.json"):
         find_weights(spec, tmp_path)
     (tmp_path / "weights.json").write_text("{ not json")
-    with pytest.raises(CheckpointError, match="weights.json: not a valid weights manifest"):
+    with pytest.raises(CheckpointError, match="weights.json: not valid JSON"):
         find_weights(spec, tmp_path)
 
 

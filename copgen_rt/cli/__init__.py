@@ -18,7 +18,7 @@ from copgen_rt.cli import (
     make_random_weights,
     serve,
 )
-from copgen_rt.cli.errors import OneLineUsageErrors, one_line_messages
+from copgen_rt.cli.errors import OneLineUsageErrors, one_line_messages, require_stdout
 from copgen_rt.cli.progress import say_phases
 
 
@@ -26,6 +26,7 @@ from copgen_rt.cli.progress import say_phases
 @click.version_option(package_name="copgen-rt")
 def main() -> None:
     """copgen-rt: run COP-GEN multimodal Copernicus generation in production."""
+    require_stdout()
     one_line_messages()
     say_phases()
 

@@ -4,6 +4,7 @@ tracebacks unless COPGEN_RT_DEBUG=1 or --debug."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -14,16 +15,17 @@ from typing import Any, NoReturn, TypeVar, cast
 
 import click
 
-from copgen_rt.errors import EXIT_INTERNAL, command_line_report
+from copgen_rt.errors import EXIT_ENVIRONMENT, EXIT_INTERNAL, command_line_report, escaped
 from copgen_rt.signals import exit_if_interrupted
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
 def fail(code: int, message: str) -> NoReturn:
-    """Exit with `code` after one error line (or as the signal that came first says)."""
+    """Exit with `code` after one error line, whatever the message holds (a newline in a path is
+    escaped), or as the signal that came first says."""
     exit_if_interrupted()
-    click.echo(f"copgen-rt: error: {message}", err=True)
+    click.echo(f"copgen-rt: error: {escaped(message)}", err=True)
     sys.exit(code)
 
 
@@ -37,12 +39,40 @@ def friendly_errors(fn: F) -> F:
         except KeyboardInterrupt:
             fail(130, "interrupted")
         except Exception as e:  # noqa: BLE001 - every failure is one line; the error tree maps it
+            if isinstance(e, OSError) and _stdout_broken(e):
+                fail(EXIT_ENVIRONMENT, f"cannot write to standard output ({e.strerror or e}); "
+                                       "files the command made were written before this")
             code, line = command_line_report(e)
             if code == EXIT_INTERNAL and ("--debug" in sys.argv or os.environ.get("COPGEN_RT_DEBUG") == "1"):
                 raise
             fail(code, line)
 
     return cast(F, wrapper)
+
+
+def _stdout_broken(e: OSError) -> bool:
+    """Whether `e` came from printing to standard output (click.echo, the commands' one channel
+    for it: on a full device, a closed pipe); if so, what is left in its buffer goes to
+    /dev/null, so that exiting does not fail on it again."""
+    tb = e.__traceback__
+    while tb is not None and not (tb.tb_frame.f_code.co_name == "echo"
+                                  and tb.tb_frame.f_globals.get("__name__") == "click.utils"):
+        tb = tb.tb_next
+    if tb is None or sys.stdout is None or tb.tb_frame.f_locals.get("err"):
+        return False
+    with contextlib.suppress(OSError, ValueError):  # no descriptor: a test's captured output
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    return True
+
+
+def require_stdout() -> None:
+    """A closed standard output (`>&-`) would swallow what a command prints, its results and
+    `info`'s whole answer: refused before any work."""
+    if sys.stdout is None:
+        fail(EXIT_ENVIRONMENT, "standard output is closed (>&-): what the command prints would be lost; "
+                               "redirect it to a file or /dev/null instead")
 
 
 class OneLineUsageErrors(click.Group):

@@ -31,8 +31,9 @@ from copgen_rt.scenes.state import refuse_existing
 def command(model, spec_json, weights, fmt, precision, batch, modalities, out, overwrite):
     """Export the denoiser and each VAE encoder/decoder to ONNX (and TensorRT engines)."""
     from copgen_rt import demo
-    from copgen_rt.export.onnx import export_weights
+    from copgen_rt.export.onnx import export_weights, require_onnx
     from copgen_rt.export.tensorrt import build_engines, build_plan, require_tensorrt
+    from copgen_rt.files import output_folder
     from copgen_rt.weights import resolve_weights
 
     batch_range = parse_batch_range(batch)
@@ -43,6 +44,9 @@ def command(model, spec_json, weights, fmt, precision, batch, modalities, out, o
         require_tensorrt()  # fail before the (long) export
     spec = ModelOptions(model, spec_json, weights).spec()
     refuse_existing([Path(out) / "manifest.json"], overwrite)
+    require_onnx()  # before anything is made in --out
+    for folder in ("vae_encoder", "vae_decoder"):  # a link planted there is refused before the export
+        output_folder(Path(out) / folder, below=Path(out))
     files = resolve_weights(spec, weights or demo.demo_weights())
     names = [m.strip() for m in modalities.split(",")] if modalities else None
     manifest = export_weights(spec, files, Path(out), names, batch_range,

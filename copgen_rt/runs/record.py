@@ -14,7 +14,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from copgen_rt import __version__
-from copgen_rt.files import check_writable, is_regular_file, waiting_lock, write_text
+from copgen_rt.files import check_writable, is_regular_file, open_lock, waiting_lock, write_text
+from copgen_rt.reading import read_json
 
 RUN_MANIFEST = "copgen-run.json"
 SAVE_INTERVAL_S = 2.0  # the run manifest is rewritten at most this often (and at the end)
@@ -39,6 +40,9 @@ class RunManifest:
     def __init__(self, path: Path, source: Path | None = None):
         self.path = path
         self.source = None if source is None else str(source.absolute())
+        self.lock = path.with_name(f".{path.name}.lock")
+        if os.path.lexists(self.lock):  # a link or a FIFO planted there is refused before any scene runs
+            os.close(open_lock(self.lock))
         self.scenes = self._read()
         self._changed: set[str] = set()
         self._saved = 0.0
@@ -49,7 +53,7 @@ class RunManifest:
         if not is_regular_file(self.path):
             raise ValueError(f"{self.path}: not a plain file (a link?); move it away")
         try:
-            data = json.loads(self.path.read_text())
+            data = read_json(self.path, "the run record")
             scenes, source = dict(data["scenes"]), data.get("manifest")
         except (ValueError, KeyError, TypeError, AttributeError) as e:
             raise ValueError(
@@ -79,7 +83,7 @@ class RunManifest:
         if not self._changed:
             return
         check_writable(self.path.parent)
-        with waiting_lock(self.path.with_name(f".{self.path.name}.lock")):
+        with waiting_lock(self.lock):
             merged = {**self._read(), **{k: self.scenes[k] for k in self._changed}}
             write_text(
                 self.path,

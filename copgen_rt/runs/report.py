@@ -7,6 +7,8 @@ import sys
 import time
 from dataclasses import dataclass, field
 
+from copgen_rt.errors import escaped
+
 
 @dataclass
 class Summary:
@@ -75,4 +77,4 @@ def _clock(seconds: float) -> str:
 
 
 def say(text: str) -> None:
-    print(f"copgen-rt: {text}", file=sys.stderr, flush=True)
+    print(f"copgen-rt: {escaped(text)}", file=sys.stderr, flush=True)  # a newline in a path stays in its line

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from copgen_rt.reading import read_bytes
 from copgen_rt.scenes.state import recorded_run_key
 
 MANIFEST_COLUMNS = ("scene", "cond", "out")
@@ -71,13 +72,17 @@ def _matches(arg: str) -> list[str]:
     return scenes
 
 
+MAX_MANIFEST_BYTES = 256 << 20  # a million scenes of long paths
+
+
 def read_manifest(path: Path, conds: tuple[str, ...], out: Path) -> list[SceneEntry]:
     """One scene path per line, or CSV with the header scene,cond,out (cond: PRODUCT=PATH;...;
     an empty cond or out takes the command's). Relative paths are relative to the file's folder;
     blank lines and lines starting with # are ignored."""
     try:
-        text = path.read_text(encoding="utf-8-sig")  # spreadsheets save CSV with a byte-order mark
-    except (OSError, UnicodeDecodeError) as e:
+        # spreadsheets save CSV with a byte-order mark
+        text = read_bytes(path, "--manifest", limit=MAX_MANIFEST_BYTES).decode("utf-8-sig")
+    except UnicodeDecodeError as e:
         raise ValueError(f"--manifest {path}: cannot read it ({getattr(e, 'strerror', None) or e})") from None
     base = path.absolute().parent
     lines = [(n, line.strip()) for n, line in enumerate(text.splitlines(), 1)

@@ -34,6 +34,8 @@ from rasterio.errors import RasterioIOError
 from rasterio.warp import reproject
 
 from copgen_rt.errors import MaskError
+from copgen_rt.reading import check_raster_file
+from copgen_rt.scenes.inputs.raster_checks import georeferencing_problem
 
 # Sentinel-2 L2A scene classification (SCL) classes, as defined by the L2A product
 # specification (Sen2Cor): 0 no data, 1 saturated or defective, 2 dark area pixels (topographic
@@ -122,15 +124,15 @@ def mask_from_scl(path: str | Path, grid: Grid | None = None,
 
 
 def _open(path: Path):
-    if not path.exists():
-        raise MaskError(f"{path}: no such file")
+    check_raster_file(path, MaskError)  # a FIFO would block forever
     try:
         src = rasterio.open(path)
     except RasterioIOError as e:
         raise MaskError(f"{path}: not a readable raster ({str(e).splitlines()[0][:120]})") from None
-    if src.crs is None:
+    problem = georeferencing_problem(src)
+    if problem:
         src.close()
-        raise MaskError(f"{path}: no CRS: cannot place the mask on the scene")
+        raise MaskError(f"{path}: cannot place the mask on the scene: {problem}")
     return src
 
 

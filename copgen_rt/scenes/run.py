@@ -28,6 +28,7 @@ from copgen_rt.scenes.sampling import batch_latents
 from copgen_rt.scenes.state import (
     DamagedFileWarning,
     check_outputs,
+    discard_unless_resumable,
     expected_files,
     prepare_work_dir,
     run_key_of,
@@ -102,45 +103,49 @@ def _run_locked(job: SceneJob, pipeline: Pipeline, progress: Callable[[float], N
     job.check_memory()
     start = time.perf_counter()
     work = prepare_work_dir(job, pipeline)
-    reader = TileReader(job)
-    tiles = job.plan.tiles
-    skipped = resumed = copied = 0
-    network = 0.0
-    with Staging(job.out_dir, job.staging_prefix) as staging:
-        outputs = SceneOutputs(job, provenance_tags(job, pipeline, key), staging)
-        try:
-            with cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="copgen-read") as pool:
-                size = job.options.batch_size
-                batches = _prefetched_batches(pool, reader, tiles, size)
-                for first, (batch, inputs) in zip(range(0, len(tiles), size), batches, strict=True):
-                    present = [t for t in inputs if t is not None and not t.copy]
-                    copies = [t for t in inputs if t is not None and t.copy]
-                    skipped += len(batch) - len(present) - len(copies)
-                    copied += len(copies)
-                    outputs.add_copied(copies)
-                    if present:
-                        t0 = time.perf_counter()
-                        latents, n_resumed = batch_latents(job, pipeline, present, work, progress)
-                        resumed += n_resumed
-                        with phase(f"decoding and blending tiles {first + 1}-{first + len(batch)} of "
-                                   f"{len(tiles)}"):
-                            decoded = pipeline.decode(latents, physical_units=False)
-                            network += time.perf_counter() - t0
-                            outputs.add(present, latents, decoded)
-                    outputs.flush(batch[-1])
-                    if progress and len(present) < len(batch):
-                        progress(len(batch) - len(present))  # tiles without data, or copied
-            if skipped == len(tiles):
-                raise SceneError(f"{job.inputs[0].path.name}: no tile has input data (every pixel lacks at "
-                                 "least one band): nothing to generate from")
-            with phase(f"writing {len(job.outputs)} outputs (COGs with overviews), the STAC Item and the "
-                       "run record"):
-                paths = outputs.publish()
-        except BaseException:
-            outputs.abort()
-            raise
-        finally:
-            reader.close()
+    try:  # a failed run leaves its work folder only where it holds tiles to resume from
+        reader = TileReader(job)
+        tiles = job.plan.tiles
+        skipped = resumed = copied = 0
+        network = 0.0
+        with Staging(job.out_dir, job.staging_prefix) as staging:
+            outputs = SceneOutputs(job, provenance_tags(job, pipeline, key), staging)
+            try:
+                with cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="copgen-read") as pool:
+                    size = job.options.batch_size
+                    batches = _prefetched_batches(pool, reader, tiles, size)
+                    for first, (batch, inputs) in zip(range(0, len(tiles), size), batches, strict=True):
+                        present = [t for t in inputs if t is not None and not t.copy]
+                        copies = [t for t in inputs if t is not None and t.copy]
+                        skipped += len(batch) - len(present) - len(copies)
+                        copied += len(copies)
+                        outputs.add_copied(copies)
+                        if present:
+                            t0 = time.perf_counter()
+                            latents, n_resumed = batch_latents(job, pipeline, present, work, progress)
+                            resumed += n_resumed
+                            with phase(f"decoding and blending tiles {first + 1}-{first + len(batch)} of "
+                                       f"{len(tiles)}"):
+                                decoded = pipeline.decode(latents, physical_units=False)
+                                network += time.perf_counter() - t0
+                                outputs.add(present, latents, decoded)
+                        outputs.flush(batch[-1])
+                        if progress and len(present) < len(batch):
+                            progress(len(batch) - len(present))  # tiles without data, or copied
+                if skipped == len(tiles):
+                    raise SceneError(f"{job.inputs[0].path.name}: no tile has input data (every pixel lacks "
+                                     "at least one band): nothing to generate from")
+                with phase(f"writing {len(job.outputs)} outputs (COGs with overviews), the STAC Item and "
+                           "the run record"):
+                    paths = outputs.publish()
+            except BaseException:
+                outputs.abort()
+                raise
+            finally:
+                reader.close()
+    except BaseException:
+        discard_unless_resumable(work)
+        raise
     shutil.rmtree(work, ignore_errors=True)
     return SceneResult(paths, len(tiles), skipped, resumed, time.perf_counter() - start, network,
                        outputs.peak_rows, copied, outputs.generated_pixels)

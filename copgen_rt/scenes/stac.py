@@ -17,6 +17,7 @@ from rasterio.warp import transform_bounds
 
 from copgen_rt import __version__
 from copgen_rt.files import is_regular_file, write_text
+from copgen_rt.reading import read_json
 from copgen_rt.scenes.encoding import encoding
 from copgen_rt.scenes.job import OutputSpec, SceneJob
 from copgen_rt.specs import COMMON_NAMES, DATE_SPAN, S2_DN_CONVENTION
@@ -120,7 +121,7 @@ def write_collection(target: Path, items: list[Path]) -> Path | None:
     folder), its extent their union."""
     import pystac
 
-    loaded = [(p, json.loads(p.read_text())) for p in items if p.is_file()]
+    loaded = [(p, read_json(p)) for p in items if p.is_file()]
     if not loaded:
         return None
     boxes = [d["bbox"] for _, d in loaded]

@@ -23,7 +23,7 @@ from pathlib import Path
 import rasterio
 import torch
 
-from copgen_rt.errors import OutputExistsError
+from copgen_rt.errors import CopgenError, OutputExistsError
 from copgen_rt.files import (
     atomic_write,
     check_writable,
@@ -35,6 +35,7 @@ from copgen_rt.files import (
     write_text,
 )
 from copgen_rt.pipeline import Pipeline
+from copgen_rt.reading import read_json
 from copgen_rt.scenes.job import SceneJob
 
 
@@ -137,8 +138,8 @@ def read_record(sidecar: Path) -> dict | None:
     if not is_regular_file(sidecar):
         return None
     try:
-        record = json.loads(sidecar.read_text())
-    except (OSError, ValueError):
+        record = read_json(sidecar)
+    except CopgenError:
         return None
     return record if isinstance(record, dict) and isinstance(record.get(RECORD_FIELD, {}), dict) else None
 
@@ -181,7 +182,7 @@ def _stored_run_key(path: Path) -> tuple[bool, str | None]:
         return False, None
     try:
         if path.suffix == ".json":
-            data = json.loads(path.read_text())  # the sidecar, or the STAC Item (in its provenance)
+            data = read_json(path)  # the sidecar, or the STAC Item (in its provenance)
             return True, data.get(RUN_KEY_TAG) or data.get("properties", {}).get("copgen:provenance", {}).get(
                 RUN_KEY_TAG)
         if path.suffix == ".png":
@@ -226,10 +227,21 @@ def prepare_work_dir(job: SceneJob, pipeline: Pipeline) -> Path:
     return work
 
 
+def discard_unless_resumable(work: Path) -> None:
+    """Remove the work folder of a failed run unless it holds finished tiles to resume from."""
+    latents = work / "latents"
+    try:
+        if os.path.isdir(latents) and not os.path.islink(latents) and any(os.scandir(latents)):
+            return
+    except OSError:
+        return
+    shutil.rmtree(work, ignore_errors=True)
+
+
 def _read_key(run_file: Path) -> str | None:
     try:
-        return json.loads(run_file.read_text()).get("key") if is_regular_file(run_file) else None
-    except (OSError, ValueError, AttributeError):
+        return read_json(run_file).get("key") if is_regular_file(run_file) else None
+    except (CopgenError, AttributeError):
         return None
 
 

@@ -100,19 +100,26 @@ class TileReader:
 
 
 def _check_plausible(reader: ModalityReader, data: np.ndarray, valid: np.ndarray, tile: Tile) -> None:
-    """S2 values no Sentinel-2 product holds (e.g. 1e30, or a wild --s2-offset) are an error:
-    fed to the model they give garbage, finite or not."""
+    """Values no product holds (S2 DNs of 1e30 or after a wild --s2-offset, a DEM of 1e30 m or
+    -1e6 m) are an error: fed to the model they give garbage, finite or not."""
     p = reader.modality.processing
-    if not isinstance(p, Reflectance):
-        return
+    bounds = getattr(p, "plausible", None)
     values = data[:, valid]
+    if bounds is None or not values.size:
+        return
     low, high = float(values.min()), float(values.max())
-    if low < p.plausible[0] or high > p.plausible[1]:
+    if low < bounds[0] or high > bounds[1]:
         scene = reader.scene
+        if isinstance(p, Reflectance):
+            raise SceneError(
+                f"{scene.path.name}: {reader.modality.name} values {low:.4g} to {high:.4g} in tile "
+                f"{tile.key} (DN offset {scene.dn_offset:+g} included) are no Sentinel-2 DNs "
+                f"({bounds[0]:g} to {bounds[1]:g}); check the file's scaling and --s2-offset"
+            )
         raise SceneError(
-            f"{scene.path.name}: {reader.modality.name} values {low:.4g} to {high:.4g} in tile "
-            f"{tile.key} (DN offset {scene.dn_offset:+g} included) are no Sentinel-2 DNs "
-            f"({p.plausible[0]:g} to {p.plausible[1]:g}); check the file's scaling and --s2-offset"
+            f"{scene.path.name}: {reader.modality.name} values {low:.4g} to {high:.4g} {p.units} in tile "
+            f"{tile.key} are not plausible ({bounds[0]:g} to {bounds[1]:g} {p.units}); check the file's "
+            "units and scaling"
         )
 
 

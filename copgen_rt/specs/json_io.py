@@ -4,12 +4,14 @@ export manifest carries (`to_dict`, `from_dict`)."""
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from copgen_rt.errors import InputError
+from copgen_rt.reading import read_json
 from copgen_rt.specs.kinds import RGB8, Classes, Date, LatLon, LogRange, Processing, Reflectance
+from copgen_rt.specs.limits import check_limits
 from copgen_rt.specs.model import DenoiserSpec, Modality, ModelSpec, ReleaseSpec, ScheduleSpec, VAESpec
 from copgen_rt.specs.registry import get
 
@@ -20,12 +22,18 @@ def from_json(path: str | Path) -> ModelSpec:
     Modality facts (bands, processing) come from the registry's spec of the same family; the
     file replaces widths, latent shapes, patch sizes and VAE hyper-parameters. VAEs the file does
     not describe are absent from the resulting spec (their modalities cannot be encoded/decoded).
+    Every field is checked against the limits a model can have (`check_limits`) before anything
+    is built from it.
     """
+    data = read_json(path, "--spec-json")
     try:
-        return _from_json_data(json.loads(Path(path).read_text()), Path(path))
-    except (KeyError, TypeError, AttributeError, json.JSONDecodeError) as e:
+        spec = _from_json_data(data, Path(path))
+    except InputError:
+        raise
+    except (KeyError, TypeError, AttributeError, ValueError) as e:
         reason = f"missing field {e}" if isinstance(e, KeyError) else f"{type(e).__name__}: {e}"
-        raise ValueError(f"{path}: not a valid spec.json ({reason})") from None
+        raise InputError(f"{path}: not a valid spec.json ({reason})") from None
+    return check_limits(spec, str(path))
 
 
 def _from_json_data(data: dict, path: Path) -> ModelSpec:

@@ -24,6 +24,7 @@ class LogRange:
     high: float
     min_positive: float
     units: str = ""
+    plausible: tuple[float, float] | None = None  # physical values a product can hold (None: not checked)
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,8 @@ CLOUD_CLASSES = Classes(codes=(0, 1, 2, 3), names=("Clear", "Thick", "Thin", "Sh
                         colors=("#2b5d2b", "#ffffff", "#b0b0b0", "#303030"))
 
 _S1 = LogRange("db", -55.787186, 40.225800, 2.6380407689430285e-06, units="linear gamma0")
-_DEM = LogRange("log1p", 0.000006, 9.088, 5.899129519093549e-06, units="m")
+# heights on Earth: the Dead Sea shore (-430 m) to Everest (8849 m), with a margin
+_DEM = LogRange("log1p", 0.000006, 9.088, 5.899129519093549e-06, units="m", plausible=(-1000.0, 10000.0))
 _S2 = Reflectance()
 
 # Input products as users hold them: band layout of the usual files, in file order.

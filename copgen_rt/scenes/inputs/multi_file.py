@@ -10,6 +10,7 @@ from pathlib import Path
 import rasterio
 
 from copgen_rt.errors import SceneError
+from copgen_rt.reading import check_raster_file
 from copgen_rt.scenes.inputs import raster_checks as checks
 from copgen_rt.scenes.inputs.scene_input import (
     DNOffsets,
@@ -61,6 +62,7 @@ def multi_file_scene(
             if href in checked:
                 continue
             checked.add(href)
+            check_raster_file(href, SceneError)
             with checks.reading(Path(href)), rasterio.open(href) as src:
                 checks.check_raster(href, src)
                 if finest is None or abs(src.transform.a) < abs(finest[1].a):

@@ -11,6 +11,7 @@ from pathlib import Path
 import rasterio
 
 from copgen_rt.errors import SceneError
+from copgen_rt.reading import check_raster_file
 from copgen_rt.scenes.inputs.multi_file import multi_file_scene
 from copgen_rt.scenes.inputs.scene_input import DNOffsets, SceneInput, band_of_name, canonical_band
 
@@ -44,6 +45,7 @@ def _per_band(files: list[Path], what: str) -> list[tuple[str, str, int]]:
     sources: list[tuple[str, str, int]] = []
     products: dict[str, list[str]] = {}
     for f in files:
+        check_raster_file(f, SceneError)
         with rasterio.open(f) as src:
             names = [canonical_band(d) for d in src.descriptions]
             tagged = canonical_band(src.tags().get("BAND_NAME", "") or src.tags().get("band", ""))

@@ -43,9 +43,9 @@ def reading(path: Path) -> Iterator[None]:
 def check_raster(path: Path | str, src) -> None:
     """What every input file must be: georeferenced north-up, a known data type, readable first
     and last blocks, data in every band."""
-    if src.crs is None:
-        raise SceneError(f"{path}: no CRS: outputs could not be georeferenced; assign one first "
-                         "(e.g. gdal_edit.py -a_srs EPSG:32633)")
+    problem = georeferencing_problem(src)
+    if problem:
+        raise SceneError(f"{path}: {problem}")
     if src.transform.b != 0 or src.transform.d != 0:
         raise SceneError(f"{path}: rotated rasters are not supported; warp to north-up first")
     _check_georeferencing(Path(path), src)
@@ -61,6 +61,22 @@ def check_raster(path: Path | str, src) -> None:
     if empty:
         raise SceneError(f"{path}: band {empty[0]} ({src.descriptions[empty[0] - 1] or 'unnamed'}) has no "
                          "valid pixel (all nodata): a pixel is used only where every band has data")
+
+
+def georeferencing_problem(src) -> str | None:
+    """Why a raster cannot be placed on the Earth, said as it is (ground control points only, a
+    zero pixel size, no CRS), else None."""
+    gcps, _ = src.gcps
+    if src.crs is None and gcps:
+        return (f"georeferenced by {len(gcps)} ground control points only (no geotransform): warp it "
+                "to a grid first (e.g. gdalwarp -t_srs EPSG:32633 in.tif out.tif)")
+    t = src.transform
+    if t.a == 0 or t.e == 0:
+        return "zero pixel size in its geotransform; fix it (gdal_edit.py -a_ullr)"
+    if src.crs is None:
+        return ("no CRS: outputs could not be georeferenced; assign one first "
+                "(e.g. gdal_edit.py -a_srs EPSG:32633)")
+    return None
 
 
 def _read_first_and_last_pixels(src) -> None:
@@ -85,8 +101,6 @@ def _check_georeferencing(path: Path, src) -> None:
     if not all(map(math.isfinite, values)) or max(map(abs, values)) > MAX_COORDINATE:
         raise SceneError(f"{path}: its georeferencing is not plausible (origin {t.c:g}, {t.f:g}, pixel "
                          f"{t.a:g} x {-t.e:g}); fix the geotransform (gdal_edit.py -a_ullr)")
-    if t.a == 0 or t.e == 0:
-        raise SceneError(f"{path}: zero pixel size in its geotransform; fix it (gdal_edit.py -a_ullr)")
 
 
 def _sample(src, max_side: int = 256) -> np.ma.MaskedArray:

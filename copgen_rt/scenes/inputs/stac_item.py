@@ -5,7 +5,6 @@ local paths, file:// and http(s) hrefs."""
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
 import re
 from pathlib import Path
@@ -14,6 +13,7 @@ from urllib.parse import unquote, urlparse
 import rasterio
 
 from copgen_rt.errors import SceneError
+from copgen_rt.reading import read_json
 from copgen_rt.scenes.inputs.multi_file import HTTP_OPTIONS, multi_file_scene
 from copgen_rt.scenes.inputs.scene_input import DNOffsets, SceneInput, canonical_band, product_of_bands
 from copgen_rt.specs import COMMON_NAMES, PRODUCTS
@@ -45,7 +45,7 @@ def _stac_item(
     import pystac
 
     try:
-        item = pystac.Item.from_dict(json.loads(path.read_text()), href=str(path.resolve()))
+        item = pystac.Item.from_dict(read_json(path, error=SceneError), href=str(path.resolve()))
     except (ValueError, KeyError, TypeError, pystac.STACError) as e:
         raise SceneError(
             f"{path}: not a STAC Item ({str(e).splitlines()[0][:120] if str(e) else type(e).__name__})"

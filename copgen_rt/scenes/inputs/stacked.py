@@ -10,6 +10,7 @@ from pathlib import Path
 import rasterio
 
 from copgen_rt.errors import SceneError
+from copgen_rt.reading import check_raster_file
 from copgen_rt.scenes.inputs.raster_checks import (
     check_raster,
     class_values_of,
@@ -50,10 +51,7 @@ def _guess_product(src, names: list[str | None]) -> tuple[str, tuple[str, ...]]:
 def open_stacked(path: Path, product: str | None, bands: tuple[str, ...] | None, s1_units: str,
                  lulc_values: str, s2_offset: float | None, date: dt.date | None) -> SceneInput:
     """Open and recognise one stacked raster; every problem is a one-line SceneError."""
-    if not path.exists():
-        raise SceneError(f"{path}: no such file")
-    if not path.is_file():  # a FIFO would block forever, a device never end
-        raise SceneError(f"{path}: not a regular file")
+    check_raster_file(path, SceneError)  # a FIFO (or a VRT of one) would block forever, a device never end
     try:
         src = rasterio.open(path)
     except rasterio.errors.RasterioIOError as e:
