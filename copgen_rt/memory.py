@@ -131,7 +131,7 @@ def decoder_activations(spec: ModelSpec) -> int:
     """Bytes of the largest VAE decoder's full-resolution feature maps for one sample (fp32)."""
     worst = 0
     for m in spec.modalities:
-        if m.vae is None:
+        if m.vae is None or m.vae not in spec.vaes:  # a spec may describe some VAEs only
             continue
         vae = spec.vae_for(m.name)
         _, h, w = spec.pixel_shape(m.name)
