@@ -21,18 +21,20 @@ def _silence_native_stderr() -> None:
     try:
         sys.stderr.flush()
         kept = os.dup(2)
+        # Python's stderr moves to the copy before fd 2 goes: no moment where our lines are lost
+        sys.stderr = os.fdopen(kept, "w", buffering=1, encoding=sys.stderr.encoding,
+                               errors="backslashreplace")
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, 2)
         os.close(devnull)
     except OSError:
         return
-    sys.stderr = os.fdopen(kept, "w", buffering=1, encoding=sys.stderr.encoding, errors="backslashreplace")
 
 
 def main() -> None:
-    install()
-    _silence_native_stderr()
-    try:
+    try:  # a signal that lands at any point from here on is one line and its exit code
+        install()
+        _silence_native_stderr()
         from copgen_rt.cli import main as cli
 
         exit_if_interrupted()  # a library may have swallowed it while being imported

@@ -135,6 +135,7 @@ def test_help_shows_defaults_and_the_batch_never_exceeds_the_scene():
     assert "[default: (the fastest measured on this CPU kind within the memory limit" in help_text
     from copgen_rt.demo import default_scene
 
-    info = _run(["info", default_scene(), "--batch-size", "8", "--generate", "DEM"])  # 4 tiles
+    # the scene's own tiling: 4 tiles
+    info = _run(["info", default_scene(), "--batch-size", "8", "--generate", "DEM", "--tiling", "scene"])
     assert info.exit_code == 0, info.output
     assert "= 200 denoiser evaluations, batch 4" in info.output, info.output
