@@ -60,7 +60,7 @@ def test_numpy_inputs_give_what_infer_writes(now, infer_outputs, tmp_path):
     dem = now["DEM_DEM"].rio.set_spatial_dims(x_dim="x_30m", y_dim="y_30m")  # a grid of its own
     assert dem.attrs["units"] == "m"
     dem.rio.to_raster(tmp_path / "dem.tif")
-    for var, mine, name in (("S1RTC_vh_vv", "s1.tif", "corner_S1RTC_vh_vv.tif"),
+    for var, mine, name in (("S1RTC_vh_vv", "s1.tif", "corner_S1RTC_VV_VH.tif"),
                             ("DEM_DEM", "dem.tif", "corner_DEM_DEM.tif")):
         with rasterio.open(tmp_path / mine) as a, rasterio.open(infer_outputs[name]) as b:
             assert now[var].rio.transform() == b.transform  # each grid its own grid mapping

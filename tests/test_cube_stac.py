@@ -43,6 +43,7 @@ def test_odc_stac_load_goes_straight_into_the_cube_and_equals_infer(tmp_path):
     files = {p.name: p for p in run_scene(job, demo).outputs}
     assert out.attrs["COPGEN_DATE"] == "2021-06-15" == job.date.isoformat()  # from the Item, both ways
     for name in ("S1RTC_vh_vv", "DEM_DEM"):
-        with rasterio.open(files[f"{item_path.stem}_{name}.tif"]) as src:
+        label = specs.get("copgen-demo").modality(name).file_label  # files name bands as stored
+        with rasterio.open(files[f"{item_path.stem}_{label}.tif"]) as src:
             assert out[name].rio.transform() == src.transform
             assert np.array_equal(out[name].values, src.read(), equal_nan=True), name

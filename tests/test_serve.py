@@ -178,7 +178,7 @@ def test_sync_generate_is_infer_pixel_for_pixel(server, root, tmp_path):
     assert response.status_code == 200, response.text
     item = response.json()["item"]
     served = _pixels(item)
-    assert set(served) == {"chip_DEM_DEM.tif", "chip_S1RTC_vh_vv.tif"}
+    assert set(served) == {"chip_DEM_DEM.tif", "chip_S1RTC_VV_VH.tif"}
     assert all(
         Path(a["href"].removeprefix("file://")).is_relative_to(server.out) for a in item["assets"].values()
     )
@@ -307,7 +307,7 @@ def test_fill_keeps_the_valid_pixels(server, root):
     assert "tile_filled_S2L2A_B02_B03_B04_B08_generated.tif" in filled
     with rasterio.open(root / "tile.tif") as src:
         red = src.read(4)  # B04, the first band of the filled 10 m group (B04 B03 B02 B08)
-    out = filled["tile_filled_S2L2A_B02_B03_B04_B08.tif"]
+    out = filled["tile_filled_S2L2A_B04_B03_B02_B08.tif"]
     generated = filled["tile_filled_S2L2A_B02_B03_B04_B08_generated.tif"][0].astype(bool)
     assert generated[96, 96] and not generated[0, 0]
     assert np.array_equal(out[0][~generated], red[~generated])
