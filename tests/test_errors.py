@@ -45,17 +45,20 @@ def test_the_codes_of_the_module_are_the_documented_ones():
 
 @pytest.mark.parametrize("error, code", [
     (ValueError("v"), 3), (KeyError("k"), 3), (FileNotFoundError("f"), 3), (PermissionError("p"), 3),
-    (FileExistsError("e"), 5), (ImportError("i"), 6), (RuntimeError("r"), 1), (MemoryError(), 1),
+    (FileExistsError("e"), 5), (ImportError("i"), 6), (RuntimeError("r"), 1), (MemoryError(), 9),
+    (OSError(36, "File name too long"), 9), (RuntimeError("std::bad_alloc"), 9),
 ])
 def test_built_ins_map_to_the_codes_of_what_they_mean(error, code):
     assert errors.exit_code(error) == code
 
 
 def test_one_line_and_the_command_line_report():
-    assert errors.one_line(errors.SceneError("a.tif: no CRS\nmore detail")) == "a.tif: no CRS"
+    # ours whole, on one line: a newline (of a path, say) escaped, never a second line
+    assert errors.one_line(errors.SceneError("a\nb.tif: no CRS")) == "a\\nb.tif: no CRS"
     assert errors.one_line(KeyError("S9")) == "S9"  # a KeyError's key, unquoted
     assert errors.command_line_report(ValueError("bad --overlap")) == (3, "bad --overlap")
-    assert errors.command_line_report(MemoryError()) == (1, "out of memory: lower --batch-size")
+    code, line = errors.command_line_report(MemoryError())
+    assert code == 9 and line.startswith("out of memory")
     code, line = errors.command_line_report(RuntimeError("boom\ntraceback"))
     assert code == 1 and line == "internal error: RuntimeError: boom (set COPGEN_RT_DEBUG=1 for a traceback)"
     assert errors.first_line(RuntimeError("x" * 500)) == "x" * errors.ONE_LINE_LIMIT
