@@ -238,8 +238,9 @@ def test_cli_says_when_nothing_or_everything_is_a_gap(tmp_path):
         notes[name] = [line for line in result.output.splitlines() if line.startswith("note:")]
         summaries[name] = next(line for line in result.output.splitlines() if " tiles in " in line)
     # the tile counts agree with the note (it once said "0 copied, no gap" beside 100% generated)
-    assert "(0 with gaps, generated; 4 without, copied)" in summaries["none"], summaries
-    assert "(4 with gaps, generated; 0 without, copied)" in summaries["all"], summaries
+    # 3 x 3 Earth-anchored tiles touch the chip
+    assert "(0 with gaps, generated; 9 without, copied)" in summaries["none"], summaries
+    assert "(9 with gaps, generated; 0 without, copied)" in summaries["all"], summaries
     assert "S2L2A_B02_B03_B04_B08 100.00%" in summaries["all"], summaries
     assert notes["none"] == ["note: no pixel of the scene is a gap: the outputs are the input"]
     assert notes["all"] == ["note: every pixel of the scene is a gap: generated from the other inputs alone"]

@@ -304,11 +304,11 @@ def test_fill_keeps_the_valid_pixels(server, root):
     response = server.post("fill", inputs)
     assert response.status_code == 200, response.text
     filled = _pixels(response.json()["item"])
-    assert "tile_filled_S2L2A_B02_B03_B04_B08_generated.tif" in filled
+    assert "tile_filled_S2L2A_B04_B03_B02_B08_generated.tif" in filled
     with rasterio.open(root / "tile.tif") as src:
         red = src.read(4)  # B04, the first band of the filled 10 m group (B04 B03 B02 B08)
     out = filled["tile_filled_S2L2A_B04_B03_B02_B08.tif"]
-    generated = filled["tile_filled_S2L2A_B02_B03_B04_B08_generated.tif"][0].astype(bool)
+    generated = filled["tile_filled_S2L2A_B04_B03_B02_B08_generated.tif"][0].astype(bool)
     assert generated[96, 96] and not generated[0, 0]
     assert np.array_equal(out[0][~generated], red[~generated])
 
