@@ -2,7 +2,7 @@
 line's path on the same machine and model, and each job's latency (p50/p95).
 
     python benchmarks/serve_throughput.py [--scene tile|chip] [--batch-size 4] [--jobs-per-client 2]
-                                           [--backend torch --dtype fp32] [--no-pad] [--tag NAME]
+                                           [--engine torch --dtype fp32] [--no-pad] [--tag NAME]
 
 The scene is the bundled chip (`chip`: 4 tiles) or its top-left footprint (`tile`: 1 tile, where
 packing across requests matters most). Every job runs the `draft` preset with its own seed.
@@ -66,7 +66,7 @@ def level(name: str, tiles: int, wall: float, latencies: list[float]) -> dict:
 
 
 def command_line(scene: Path, jobs: int, args: argparse.Namespace, work: Path) -> dict:
-    options = ModelOptions(engine=args.backend, dtype=args.dtype)
+    options = ModelOptions(engine=args.engine, dtype=args.dtype)
     spec = options.spec()
     pipeline = options.load(spec, options.plan(spec, args.batch_size))
     def plan(seed: int) -> SceneJob:
@@ -96,7 +96,7 @@ def server_levels(scene: Path, args: argparse.Namespace, work: Path) -> list[dic
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     model = [
-        o for name in ("backend", "dtype") if getattr(args, name) for o in (f"--{name}", getattr(args, name))
+        o for name in ("engine", "dtype") if getattr(args, name) for o in (f"--{name}", getattr(args, name))
     ]
     command = [
         sys.executable,
@@ -175,7 +175,7 @@ def main() -> None:
     parser.add_argument("--scene", choices=["tile", "chip"], default="tile")
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--jobs-per-client", type=int, default=2)
-    parser.add_argument("--backend")
+    parser.add_argument("--engine")
     parser.add_argument("--dtype")
     parser.add_argument("--no-pad", action="store_true")
     parser.add_argument("--tag", default="")
@@ -193,7 +193,7 @@ def main() -> None:
         "scene": args.scene,
         "preset": "draft",
         "batch_size": args.batch_size,
-        "backend": args.backend or "auto",
+        "engine": args.engine or "auto",
         "dtype": args.dtype or "auto",
         "pad": not args.no_pad,
         "command_line": baseline,
@@ -203,7 +203,7 @@ def main() -> None:
     write_text(OUT / f"{name}.json", json.dumps(report, indent=1) + "\n")
     lines = [
         f"`copgen-rt serve` against the command line's path, {cpu_name()}, demo model, {args.scene} scene, "
-        f"draft, batch {args.batch_size}, engine {report['backend']}/{report['dtype']}, "
+        f"draft, batch {args.batch_size}, engine {report['engine']}/{report['dtype']}, "
         f"{'padded' if report['pad'] else 'unpadded'} calls. Load: {report['load']}",
         "",
         "| run | jobs | tiles/s | vs command line | p50 latency s | p95 latency s | rows per call |",

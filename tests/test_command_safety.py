@@ -96,11 +96,17 @@ def test_export_refuses_a_planted_vae_decoder_link_before_exporting(planted):
     assert not list(out.rglob("*.onnx"))
 
 
-def test_a_truncated_output_of_a_many_scene_run_is_made_again(tmp_path):
+def _two_scenes(tmp_path: Path, side: int) -> Path:
+    """A folder of two small synthetic S2 scenes, for many-scene runs."""
     folder = tmp_path / "scenes"
     folder.mkdir()
     for i in range(2):
-        write_raster(folder / f"s{i}.tif", smooth_s2(200, 200, seed=i))
+        write_raster(folder / f"s{i}.tif", smooth_s2(side, side, seed=i))
+    return folder
+
+
+def test_a_truncated_output_of_a_many_scene_run_is_made_again(tmp_path):
+    folder = _two_scenes(tmp_path, 200)
     out = tmp_path / "out"
     args = ["infer", folder / "*.tif", "--out", out, "-q", "--steps", "1", "--generate", "DEM"]
     assert _cli(args).exit_code == 0
@@ -421,10 +427,7 @@ def test_gcp_only_georeferencing_is_reported_as_such(tmp_path):
 
 
 def test_a_planted_run_record_lock_is_refused_before_any_scene_runs(tmp_path):
-    folder = tmp_path / "scenes"
-    folder.mkdir()
-    for i in range(2):
-        write_raster(folder / f"s{i}.tif", smooth_s2(128, 128, seed=i))
+    folder = _two_scenes(tmp_path, 128)
     out = tmp_path / "out"
     out.mkdir()
     (out / ".copgen-run.json.lock").symlink_to(tmp_path / "victim")

@@ -39,6 +39,20 @@ def _finite(ctx: click.Context, param: click.Parameter, value: float | None) -> 
     return value
 
 
+# the model options of the commands that run a model (infer, fill, serve): which model, which files
+run_model_option = click.option("--model", "--spec", "model", default=None,
+                                help="model spec (default: copgen-demo without --weights, copgen-base with)")
+weights_option = click.option("--weights",
+                              help="weights directory or hub id (default: the bundled random demo model)")
+export_option = click.option("--export", type=click.Path(file_okay=False),
+                             help="an export folder of `copgen-rt export` (onnxruntime or TensorRT) instead "
+                                  "of --weights")
+device_option = click.option("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
+dtype_option = click.option("--dtype", type=click.Choice(DTYPES),
+                            help="denoiser precision (default: what the device runs natively; see `info`); "
+                                 "int8: opt-in W8A8 on CPUs with VNNI, calibrated once on the bundled chip")
+
+
 def scene_options(fn: F) -> F:
     """Options shared by `infer` and `info SCENE` (what is read, how it is tiled)."""
     options = [
@@ -86,14 +100,10 @@ def scene_options(fn: F) -> F:
 def run_options(fn: F) -> F:
     """Options shared by `infer` and `fill` (which model, engine, sampler and run policy)."""
     options = [
-        click.option("--model", "--spec", "model", default=None,
-                     help="model spec (default: copgen-demo without --weights, copgen-base with)"),
+        run_model_option,
         spec_json_option,
-        click.option("--weights",
-                     help="weights directory or hub id (default: the bundled random demo model)"),
-        click.option("--export", type=click.Path(file_okay=False),
-                     help="an export folder of `copgen-rt export` (onnxruntime or TensorRT) instead of "
-                          "--weights"),
+        weights_option,
+        export_option,
         engine_option,
         scene_options,
         click.option("--solver", type=click.Choice(["reference", "dpmpp-2m", "dpmpp-3m", "ddim"]),
@@ -102,10 +112,8 @@ def run_options(fn: F) -> F:
                      type=click.Choice(["reference", "marginal"]),
                      help="modalities neither given nor generated: reference behaviour or pure noise"),
         click.option("--seed", default=0, show_default=True, type=int),
-        click.option("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)"),
-        click.option("--dtype", type=click.Choice(DTYPES),
-                     help="denoiser precision (default: what the device runs natively; see `info`); int8: "
-                          "opt-in W8A8 on CPUs with VNNI, calibrated once on the bundled chip"),
+        device_option,
+        dtype_option,
         click.option("--overwrite", is_flag=True, help="replace existing outputs"),
         click.option("--quiet", "-q", is_flag=True, help="no progress bar"),
         click.option("--verbose", "-v", is_flag=True, help="print the plan before running"),

@@ -8,26 +8,26 @@ from pathlib import Path
 import click
 
 from copgen_rt.cli.errors import friendly_errors
-from copgen_rt.cli.options import MAX_ENGINE_BATCH, engine_option
-from copgen_rt.plan import DTYPES
+from copgen_rt.cli.options import (
+    MAX_ENGINE_BATCH,
+    device_option,
+    dtype_option,
+    engine_option,
+    export_option,
+    run_model_option,
+    spec_json_option,
+    weights_option,
+)
 
 
 @click.command("serve")
-@click.option(
-    "--model",
-    "--spec",
-    "model",
-    default=None,
-    help="model spec (default: copgen-demo without --weights, copgen-base with)",
-)
-@click.option("--spec-json", type=click.Path(dir_okay=False), help="a custom spec.json instead of --model")
-@click.option("--weights", help="weights directory or hub id (default: the bundled random demo model)")
-@click.option("--export", type=click.Path(file_okay=False), help="an export folder instead of --weights")
+@run_model_option
+@spec_json_option
+@weights_option
+@export_option
 @engine_option
-@click.option("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
-@click.option(
-    "--dtype", type=click.Choice(DTYPES), help="denoiser precision (as infer)"
-)
+@device_option
+@dtype_option
 @click.option(
     "--batch-size",
     type=click.IntRange(1, MAX_ENGINE_BATCH),
