@@ -15,6 +15,7 @@ from scene_helpers import CHIPS, EchoPipeline, smooth_s2, write_raster
 from copgen_rt import Pipeline, specs
 from copgen_rt.cli import main
 from copgen_rt.demo import default_scene, demo_weights
+from copgen_rt.scenes.encoding import StoredType
 from copgen_rt.scenes.fill import FillOptions
 from copgen_rt.scenes.inputs.open import open_input
 from copgen_rt.scenes.job import SceneJob, SceneOptions
@@ -170,6 +171,42 @@ def test_nodata_is_filled_and_std_only_inside_the_gap(tmp_path):
     filled, std = _read(result, f"_filled_{TEN_M_FILE}.tif"), _read(result, f"_filled_{TEN_M_FILE}_std.tif")
     assert np.isfinite(filled).all() and np.array_equal(filled[:, ~hole], data[[3, 2, 1, 7]][:, ~hole])
     assert np.isnan(std[:, ~hole]).all() and np.isfinite(std[:, hole]).all()
+
+
+def test_filled_outputs_keep_the_input_integer_type_where_the_values_fit(tmp_path):
+    """A uint16 scene (BOA_ADD_OFFSET 0: its DNs sit 1000 below the model's) with no declared
+    nodata: the 10 m output, on its input's grid, is uint16 in the input's own DNs, with S2's
+    nodata 0 and the scale and offset that make it reflectance; the 20 m and 60 m outputs hold
+    averages of the 10 m input, which do not fit it, and stay float32."""
+    data = (smooth_s2(260, 260) - 400).astype(np.uint16)
+    scene = write_raster(tmp_path / "scene.tif", data, tags={"BOA_ADD_OFFSET": "0"})
+    gap = np.zeros((260, 260), bool)
+    gap[100:160, 40:200] = True
+    mask = _mask_like(tmp_path / "mask.tif", scene, gap)
+    job = _fill_job(tmp_path, scene, FillOptions(mask=mask))
+    result = run_scene(job, EchoPipeline())
+    (path,) = [p for p in result.outputs if p.name.endswith(f"_filled_{TEN_M_FILE}.tif")]
+    with rasterio.open(path) as src:
+        filled = src.read()
+        assert src.dtypes == ("uint16",) * 4 and src.nodata == 0
+        assert src.scales == (1e-4,) * 4 and src.offsets == (0.0,) * 4  # reflectance = DN / 10000
+    assert np.array_equal(filled[:, ~gap], data[[3, 2, 1, 7]][:, ~gap])  # the input's own DNs
+    assert (filled[:, gap] > 0).all()
+    for name in ("S2L2A_B05_B06_B07_B11_B12_B8A", "S2L2A_B01_B09"):
+        label = job.spec.modality(name).file_label
+        assert _read(result, f"_filled_{label}.tif").dtype == np.float32
+    item = json.loads(job.stac_item.read_text())
+    band = item["assets"][path.stem]["bands"][0]
+    assert (band["data_type"], band["nodata"], band["raster:offset"]) == ("uint16", 0, 0.0)
+
+
+def test_stored_type_rounds_clips_and_keeps_off_the_nodata_code():
+    uint16 = StoredType("uint16", 0, shift=1000.0)
+    stored, met = uint16.store(np.array([np.nan, 500.0, 1000.0, 67000.0, 1234.6]))
+    assert stored.dtype == np.uint16 and stored.tolist() == [0, 1, 1, 65535, 235] and met == 2
+    int16 = StoredType("int16", -9999)
+    stored, met = int16.store(np.array([-9999.2, 5.4, -40000.0, np.inf]))
+    assert stored.tolist() == [-9998, 5, -32768, -9999] and met == 1
 
 
 def test_scl_mask_on_another_grid_is_resampled(tmp_path):

@@ -20,6 +20,32 @@ from copgen_rt.specs import (
 
 KINDS = ("mean", "std", "confidence", "generated")  # what an output file holds of a modality's samples
 GENERATED, KEPT = 1, 0  # the codes of a fill's "generated" raster (255: no data)
+S2_NODATA = 0  # the no-data value of every Sentinel-2 product (ESA's product specification)
+
+
+class NodataCodeWarning(UserWarning):
+    """Filled pixels held the no-data code of the input's type and were stored one step from it."""
+
+
+@dataclass(frozen=True)
+class StoredType:
+    """The integer type of a filled modality's input, kept by its filled output so that the file
+    replaces the input: file value = round(value - shift), within the type's range less the
+    no-data code."""
+
+    dtype: str
+    nodata: int
+    shift: float = 0.0  # S2: the input's DN offset (model DN = file DN + shift)
+
+    def store(self, values: np.ndarray) -> tuple[np.ndarray, int]:
+        """(values as stored, how many finite values met the no-data code and moved off it)."""
+        info = np.iinfo(self.dtype)
+        finite = np.isfinite(values)
+        stored = np.clip(np.rint(np.where(finite, values, 0.0) - self.shift), info.min, info.max)
+        met = finite & (stored == self.nodata)
+        step = -1 if self.nodata == info.max else 1
+        stored = np.where(met, self.nodata + step, np.where(finite, stored, self.nodata))
+        return stored.astype(self.dtype), int(met.sum())
 
 
 @dataclass(frozen=True)
@@ -35,8 +61,9 @@ class Encoding:
     classes: Classes | None = None  # class rasters: codes, names, colours
 
 
-def encoding(m: Modality, kind: str, samples: int = 1) -> Encoding:
-    """dtype, nodata, band names, units, scale and offset of one output file."""
+def encoding(m: Modality, kind: str, samples: int = 1, stored: StoredType | None = None) -> Encoding:
+    """dtype, nodata, band names, units, scale and offset of one output file (`stored`: a filled
+    output in its input's integer type)."""
     p = m.processing
     of = f" of {samples} samples" if samples > 1 else ""
     if kind == "generated":
@@ -75,12 +102,13 @@ def encoding(m: Modality, kind: str, samples: int = 1) -> Encoding:
     else:
         units = [p.units] * len(m.bands)
     scales = offsets = None
-    if isinstance(p, Reflectance):  # stored in the model's DNs (specs.S2_DN_CONVENTION)
+    shift = stored.shift if stored else 0.0
+    if isinstance(p, Reflectance):  # stored in the model's DNs (specs.S2_DN_CONVENTION), less `shift`
         scales = [1.0 / S2_QUANTIFICATION] * len(m.bands)
-        offsets = [-S2_MODEL_ADD / S2_QUANTIFICATION if kind == "mean" else 0.0] * len(m.bands)
+        offsets = [(shift - S2_MODEL_ADD) / S2_QUANTIFICATION if kind == "mean" else 0.0] * len(m.bands)
     return Encoding(
-        "float32",
-        float("nan"),
+        stored.dtype if stored else "float32",
+        stored.nodata if stored else float("nan"),
         [b + suffix for b in m.bands],
         units,
         scales=scales,

@@ -13,18 +13,23 @@ seam `feather` pixels wide (`composite.composite`). A row's seam depends on the 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import rasterio
+from affine import Affine
 
 from copgen_rt.errors import SceneError
 from copgen_rt.scenes.composite import composite
-from copgen_rt.scenes.encoding import GENERATED, KEPT, encoding, to_file_units
+from copgen_rt.scenes.encoding import GENERATED, KEPT, S2_NODATA, StoredType, encoding, to_file_units
+from copgen_rt.scenes.inputs.raster_checks import reading
+from copgen_rt.scenes.inputs.scene_input import SceneInput
 from copgen_rt.scenes.masks import DEFAULT_SCL_GAP_CLASSES, Grid, mask_from_raster, mask_from_scl
 from copgen_rt.scenes.reader import ModalityReader, SceneFrame
-from copgen_rt.specs import Classes, Modality
+from copgen_rt.specs import Classes, LogRange, Modality, Reflectance
 
 
 @dataclass(frozen=True)
@@ -70,6 +75,44 @@ def gap_masks(options: FillOptions, frame: SceneFrame,
         else:
             masks[m.name] = None
     return masks
+
+
+def stored_type(scene: SceneInput, m: Modality, frame: SceneFrame) -> StoredType | None:
+    """The integer type the filled `m` keeps from `scene`, or None (float32, as `infer` writes).
+    Kept where the input values fit it: every band of `m` stored in one integer type, on `m`'s
+    native grid (resampled values are not the input's), in the units the output holds, with a
+    no-data code (declared by the files, else 0 for S2, ESA's no-data value)."""
+    p = m.processing
+    if isinstance(p, Classes) or (isinstance(p, LogRange) and p.log == "db" and scene.units != "db"):
+        return None  # class codes are uint8 already; linear backscatter is written in dB
+    grid = frame.grid(m.image_gsd)[0]
+    dtypes, nodatas = set(), set()
+    for href in {scene.band_source(band)[0] for band in m.bands or scene.bands[:1]}:
+        with reading(Path(href)), rasterio.open(href) as src:
+            if src.crs != frame.crs or not _on_grid(src.transform, grid):
+                return None
+            dtypes.update(src.dtypes)
+            nodatas.add(src.nodata if src.nodata is not None else scene.nodata)
+    if len(dtypes) != 1 or len(nodatas) != 1 or not np.issubdtype(np.dtype(next(iter(dtypes))), np.integer):
+        return None
+    dtype, nodata = dtypes.pop(), nodatas.pop()
+    if nodata is None and isinstance(p, Reflectance):
+        nodata = S2_NODATA
+    info = np.iinfo(dtype)
+    if nodata is None or nodata != int(nodata) or not info.min <= nodata <= info.max:
+        return None
+    return StoredType(dtype, int(nodata), scene.dn_offset if isinstance(p, Reflectance) else 0.0)
+
+
+def _on_grid(transform: Affine, grid: Affine) -> bool:
+    """Are a file's pixels those of `grid` (same size, north-up, whole pixels apart)?"""
+    def whole(x: float) -> bool:
+        return abs(x - round(x)) < 1e-6
+
+    t = transform
+    same_size = math.isclose(t.a, grid.a, rel_tol=1e-9) and math.isclose(t.e, grid.e, rel_tol=1e-9)
+    return (t.b == t.d == 0 and same_size and whole((t.c - grid.c) / grid.a)
+            and whole((t.f - grid.f) / grid.e))
 
 
 class StripSource:

@@ -19,8 +19,8 @@ import numpy as np
 
 from copgen_rt.device import available_host_memory
 from copgen_rt.errors import SceneError
-from copgen_rt.scenes.encoding import blend_channels
-from copgen_rt.scenes.fill import FillOptions, gap_masks
+from copgen_rt.scenes.encoding import StoredType, blend_channels
+from copgen_rt.scenes.fill import FillOptions, gap_masks, stored_type
 from copgen_rt.scenes.inputs.open import open_input
 from copgen_rt.scenes.inputs.scene_input import SceneInput
 from copgen_rt.scenes.reader import COARSE_FACTOR, CoarseInputWarning, SceneFrame
@@ -60,6 +60,7 @@ class OutputSpec:
     modality: Modality
     kind: str  # "mean" (values), "std", "confidence", or "generated" (gap filling: which pixels)
     path: Path
+    stored: StoredType | None = None  # gap filling: the input's integer type, kept by the mean
 
 
 def scalar_names(spec: ModelSpec) -> tuple[str | None, str | None]:
@@ -147,7 +148,8 @@ class SceneJob:
             if not m.is_image:
                 continue
             label = m.file_label
-            self.outputs.append(OutputSpec(m, "mean", self.out_dir / f"{stem}_{label}.tif"))
+            stored = stored_type(self.inputs[0], m, self.frame) if name in self.filled else None
+            self.outputs.append(OutputSpec(m, "mean", self.out_dir / f"{stem}_{label}.tif", stored))
             if self.options.samples > 1:
                 kind = "confidence" if isinstance(m.processing, Classes) else "std"
                 self.outputs.append(OutputSpec(m, kind, self.out_dir / f"{stem}_{label}_{kind}.tif"))

@@ -4,6 +4,7 @@ files, with the sidecar (tile records and the run record) written last."""
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,15 @@ from copgen_rt.files import Staging, write_text
 from copgen_rt.phases import step
 from copgen_rt.pipeline import Pipeline
 from copgen_rt.scenes.blend import RowBlender
-from copgen_rt.scenes.encoding import GENERATED, blend_channels, class_tags, colormap, encoding, to_file_units
+from copgen_rt.scenes.encoding import (
+    GENERATED,
+    NodataCodeWarning,
+    blend_channels,
+    class_tags,
+    colormap,
+    encoding,
+    to_file_units,
+)
 from copgen_rt.scenes.fill import RowCompositor, StripSource
 from copgen_rt.scenes.job import BASE_GSD, OutputSpec, SceneJob, scalar_names
 from copgen_rt.scenes.reader import ModalityReader
@@ -59,13 +68,14 @@ class _Output:
                  strips: StripSource | None = None):
         m = out.modality
         self.spec, self.modality = out, m
-        enc = encoding(m, out.kind, job.options.samples)
+        enc = encoding(m, out.kind, job.options.samples, out.stored)
         transform, width, height = job.frame.grid(m.image_gsd)
         # --grid 10: every output on the scene's 10 m grid, each native pixel repeated (nearest)
         self.repeat = round(m.image_gsd / job.options.grid) if job.options.grid else 1
         file_grid = job.frame.grid(job.options.grid) if job.options.grid else (transform, width, height)
         self.file_height = file_grid[2]
         self.nodata = enc.nodata
+        self.moved_off_nodata = 0  # filled pixels stored one step from the no-data code
         file_tags = tags | {
             "COPGEN_STATISTIC": enc.statistic,
             "COPGEN_GRID": f"{m.gsd:g} m (native)"
@@ -76,6 +86,8 @@ class _Output:
             which = f"{job.stem}_{m.file_label}_generated.tif"
             file_tags["COPGEN_STATISTIC"] = (f"gap filled: input pixels kept where valid, a {enc.statistic} "
                                              f"in the gap ({which} says which)")
+            if out.stored is not None:
+                file_tags["COPGEN_STATISTIC"] += f", rounded to the input's {out.stored.dtype}"
         self.writer = CogWriter(
             staging,
             out.path,
@@ -114,6 +126,9 @@ class _Output:
             self._write(row, out)
 
     def _write(self, row: int, out: np.ndarray) -> None:
+        if self.spec.stored is not None:
+            out, moved = self.spec.stored.store(out)
+            self.moved_off_nodata += moved
         if self.repeat > 1:
             r = self.repeat
             out = out.repeat(r, axis=1).repeat(r, axis=2)[
@@ -187,6 +202,12 @@ class SceneOutputs:
         staged = []
         for out in self.files:  # each finishes its COG (overviews, compression): seconds for a scene
             staged.append(out.writer.close())
+            stored = out.spec.stored
+            if stored is not None and out.moved_off_nodata:
+                warnings.warn(f"{out.spec.path.name}: {out.moved_off_nodata} filled pixels held "
+                              f"{stored.nodata}, the no-data code of the input's {stored.dtype}; stored "
+                              "one step from it",
+                              NodataCodeWarning, stacklevel=2)
             step("writing outputs", len(staged), len(self.files))
         record = {o.path.name: checksum(s) for o, s in zip(job.outputs, staged, strict=True)}
         pictures = []

@@ -45,7 +45,7 @@ def _nodata(value: float | int) -> float | int | str:
 
 
 def _asset(job: SceneJob, out: OutputSpec, staged: Path, sha256: str) -> dict:
-    m, enc = out.modality, encoding(out.modality, out.kind, job.options.samples)
+    m, enc = out.modality, encoding(out.modality, out.kind, job.options.samples, out.stored)
     with rasterio.open(staged) as src:
         proj = _proj(src.crs, src.transform, src.shape)
     bands = []
