@@ -17,7 +17,8 @@ from product_fixtures import make_safe, stacked_chip
 from copgen_rt import specs
 from copgen_rt.cli import main
 
-RUN = ["--steps", "1", "--dtype", "fp32", "--backend", "torch", "-q", "--samples", "2"]
+RUN = ["--steps", "1", "--dtype", "fp32", "--backend", "torch", "-q", "--samples", "2",
+       "--tiling", "scene"]  # tiles from the corner: 4 on the chip, not 9 (tiling is not tested here)
 
 
 @pytest.fixture(scope="module")

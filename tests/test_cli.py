@@ -93,11 +93,13 @@ def test_info_plans_for_the_model_infer_runs(tmp_path):
     from copgen_rt.demo import default_scene
 
     args = [default_scene(), "--generate", "DEM_DEM", "--steps", "1"]
+    # infer first: where no earlier run has, it measures the engines (info never does) and caches
+    # the choice, which info then reads
+    infer = _run(["infer", *args, "-v", "-q", "--out", str(tmp_path / "o")])
+    assert infer.exit_code == 0, infer.output
     info = _run(["info", *args])
     assert info.exit_code == 0, info.output
     assert info.output.startswith("model: copgen-demo (the bundled random demo model"), info.output
-    infer = _run(["infer", *args, "-v", "-q", "--out", str(tmp_path / "o")])
-    assert infer.exit_code == 0, infer.output
     assert [line for line in infer.output.splitlines() if "RANDOM" in line] == [
         "copgen-rt: RANDOM WEIGHTS: outputs are synthetic, not predictions (pass --weights for a real model)"
     ]

@@ -31,7 +31,7 @@ from copgen_rt.scenes.run import run_scene
 
 DEMO = specs.get("copgen-demo")
 OPTIONS = SceneOptions(steps=2, batch_size=2, generate=("DEM_DEM", "LULC_LULC"))
-SPLIT = 8  # the big scene (30 Earth-anchored tiles) is split into 4 ranges; the small ones (4) are not
+SPLIT = 4  # the big scene (16 Earth-anchored tiles) is split into 4 ranges; the small ones (4) are not
 
 
 def _make_job(entry: SceneEntry) -> SceneJob:
@@ -46,7 +46,7 @@ def _source() -> PipelineSource:
 @pytest.fixture(scope="module")
 def scenes(tmp_path_factory) -> list[Path]:
     folder = tmp_path_factory.mktemp("scenes")
-    big = write_raster(folder / "big.tif", smooth_s2(700, 700, seed=7))  # first: it starts at once
+    big = write_raster(folder / "big.tif", smooth_s2(400, 400, seed=7))  # first: it starts at once
     return [big] + [write_raster(folder / f"small{i}.tif", smooth_s2(200, 230, seed=i)) for i in range(3)]
 
 

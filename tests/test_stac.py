@@ -13,7 +13,8 @@ from product_fixtures import make_safe, stacked_chip
 
 from copgen_rt.cli import main
 
-RUN = ["--steps", "1", "--dtype", "fp32", "--backend", "torch", "-q", "--generate", "S1RTC,LULC,S2L1C"]
+RUN = ["--steps", "1", "--dtype", "fp32", "--backend", "torch", "-q", "--generate", "S1RTC,LULC,S2L1C",
+       "--tiling", "scene"]  # tiles from the corner: 4 on the chip, not 9 (tiling is not tested here)
 
 
 def test_each_scene_has_an_item_with_every_output_as_an_asset(tmp_path):
