@@ -35,6 +35,18 @@ def drift(outs: list[torch.Tensor], refs: list[torch.Tensor]) -> float:
     return float((out - ref).abs().mean() / ref.abs().mean())
 
 
+def pytest_configure(config) -> None:
+    """With pytest-xdist (the default: pyproject.toml), the workers share the CPUs: each, and every
+    process it starts (CLIs, Ray workers, servers), gets its share of threads, set before they
+    start, rather than each wanting all of them (OpenMP threads that spin waiting for a busy core
+    make two workers slower than one)."""
+    import os
+
+    workers = getattr(config.option, "numprocesses", None) or 0
+    if workers > 1 and not os.environ.get("PYTEST_XDIST_WORKER") and "OMP_NUM_THREADS" not in os.environ:
+        os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // workers))
+
+
 @pytest.fixture(scope="session", autouse=True)
 def export_cache(tmp_path_factory) -> Path:
     """Exports and compiled engines (the default CPU engine makes them on first use) go to one
