@@ -32,14 +32,14 @@ def rel_err(out: list[torch.Tensor], ref: list[torch.Tensor]) -> float:
 
 def main() -> None:
     weights = demo.weights_path()
-    fp32 = Pipeline.from_pretrained("copgen-demo", weights, backend="openvino", dtype="fp32")
+    fp32 = Pipeline.from_pretrained("copgen-demo", weights, engine="openvino", dtype="fp32")
     engines = {
-        "openvino-bf16": Pipeline.from_pretrained("copgen-demo", weights, backend="openvino",
+        "openvino-bf16": Pipeline.from_pretrained("copgen-demo", weights, engine="openvino",
                                                   dtype="bf16").denoiser,
-        "torch-bf16": Pipeline.from_pretrained("copgen-demo", weights, backend="torch",
+        "torch-bf16": Pipeline.from_pretrained("copgen-demo", weights, engine="torch",
                                                dtype="bf16").denoiser,
     }
-    torch_fp32 = Pipeline.from_pretrained("copgen-demo", weights, backend="torch", dtype="fp32")
+    torch_fp32 = Pipeline.from_pretrained("copgen-demo", weights, engine="torch", dtype="fp32")
     engines["reference-autocast"] = ReferenceStyleDenoiser(torch_fp32.denoiser.model, "autocast")
     n = len(fp32.spec.modalities)
     calls = [(c[:n], c[n:]) for c in fp32.chip_calls(seeds=(0,))]

@@ -336,12 +336,12 @@ class _PipelineSource:
 
 
 @functools.cache
-def loaded_pipeline(weights: str | None, dtype: str | None, backend: str | None = None) -> Pipeline:
+def loaded_pipeline(weights: str | None, dtype: str | None, engine: str | None = None) -> Pipeline:
     """The pipeline of `weights` (a weights directory or hub id, as `infer --weights`: copgen-base;
     None: the bundled demo model), loaded once per process."""
     kwargs: dict[str, Any] = {"dtype": dtype} if dtype else {}
-    if backend:
-        kwargs["backend"] = backend
+    if engine:
+        kwargs["engine"] = engine
     if weights is not None:
         return Pipeline.from_pretrained("copgen-base", weights, **kwargs)
     with warnings.catch_warnings():

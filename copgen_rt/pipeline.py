@@ -6,6 +6,7 @@ What it loads is in `copgen_rt.loading`, the checks of what `generate` is given 
 from __future__ import annotations
 
 import numbers
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -100,23 +101,29 @@ class Pipeline:
                      vaes: Mapping[str, str | Path] | None = None, device: str | torch.device | None = None,
                      dtype: torch.dtype | str = torch.float32,
                      vae_dtype: torch.dtype | str = torch.float32,
-                     backend: str | Mapping[str, str] = "auto", cuda_graphs: bool = True,
-                     plan: RuntimePlan | None = None) -> Pipeline:
+                     engine: str | Mapping[str, str] = "auto", cuda_graphs: bool = True,
+                     plan: RuntimePlan | None = None, backend: str | Mapping[str, str] | None = None
+                     ) -> Pipeline:
         """Checkpoint files: the denoiser and {modality: VAE file} (VAEs load on first use).
 
         `plan` (`copgen_rt.plan.resolve`) says what runs where; without one it is resolved here
         from `device`, `dtype` ("auto": what the device runs natively; "int8": W8A8 OpenVINO on
-        CPUs), `vae_dtype` and `backend`: one engine name for every component or {"denoiser":
+        CPUs), `vae_dtype` and `engine`: one engine name for every component or {"denoiser":
         ..., "vae": ...}: "auto" (on CPUs the fastest measured on this CPU kind), "torch",
         "torch-compile", "triton" (denoiser only), "onnxruntime" or "openvino" (exported on first
         use into a cache folder, compiled once). Bad pairs are refused before anything loads. On
         CUDA the torch denoiser replays CUDA graphs per batch bucket unless `cuda_graphs=False`.
+        `backend` is the old name of `engine` (deprecated).
         """
+        if backend is not None:
+            warnings.warn("Pipeline.from_weights(backend=...) is now engine=...", DeprecationWarning,
+                          stacklevel=2)
+            engine = backend
         spec = specs.get(spec) if isinstance(spec, str) else spec
         ckpt = read_checkpoint(denoiser)  # before any engine is measured: it may be broken
         if plan is None:
             requested = dtype if dtype in ("auto", "int8") else dtype_name(dtype)
-            plan = resolve_plan(spec, None if device is None else str(torch_device(device)), backend,
+            plan = resolve_plan(spec, None if device is None else str(torch_device(device)), engine,
                                 str(requested), dtype_name(vae_dtype))
         den_backend, load_vae, provenance = load_weights(spec, ckpt, vaes, torch_device(plan.device), plan,
                                                          cuda_graphs)

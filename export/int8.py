@@ -126,7 +126,7 @@ def export_int8(spec: Any, weights: str | Path, folder: Path, manifest: Manifest
     as `--dtype int8` on OpenVINO does), measure on another (seeds 100 and 101), quantize."""
     from copgen_rt import Pipeline
 
-    pipe = Pipeline.from_pretrained(spec, weights, device="cpu", dtype="fp32", backend="torch")
+    pipe = Pipeline.from_pretrained(spec, weights, device="cpu", dtype="fp32", engine="torch")
     manifest = int8_export(folder, manifest, pipe.chip_calls(), pipe.chip_calls(seeds=(100, 101)))
     manifest.save(folder)
     return manifest

@@ -90,7 +90,7 @@ def tiny_pipeline(tiny_spec):
     return Pipeline.from_weights(tiny_spec, TINY / "denoiser.safetensors",
                                  vaes={"DEM_DEM": TINY / "vae-DEM_DEM.safetensors",
                                        "S1RTC_vh_vv": TINY / "vae-S1RTC_vh_vv.safetensors"},
-                                 device="cpu", backend="torch")  # the implementation itself
+                                 device="cpu", engine="torch")  # the implementation itself
 
 
 @pytest.fixture()
@@ -124,4 +124,4 @@ def beta_pipeline(beta_spec):
     from copgen_rt import Pipeline
 
     return Pipeline.from_weights(beta_spec, BETA / "denoiser.safetensors",
-                                 vaes={"sd-kl-f8": BETA / "vae.safetensors"}, device="cpu", backend="torch")
+                                 vaes={"sd-kl-f8": BETA / "vae.safetensors"}, device="cpu", engine="torch")

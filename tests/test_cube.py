@@ -23,7 +23,7 @@ OPTIONS = dict(steps=1, batch_size=1, seed=5)  # one tile per call: bit for bit 
 
 @pytest.fixture(scope="module")
 def demo():
-    return Pipeline.demo(backend="torch", dtype="fp32")  # no engine to compile: a fast test
+    return Pipeline.demo(engine="torch", dtype="fp32")  # no engine to compile: a fast test
 
 
 @pytest.fixture(scope="module")

@@ -36,7 +36,7 @@ def test_odc_stac_load_goes_straight_into_the_cube_and_equals_infer(tmp_path):
     data = odc_stac.load([item], geobox=geobox, chunks={})  # dask-backed, a variable per band asset
     assert "blue" in data.data_vars and data.sizes["time"] == 1
 
-    demo = Pipeline.demo(backend="torch", dtype="fp32")
+    demo = Pipeline.demo(engine="torch", dtype="fp32")
     out = cube.generate(data, ["S1RTC", "DEM"], pipeline=demo, **OPTIONS).compute()
     job = SceneJob(specs.get("copgen-demo"), [open_input(item_path)], tmp_path / "infer",
                    SceneOptions(generate=("DEM_DEM", "S1RTC_vh_vv"), **OPTIONS))

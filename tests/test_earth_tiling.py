@@ -65,7 +65,7 @@ def test_tile_origins_are_multiples_of_the_stride_in_crs_metres():
 
 @pytest.fixture(scope="module")
 def demo():
-    return Pipeline.from_pretrained(DEMO, demo_weights(), dtype="fp32", backend="torch")
+    return Pipeline.from_pretrained(DEMO, demo_weights(), dtype="fp32", engine="torch")
 
 
 def test_sub_window_and_overlapping_scene_agree_with_the_full_scene(tmp_path, demo):

@@ -87,7 +87,7 @@ def test_backends_are_interchangeable(tmp_path, monkeypatch, tiny_spec, tiny_pip
     mixes = [{"denoiser": "onnxruntime", "vae": "torch"}, {"denoiser": "torch", "vae": "onnxruntime"},
              "onnxruntime"]
     for mix in mixes:
-        pipe = Pipeline.from_weights(tiny_spec, TINY / "denoiser.safetensors", vaes=vaes, backend=mix)
+        pipe = Pipeline.from_weights(tiny_spec, TINY / "denoiser.safetensors", vaes=vaes, engine=mix)
         assert rel_err(pipe.generate(**kw)["DEM_DEM"], reference) < 1e-3, mix
     exported = Pipeline.from_export(tiny_export).generate(**kw)["DEM_DEM"]
     assert rel_err(exported, reference) < 1e-3

@@ -23,7 +23,7 @@ from copgen_rt.backends import openvino_backend  # noqa: E402
 
 
 def _demo(dtype: str) -> Pipeline:
-    return Pipeline.from_pretrained("copgen-demo", demo_weights(), backend="openvino", dtype=dtype)
+    return Pipeline.from_pretrained("copgen-demo", demo_weights(), engine="openvino", dtype=dtype)
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ from copgen_rt.export.onnx import export_weights  # noqa: E402
 
 @pytest.fixture(scope="module")
 def demo_pipeline() -> Pipeline:
-    return Pipeline.demo(backend="torch", dtype="fp32")
+    return Pipeline.demo(engine="torch", dtype="fp32")
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,7 @@ import copgen_rt.openeo.udf  # noqa: E402
 UDF = Path(copgen_rt.openeo.udf.__file__).read_text()  # what a user sends to the backend
 LEFT, TOP = 498600.0, 5200080.0  # a lattice tile starts 600 m in, in x and y
 CONTEXT = {"crs": "EPSG:32633", "generate": ["S1RTC"], "steps": 1, "seed": 3, "batch_size": 1,
-           "backend": "torch", "dtype": "fp32"}
+           "engine": "torch", "dtype": "fp32"}
 
 
 def _cube(rows: int = 300, cols: int = 360) -> xr.DataArray:

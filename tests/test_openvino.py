@@ -24,7 +24,7 @@ native_bf16 = pytest.mark.skipif(not {"avx512_bf16", "amx_bf16"} & cpu_flags(),
 
 def _pipeline(tiny_spec, dtype: str) -> Pipeline:
     return Pipeline.from_weights(tiny_spec, TINY / "denoiser.safetensors", vaes=VAES, device="cpu",
-                                 dtype=dtype, backend="openvino")
+                                 dtype=dtype, engine="openvino")
 
 
 @pytest.fixture(scope="module")

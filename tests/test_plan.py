@@ -57,3 +57,11 @@ def test_one_precision_vocabulary_and_bad_names_refused_before_anything_loads():
         plan.resolve(DEMO, "cpu", dtype="fp64")
     with pytest.raises(InputError, match="unknown engine 'tensorrt'"):
         plan.resolve(DEMO, "cpu", "tensorrt")
+
+
+def test_the_api_names_the_engine_as_the_command_line_does():
+    """`engine=` as `--engine`; the old keyword `backend=` still loads the same, with a warning."""
+    pipe = Pipeline.from_pretrained("copgen-demo", demo_weights(), engine="torch", dtype="fp32")
+    with pytest.warns(DeprecationWarning, match="engine="):
+        old = Pipeline.from_pretrained("copgen-demo", demo_weights(), backend="torch", dtype="fp32")
+    assert pipe.plan == old.plan and pipe.plan.engines.denoiser == "torch"

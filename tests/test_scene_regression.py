@@ -39,7 +39,7 @@ def test_outputs_are_bit_identical_to_the_recorded_ones(tmp_path):
     if kind not in recorded:
         pytest.skip(f"no digests recorded for this CPU kind ({kind}): see the module docstring")
     demo = specs.get("copgen-demo")
-    pipe = Pipeline.from_pretrained(demo, demo_weights(), dtype="fp32", backend="torch")
+    pipe = Pipeline.from_pretrained(demo, demo_weights(), dtype="fp32", engine="torch")
     scene = write_raster(tmp_path / "synthetic.tif", smooth_s2(400, 300))  # 6 tiles, 2 batches
     found = {}
     for name, path, options in [("chip", default_scene(), dict(steps=1)),  # every modality

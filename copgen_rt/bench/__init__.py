@@ -49,7 +49,7 @@ def run(out_dir: Path, device: str = "cpu", quick: bool = False, log: Callable[[
     results: dict = {"environment": environment(device), "load_before": machine_load()}
     log(f"before measuring: {results['environment']['engine_choice']}")
     batch_spec = demo if quick else base
-    # what `backend="auto"` runs here, per precision: the measurement `infer` uses (this machine's
+    # what `engine="auto"` runs here, per precision: the measurement `infer` uses (this machine's
     # cache, measured now where it is not there yet, on the model's short copy)
     results["auto"], results["tuning"] = {}, {}
     for dtype in dict.fromkeys([choice.dtype] if quick else [choice.dtype, "fp32"]):  # quick: what infer runs

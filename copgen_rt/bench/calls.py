@@ -42,7 +42,7 @@ Built = dict[str, tuple[DenoiserBackend, str, float]]
 
 def auto_variant(device: str, spec: ModelSpec, dtype: str | None = None) -> tuple[str, Tuning | None]:
     """The VARIANTS name of what `infer` runs by default on this device for `spec` (at `dtype`),
-    the engine `backend="auto"` measures fastest here (measured now where it was not yet), and
+    the engine `engine="auto"` measures fastest here (measured now where it was not yet), and
     that measurement."""
     from copgen_rt.backends.openvino_backend import STATIC_BATCH_PRECISIONS
 

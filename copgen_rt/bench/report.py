@@ -19,7 +19,7 @@ def write_reports(results: dict, out_dir: Path) -> Path:
     lines = [
         f"# copgen-rt bench ({env['cpu']}, {env['device']}, {env['threads']} threads)",
         "",
-        f"Engines before measuring: {env['engine_choice']}. On CPUs `backend=\"auto\"` then runs the "
+        f"Engines before measuring: {env['engine_choice']}. On CPUs `engine=\"auto\"` then runs the "
         "denoiser on the engine it measures fastest (below).",
         "",
         f"Machine load (shared machine; compare ratios within this run): before `{results['load_before']}`, "
@@ -56,7 +56,7 @@ def write_reports(results: dict, out_dir: Path) -> Path:
     for r in results.get("batches", []):
         lines.append(f"| {r['spec']} | {r['variant']} | {r['batch']} | {r['ms'] / 1e3:.3f} | "
                      f"{1e3 / r['ms']:.2f} | {r['batch'] * 1e3 / r['ms']:.2f} |")
-    lines += ["", "What `backend=\"auto\"` measured on its 3-block copy of the model (s per call at batch 2; "
+    lines += ["", "What `engine=\"auto\"` measured on its 3-block copy of the model (s per call at batch 2; "
               "the chosen engine's s per tile by batch):", ""]
     for dtype, measured in results.get("tuning", {}).items():
         timed = ", ".join(f"{e} {s:.3f}" for e, s in measured["seconds"].items())

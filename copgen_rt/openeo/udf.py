@@ -8,7 +8,7 @@ projected 10 m grid and returns the generated modalities' bands on the same grid
 MODALITY:BAND). Its options come in the UDF context:
   crs (required: openEO hands the UDF coordinates, not the CRS), product (default S2L2A),
   generate (modalities or products, default ["S1RTC"]), weights (a weights directory or hub id,
-  default the bundled demo model), preset, steps, seed, dtype, backend, batch_size.
+  default the bundled demo model), preset, steps, seed, dtype, engine, batch_size.
 The pipeline is loaded once per worker process (`copgen_rt.cube.loaded_pipeline`). Tiles are
 anchored to the CRS, and each chunk is padded to the 60 m lattice of its grid, so neighbouring
 chunks compute the same tiles: with an overlap of one tile footprint (192 px at 10 m) every
@@ -38,8 +38,8 @@ def apply_datacube(cube: XarrayDataCube, context: dict) -> XarrayDataCube:
         raise ValueError("copgen-rt UDF: give the cube's CRS in the context, e.g. {'crs': 'EPSG:32633'}")
     product = options.pop("product", "S2L2A")
     generate = options.pop("generate", ["S1RTC"])
-    weights, backend = options.pop("weights", None), options.pop("backend", None)
-    pipeline = _pipeline(weights, options.pop("dtype", None), backend)
+    weights, engine = options.pop("weights", None), options.pop("engine", None)
+    pipeline = _pipeline(weights, options.pop("dtype", None), engine)
     times = array["t"].values if "t" in array.dims else [None]
     results = []
     for t in times:
@@ -61,10 +61,10 @@ def apply_datacube(cube: XarrayDataCube, context: dict) -> XarrayDataCube:
     return XarrayDataCube(stacked.transpose(*[d for d in ("t", "bands", "y", "x") if d in stacked.dims]))
 
 
-def _pipeline(weights: str | None, dtype: str | None, backend: str | None) -> Any:
+def _pipeline(weights: str | None, dtype: str | None, engine: str | None) -> Any:
     from copgen_rt.cube import loaded_pipeline
 
-    return loaded_pipeline(weights, dtype, backend)
+    return loaded_pipeline(weights, dtype, engine)
 
 
 def _on_lattice(chunk: xarray.DataArray) -> tuple[xarray.DataArray, tuple[int, int]]:
