@@ -10,6 +10,7 @@ import pytest
 import rasterio
 from affine import Affine
 from click.testing import CliRunner
+from product_fixtures import make_safe, native_bands, stacked_chip
 from scene_helpers import CHIPS, EchoPipeline, smooth_s2, write_raster
 
 from copgen_rt import Pipeline, specs
@@ -198,6 +199,30 @@ def test_filled_outputs_keep_the_input_integer_type_where_the_values_fit(tmp_pat
     item = json.loads(job.stac_item.read_text())
     band = item["assets"][path.stem]["bands"][0]
     assert (band["data_type"], band["nodata"], band["raster:offset"]) == ("uint16", 0, 0.0)
+
+
+def test_a_filled_safe_is_its_own_uint16_dns_on_every_native_grid(tmp_path):
+    """A SAFE of an old baseline (uint16 JP2s at 10, 20 and 60 m, DNs 1000 below the model's, no
+    offset in the MTD): every filled S2 output is uint16 in the product's own DNs on its own grid,
+    scaled to reflectance as the product says (DN / 10000)."""
+    stacked = stacked_chip(tmp_path)
+    safe = make_safe(tmp_path, stacked, baseline="02.14")
+    gap = np.zeros((224, 224), bool)
+    gap[60:130, 90:170] = True
+    mask = _mask_like(tmp_path / "mask.tif", stacked, gap)
+    job = _fill_job(tmp_path, safe, FillOptions(mask=mask))
+    result = run_scene(job, EchoPipeline())
+    bands, _, _ = native_bands(stacked, "S2L2A")
+    for name in job.filled:
+        m = job.spec.modality(name)
+        (path,) = [p for p in result.outputs if p.name.endswith(f"_filled_{m.file_label}.tif")]
+        kept = _read(result, f"_filled_{m.file_label}_generated.tif")[0] == 0
+        with rasterio.open(path) as src:
+            filled = src.read()
+            assert set(src.dtypes) == {"uint16"} and src.nodata == 0 and set(src.offsets) == {0.0}, name
+            order = [d.split()[0] for d in src.descriptions]  # stored band order
+        product_dns = np.stack([bands[b].astype(np.int32) - 1000 for b in order])
+        assert kept.any() and np.array_equal(filled[:, kept], product_dns[:, kept]), name
 
 
 def test_stored_type_rounds_clips_and_keeps_off_the_nodata_code():
