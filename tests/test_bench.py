@@ -19,19 +19,21 @@ def test_flop_count_matches_the_reference_measurement():
 
 
 @HEAVY
-def test_quick_bench_writes_reports(tmp_path):
+def test_quick_bench_writes_reports(tmp_path, monkeypatch):
     """The quick bench (the smallest run of every section: matmul peak, each denoiser variant,
     presets at batch 1, scenes of 1 and 4 tiles in subprocesses) fills every field of the JSON
     report and writes the table and the chart, and leaves none of its scratch folders behind."""
     import tempfile
 
-    def scratch() -> set[str]:
-        return {p.name for p in Path(tempfile.gettempdir()).glob("copgen-*")}
-
-    before = scratch()
-    results = bench.run(tmp_path, device="cpu", quick=True, log=lambda line: None)
-    assert scratch() <= before
-    stem = next(tmp_path.glob("bench-*.json"))
+    scratch = tmp_path / "tmp"  # its own temporary folder: other tests run beside it (xdist)
+    scratch.mkdir()
+    monkeypatch.setenv("TMPDIR", str(scratch))  # its subprocesses'
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    out = tmp_path / "out"
+    out.mkdir()
+    results = bench.run(out, device="cpu", quick=True, log=lambda line: None)
+    assert not list(scratch.glob("copgen-*"))
+    stem = next(out.glob("bench-*.json"))
     data = json.loads(stem.read_text())
     gemm = data["gemm"]
     assert {"torch", "numpy"} <= set(gemm["rates"]["fp32"]) and set(gemm["rates"]["fp32"]["numpy"]) == set(

@@ -320,7 +320,8 @@ def _spawn(args: list) -> subprocess.Popen:
 def test_sighup_mid_run_removes_temporaries_and_keeps_resumable_tiles(tmp_path):
     scene = write_raster(tmp_path / "scene.tif", smooth_s2(300, 300))
     out = tmp_path / "out"
-    args = ["infer", scene, "--generate", "DEM_DEM", "--steps", "2", "--batch-size", "1", "--out", out]
+    # 8 steps a tile: the run is still going when the poll sees its first tile, however busy the machine
+    args = ["infer", scene, "--generate", "DEM_DEM", "--steps", "8", "--batch-size", "1", "--out", out]
     proc = _spawn(args)
     start = time.monotonic()
     while not list(out.glob(".copgen-work-scene/latents/*.safetensors")):

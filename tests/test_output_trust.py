@@ -151,7 +151,8 @@ def test_two_identical_runs_at_once_give_one_result_and_one_clear_message(tmp_pa
     """The first run is stopped (SIGSTOP) once it is working, so the second surely meets it."""
     scene = write_raster(tmp_path / "scene.tif", smooth_s2(300, 300))
     out = tmp_path / "out"
-    args = ["infer", scene, "--generate", "DEM_DEM", "--steps", "2", "--batch-size", "1", "--out", out, "-q"]
+    # 8 steps a tile: the run is still going when the poll sees its first tile, however busy the machine
+    args = ["infer", scene, "--generate", "DEM_DEM", "--steps", "8", "--batch-size", "1", "--out", out, "-q"]
     first = _spawn(args)
     _wait_for(lambda: (out / ".copgen-work-scene").exists(), first)
     first.send_signal(signal.SIGSTOP)
@@ -381,7 +382,8 @@ def test_ctrl_c_during_start_up_is_one_line_and_130(tmp_path):
 def test_sigterm_mid_run_removes_temporaries_and_the_rerun_resumes(tmp_path):
     scene = write_raster(tmp_path / "scene.tif", smooth_s2(300, 300))
     out = tmp_path / "out"
-    args = ["infer", scene, "--generate", "DEM_DEM", "--steps", "2", "--batch-size", "1", "--out", out, "-q"]
+    # 8 steps a tile: the run is still going when the poll sees its first tile, however busy the machine
+    args = ["infer", scene, "--generate", "DEM_DEM", "--steps", "8", "--batch-size", "1", "--out", out, "-q"]
     proc = _spawn(args)
     _wait_for(lambda: list(out.glob(".copgen-work-scene/latents/*.safetensors")), proc)
     proc.send_signal(signal.SIGSTOP)  # mid-run, whatever the machine's speed
