@@ -157,10 +157,11 @@ def output_folder(folder: Path, below: Path) -> Path:
 
 
 @contextlib.contextmanager
-def atomic_write(path: Path, below: Path | None = None) -> Iterator[BinaryIO]:
+def atomic_write(path: Path, below: Path | None = None, replace: bool = True) -> Iterator[BinaryIO]:
     """A binary file that appears at `path` complete or not at all (see the module docstring):
     made under an unpredictable name with O_EXCL in the folder `open_folder(path.parent, below)`
-    opened, and renamed within that same folder."""
+    opened, and renamed within that same folder; with `replace=False` linked there instead, which
+    raises FileExistsError where a file is there (it is kept)."""
     folder = open_folder(path.parent, below)
     tmp = f".{path.name[:200]}.{secrets.token_hex(8)}.tmp"
     try:
@@ -171,7 +172,11 @@ def atomic_write(path: Path, below: Path | None = None) -> Iterator[BinaryIO]:
                 yield f
                 os.fchmod(f.fileno(), PUBLIC_MODE)
             _check_fence()
-            os.replace(tmp, path.name, src_dir_fd=folder, dst_dir_fd=folder)
+            if replace:
+                os.replace(tmp, path.name, src_dir_fd=folder, dst_dir_fd=folder)
+            else:
+                os.link(tmp, path.name, src_dir_fd=folder, dst_dir_fd=folder, follow_symlinks=False)
+                os.unlink(tmp, dir_fd=folder)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp, dir_fd=folder)
@@ -191,6 +196,19 @@ def write_bytes(path: Path, data: bytes, below: Path | None = None) -> None:
 
 def write_text(path: Path, text: str, below: Path | None = None) -> None:
     write_bytes(path, text.encode(), below)
+
+
+def write_new(path: Path, data: bytes) -> bool:
+    """`data` at `path` complete, unless a file is there already: that one is kept, so where
+    processes race to record one result the first to finish wins. Whether `data` was written."""
+    try:
+        with atomic_write(path, replace=False) as f:
+            f.write(data)
+    except FileExistsError:
+        return False
+    except OSError as e:
+        raise write_error(path, e) from None
+    return True
 
 
 def publish(src: Path, final: Path, below: Path | None = None) -> None:

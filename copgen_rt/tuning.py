@@ -29,7 +29,7 @@ from copgen_rt.backends import DenoiserBackend, scratch_denoiser
 from copgen_rt.backends.export_cache import cache_root
 from copgen_rt.device import cpu_kind, memory_batch_limit
 from copgen_rt.errors import CopgenError, first_line
-from copgen_rt.files import out_of_space, write_error, write_text
+from copgen_rt.files import out_of_space, write_error, write_new, write_text
 from copgen_rt.models import Denoiser
 from copgen_rt.phases import phase
 from copgen_rt.reading import read_json
@@ -233,7 +233,15 @@ def tuned(spec: ModelSpec, dtype: str, candidates: tuple[str, ...]) -> Tuning:
         tuning = measure(spec, dtype, candidates)
     path = _cache_file(spec, dtype, candidates)
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_text(path, json.dumps(tuning.to_json(), indent=1))
+    text = json.dumps(tuning.to_json(), indent=1)
+    if write_new(path, text.encode()):
+        return tuning
+    # another process measured at the same time and recorded first: its choice is the machine's,
+    # so that every process here runs the same engine (outputs equal bit for bit, not just close)
+    recorded = cached(spec, dtype, candidates)
+    if recorded is not None:
+        return recorded
+    write_text(path, text)  # what was there is not a measurement: replaced
     return tuning
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -79,3 +80,11 @@ def only_inside(plan: TilingPlan, transform: Affine, shape: tuple[int, int], gsd
                 and t.top <= top:
             inside[window] += 1
     return (covering > 0) & (covering == inside)
+
+
+def default_signals() -> None:
+    """`preexec_fn` of a CLI child: the signals the CLI handles back to their defaults, however the
+    suite was started (`nohup` ignores SIGHUP, a shell's background job SIGINT and SIGQUIT), as
+    the CLI leaves an ignored signal ignored."""
+    for s in (signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGTERM, signal.SIGUSR1):
+        signal.signal(s, signal.SIG_DFL)

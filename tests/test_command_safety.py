@@ -21,7 +21,7 @@ import rasterio
 import torch
 from affine import Affine
 from click.testing import CliRunner
-from scene_helpers import smooth_s2, write_raster
+from scene_helpers import default_signals, smooth_s2, write_raster
 
 from copgen_rt import Pipeline, specs
 from copgen_rt.cli import main
@@ -314,7 +314,7 @@ def test_an_impossible_spec_json_is_one_line_before_anything_is_built(tmp_path, 
 
 def _spawn(args: list) -> subprocess.Popen:
     return subprocess.Popen([*COPGEN_RT, *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+                            text=True, preexec_fn=default_signals)
 
 
 def test_sighup_mid_run_removes_temporaries_and_keeps_resumable_tiles(tmp_path):

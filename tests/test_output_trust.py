@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,7 @@ import rasterio
 import torch
 from affine import Affine
 from click.testing import CliRunner
-from scene_helpers import interrupt_after_tiles, smooth_s2, write_raster
+from scene_helpers import default_signals, interrupt_after_tiles, smooth_s2, write_raster
 
 from copgen_rt import Pipeline, specs
 from copgen_rt.cli import main
@@ -133,10 +134,16 @@ def test_a_scene_held_by_another_run_fails_at_once(tmp_path, demo):
     assert run_scene(job, demo).tiles == len(job.plan)
 
 
-def _spawn(args: list[str], **kwargs) -> subprocess.Popen:
+def _spawn(args: list[str], preexec: Callable[[], None] | None = None) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
+
+    def child() -> None:
+        default_signals()
+        if preexec is not None:
+            preexec()
+
     return subprocess.Popen([sys.executable, "-m", "copgen_rt", *map(str, args)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT, **kwargs)
+                            stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT, preexec_fn=child)
 
 
 def _wait_for(predicate, proc: subprocess.Popen, timeout: float = 120.0) -> None:
@@ -345,7 +352,7 @@ def test_a_full_disk_is_one_line(tmp_path):
     out = tmp_path / "out"
     # eager torch writes no engine cache: the first large file is an output
     proc = _spawn(["infer", scene, "--generate", "S1RTC_vh_vv", "--steps", "1", "--backend", "torch",
-                   "--out", out, "-q"], preexec_fn=_small_files)
+                   "--out", out, "-q"], preexec=_small_files)
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 9, err
     _one_error(err, "cannot write")
@@ -357,7 +364,7 @@ def test_a_full_disk_is_one_line(tmp_path):
 def test_a_full_disk_under_the_engine_cache_is_one_line(tmp_path, monkeypatch):
     monkeypatch.setenv("COPGEN_RT_CACHE", str(tmp_path / "cache"))  # empty: the first run exports
     proc = _spawn(["infer", "--backend", "openvino", "--out", tmp_path / "out", "-q"],
-                  preexec_fn=_small_files)
+                  preexec=_small_files)
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 9, err
     _one_error(err, f"cannot write {tmp_path / 'cache' / 'onnx'}")
