@@ -56,7 +56,8 @@ def export_cache(tmp_path_factory) -> Path:
     if os.environ.get("COPGEN_RT_CACHE"):
         return Path(os.environ["COPGEN_RT_CACHE"])
     if os.environ.get("PYTEST_XDIST_WORKER"):  # one cache for the workers: each export, compile and
-        # engine measurement made once (the cache publishes by rename; a second writer is harmless)
+        # engine measurement made once (files are published by rename; of two engine measurements
+        # made at once the first recorded is kept, so both workers run the same engines)
         folder = tmp_path_factory.getbasetemp().parent / "copgen-rt-cache"
         folder.mkdir(exist_ok=True)
         os.environ["COPGEN_RT_CACHE"] = str(folder)

@@ -16,10 +16,10 @@ from copgen_rt.scenes.synthetic import smooth_s2, write_raster  # noqa: F401 (re
 from copgen_rt.scenes.tiling import TilingPlan
 
 CHIPS = Path(__file__).parent / "data" / "majortom"
-# with pytest-xdist (`-n 2 --dist loadgroup`, the default: pyproject.toml), the tests that start Ray,
-# measure the engines, run the bench or calibrate int8 run in one worker, one after the other: two
-# at once would each want both CPUs (and Ray's kill tests wait on timeouts)
-HEAVY = pytest.mark.xdist_group("heavy")
+# with pytest-xdist (`-n 2 --dist loadgroup`, the default: pyproject.toml), the tests that start Ray
+# run in one worker, one after the other: their kill tests wait on timeouts, and two Ray runtimes
+# at once would fight over the CPUs their actors reserve
+RAY = pytest.mark.xdist_group("ray")
 
 
 def interrupt_after_tiles(tiles: float):

@@ -5,7 +5,6 @@ import json
 from pathlib import Path
 
 import pytest
-from scene_helpers import HEAVY
 
 from copgen_rt import bench, specs
 
@@ -18,7 +17,6 @@ def test_flop_count_matches_the_reference_measurement():
     assert bench.denoiser_flops(bench.mid_spec()) / 1e9 == pytest.approx(38.2, rel=1e-3)
 
 
-@HEAVY
 def test_quick_bench_writes_reports(tmp_path, monkeypatch):
     """The quick bench (the smallest run of every section: matmul peak, each denoiser variant,
     presets at batch 1, scenes of 1 and 4 tiles in subprocesses) fills every field of the JSON

@@ -19,11 +19,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from scene_helpers import HEAVY, smooth_s2, write_raster
+from scene_helpers import RAY, smooth_s2, write_raster
 
 from copgen_rt.runs.record import RUN_MANIFEST
 
-pytestmark = HEAVY  # never beside the other Ray tests: its kill tests wait on timeouts
+pytestmark = RAY  # never beside the other Ray tests: its kill tests wait on timeouts
 psutil = pytest.importorskip("psutil")
 pytest.importorskip("ray")
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import rasterio
 from click.testing import CliRunner
-from scene_helpers import HEAVY, smooth_s2, write_raster
+from scene_helpers import RAY, smooth_s2, write_raster
 
 from copgen_rt import Pipeline, specs
 from copgen_rt.cli import main
@@ -94,7 +94,7 @@ def test_tile_ranges_start_on_batch_boundaries():
     assert tile_ranges(64, 4, 64) == [] and tile_ranges(10, 16, 8) == []  # whole scenes
 
 
-@HEAVY
+@RAY
 def test_ray_matches_single_process_and_a_rerun_skips_everything(ray_runtime, scenes, reference, tmp_path):
     out = tmp_path / "out"
     entries = expand([str(p) for p in scenes], None, (), str(out))
@@ -114,7 +114,7 @@ def test_ray_matches_single_process_and_a_rerun_skips_everything(ray_runtime, sc
     assert json.loads((out / RUN_MANIFEST).read_text())["scenes"] == records
 
 
-@HEAVY
+@RAY
 def test_a_killed_worker_loses_no_scene(ray_runtime, scenes, reference, tmp_path):
     out = tmp_path / "out"
     entries = expand([str(p) for p in scenes], None, (), str(out))
@@ -137,7 +137,7 @@ def test_a_killed_worker_loses_no_scene(ray_runtime, scenes, reference, tmp_path
     _assert_same_as_reference(out, reference)
 
 
-@HEAVY
+@RAY
 def test_cli_ray_flag_and_a_scene_failing_on_a_worker(ray_runtime, scenes, tmp_path):
     not_a_folder = tmp_path / "file"
     not_a_folder.write_text("")
@@ -251,7 +251,7 @@ def test_bad_scene_lists_fail_in_one_line(tmp_path):
         assert len(lines) == 1 and message in lines[0] and "Traceback" not in r.output
 
 
-@HEAVY
+@RAY
 def test_workers_that_could_never_start_are_refused(ray_runtime):
     with pytest.raises(ValueError, match="--cpus-per-worker 3: the Ray cluster has 2 CPU"):
         WorkerPool.start(_source(), cpus_per_worker=3)

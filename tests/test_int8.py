@@ -7,7 +7,6 @@ import sys
 
 import pytest
 import torch
-from scene_helpers import HEAVY
 
 from copgen_rt import Pipeline, device
 from copgen_rt.demo import demo_weights
@@ -37,7 +36,6 @@ def _rel_err(out: list[torch.Tensor], ref: list[torch.Tensor]) -> float:
     return float((a - b).norm() / b.norm())
 
 
-@HEAVY
 def test_int8_quantizes_all_but_the_kept_layers_and_stays_near_fp32(fresh_cache, monkeypatch):
     calibrations = []
     calibrate = Pipeline.chip_calls

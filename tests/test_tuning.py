@@ -9,7 +9,6 @@ import json
 import pytest
 import torch
 from conftest import TINY, rel_err
-from scene_helpers import HEAVY
 
 from copgen_rt import Pipeline, specs, tuning
 from copgen_rt.backends import make_denoiser_backend
@@ -185,7 +184,6 @@ def test_the_short_model_keeps_width_heads_and_tokens():
     assert (len(model.in_blocks), len(model.out_blocks)) == (1, 1)
 
 
-@HEAVY
 def test_auto_measures_the_real_engines_on_this_machine():
     pipe = Pipeline.demo()
     assert pipe.plan is not None and pipe.plan.tuning is not None
@@ -203,7 +201,6 @@ def test_auto_measures_the_real_engines_on_this_machine():
     assert sorted(measured_here.per_tile) == list(tuning.BATCHES)
 
 
-@HEAVY
 def test_torch_compile_matches_the_golden_network_output_in_fp32(tiny_spec, golden):
     model = load_denoiser(tiny_spec, read_checkpoint(TINY / "denoiser.safetensors"))
     backend = make_denoiser_backend("torch-compile", model)
