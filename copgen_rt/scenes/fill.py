@@ -89,7 +89,7 @@ def stored_type(scene: SceneInput, m: Modality, frame: SceneFrame) -> StoredType
     dtypes, nodatas = set(), set()
     for href in {scene.band_source(band)[0] for band in m.bands or scene.bands[:1]}:
         with reading(Path(href)), rasterio.open(href) as src:
-            if src.crs != frame.crs or not _on_grid(src.transform, grid):
+            if src.crs != frame.crs or not _same_pixels(src.transform, grid):
                 return None
             dtypes.update(src.dtypes)
             nodatas.add(src.nodata if src.nodata is not None else scene.nodata)
@@ -104,7 +104,7 @@ def stored_type(scene: SceneInput, m: Modality, frame: SceneFrame) -> StoredType
     return StoredType(dtype, int(nodata), scene.dn_offset if isinstance(p, Reflectance) else 0.0)
 
 
-def _on_grid(transform: Affine, grid: Affine) -> bool:
+def _same_pixels(transform: Affine, grid: Affine) -> bool:
     """Are a file's pixels those of `grid` (same size, north-up, whole pixels apart)?"""
     def whole(x: float) -> bool:
         return abs(x - round(x)) < 1e-6
